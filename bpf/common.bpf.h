@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Maps, tunables and helpers shared by every portlens BPF program. */
+#ifndef PORTLENS_COMMON_BPF_H
+#define PORTLENS_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "core_fixes.bpf.h"
+#include "events.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/*
+ * Shared maps. Each type is spelled once, here; maps.bpf.c defines them and every other object
+ * file sees them as extern, resolved when bpftool links the objects into portlens.bpf.o.
+ */
+#define PL_EVENTS_MAP_TYPE                                                                         \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_RINGBUF);                                                \
+		__uint(max_entries, 4 * 1024 * 1024); /* overridden at load time */               \
+	}
+#define PL_COUNTERS_MAP_TYPE                                                                       \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                                           \
+		__uint(max_entries, PL_CNT_MAX);                                                   \
+		__type(key, __u32);                                                                \
+		__type(value, __u64);                                                              \
+	}
+
+/*
+ * Tunables, set by the agent between open and load; 0 means "no filter". The filters exist so
+ * that `portlens trace --pid/--netns` costs nothing for the rest of the host.
+ */
+#ifdef PL_DEFINE_SHARED
+PL_EVENTS_MAP_TYPE events SEC(".maps");
+PL_COUNTERS_MAP_TYPE counters SEC(".maps");
+const volatile __u32 targ_tgid = 0;
+const volatile __u32 targ_netns = 0;
+#else
+extern PL_EVENTS_MAP_TYPE events SEC(".maps");
+extern PL_COUNTERS_MAP_TYPE counters SEC(".maps");
+extern const volatile __u32 targ_tgid;
+extern const volatile __u32 targ_netns;
+#endif
+
+/* Never lose an event silently: every drop is counted where userspace can read it. */
+static __always_inline void count_drop(enum pl_counter which)
+{
+	__u32 key = which;
+	__u64 *v = bpf_map_lookup_elem(&counters, &key);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int is_port_protocol(__u16 protocol)
+{
+	return protocol == IPPROTO_TCP || protocol == IPPROTO_UDP ||
+	       protocol == IPPROTO_UDPLITE || protocol == IPPROTO_MPTCP ||
+	       protocol == IPPROTO_SCTP;
+}
+
+static __always_inline __u32 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline void fill_task(struct pl_event *e)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* The socket's bound local address and port, as the kernel holds them now. */
+static __always_inline void read_local(const struct sock *sk, __u16 family, struct pl_endpoint *ep)
+{
+	ep->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == AF_INET) {
+		__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+
+		ep->family = PL_AF_INET;
+		__builtin_memcpy(ep->addr, &a, sizeof(a));
+	} else {
+		ep->family = PL_AF_INET6;
+		BPF_CORE_READ_INTO(&ep->addr, sk, __sk_common.skc_v6_rcv_saddr);
+	}
+}
+
+/* Everything the kernel's port rules look at on a socket (kernel-rules.md section 1). */
+static __always_inline void read_sock_opts(struct sock *sk, struct pl_event *e)
+{
+	struct sock_common *skc = &sk->__sk_common;
+	__u8 state = BPF_CORE_READ(skc, skc_state);
+
+	e->opts.reuseaddr = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuse);
+	e->opts.reuseport = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuseport);
+	e->opts.v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only);
+	e->opts.bound_dev_if = BPF_CORE_READ(skc, skc_bound_dev_if);
+	if (read_inet_options(sk, &e->opts.freebind, &e->opts.transparent,
+			      &e->opts.bind_address_no_port))
+		e->flags |= PL_F_INET_FLAGS;
+	/* sk_uid lives in struct sock: only full sockets have it (not TIME_WAIT/NEW_SYN_RECV). */
+	if (state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV)
+		e->sock_uid = BPF_CORE_READ(sk, sk_uid.val);
+	e->flags |= PL_F_OPTS_VALID;
+}
+
+#endif /* PORTLENS_COMMON_BPF_H */

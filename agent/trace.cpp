@@ -1,0 +1,131 @@
+#include "agent/trace.hpp"
+
+#include <chrono>
+#include <ostream>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/format.hpp"
+#include "agent/netns.hpp"
+#include "agent/preflight.hpp"
+
+namespace portlens {
+
+EventFilter::EventFilter(const TraceOptions& options, std::optional<std::uint32_t> netns_inode)
+    : failures_(options.failures),
+      states_(options.states),
+      pid_(options.pid),
+      port_(options.port),
+      netns_(netns_inode) {}
+
+bool EventFilter::port_matches(const Event& event) const {
+  if (!port_) {
+    return true;
+  }
+  const auto has = [&](const std::optional<Endpoint>& ep) { return ep && ep->port == *port_; };
+  return has(event.requested) || has(event.local) || has(event.remote);
+}
+
+bool EventFilter::accepts(const Event& event) {
+  if (netns_ && event.netns != *netns_) {
+    return false;
+  }
+  if (event.type == EventType::kReset) {
+    return false;  // the tracker's business; `trace` shows what happened to the state instead
+  }
+  if (event.type == EventType::kState) {
+    if (!states_ || failures_) {
+      return false;
+    }
+    if (pid_ && !pid_sockets_.contains(event.sock_id)) {
+      return false;
+    }
+    return port_matches(event);
+  }
+  if (pid_) {
+    if (event.pid != *pid_) {
+      return false;
+    }
+    if (states_ && pid_sockets_.size() < kMaxRememberedSockets) {
+      pid_sockets_.insert(event.sock_id);
+    }
+  }
+  if (failures_ && !event.failed()) {
+    return false;
+  }
+  return port_matches(event);
+}
+
+TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostream& status,
+                       const std::atomic<bool>& stop) {
+  std::optional<std::uint32_t> netns_inode;
+  if (options.netns) {
+    netns_inode = resolve_netns(*options.netns).inode;
+  }
+  require_preflight();
+
+  TracerConfig config;
+  config.pid_filter = options.pid.value_or(0);
+  config.netns_filter = netns_inode.value_or(0);
+  config.ring_bytes = options.ring_bytes;
+  config.tcp_states = options.states;
+  BpfTracer tracer(config);
+
+  const WallClock clock;
+  EventFilter filter(options, netns_inode);
+  TraceSummary summary;
+  if (!options.json) {
+    out << format_table_header() << '\n';
+  }
+  status << "Tracing bind/listen/connect" << (options.states ? " and TCP state changes" : "")
+         << "... Ctrl-C to stop." << std::endl;
+
+  const BpfTracer::RecordSink sink = [&](std::span<const std::byte> record) {
+    ++summary.seen;
+    const DecodeResult decoded = decode_event(record);
+    if (!decoded.event) {
+      ++summary.malformed;
+      spdlog::debug("dropped a malformed record: {}", to_string(*decoded.error));
+      return;
+    }
+    if (!filter.accepts(*decoded.event)) {
+      return;
+    }
+    ++summary.shown;
+    if (options.json) {
+      out << event_to_json(*decoded.event, clock).dump() << '\n';
+    } else {
+      out << format_table_row(*decoded.event, clock) << '\n';
+    }
+  };
+
+  using Clock = std::chrono::steady_clock;
+  const auto deadline =
+      options.duration_s
+          ? std::optional(Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(*options.duration_s)))
+          : std::nullopt;
+  while (!stop.load(std::memory_order_relaxed)) {
+    auto wait = std::chrono::milliseconds(100);
+    if (deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now());
+      if (left.count() <= 0) {
+        break;
+      }
+      wait = std::min(wait, left);
+    }
+    if (tracer.poll(wait, sink) > 0) {
+      out.flush();
+      if (!out) {
+        break;  // the reader went away (a closed pipe): stop quietly
+      }
+    }
+  }
+  // Whatever is already in the ring is part of the trace.
+  tracer.poll(std::chrono::milliseconds(0), sink);
+  out.flush();
+  summary.lost = tracer.drops();
+  return summary;
+}
+
+}  // namespace portlens

@@ -60,7 +60,19 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->type_name("N");
   trace->add_option("--netns", t.netns, "only this network namespace")->type_name("NS");
   trace->add_option("--duration", t.duration_s, "stop after S seconds (fractions allowed)")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Validator(
+          [](const std::string& text) -> std::string {
+            // CLI11 2.1's PositiveNumber prints DBL_MAX in its message; say it plainly.
+            std::string problem = "'" + text + "' is not a positive number of seconds";
+            try {
+              std::size_t used = 0;
+              const double v = std::stod(text, &used);
+              return used == text.size() && v > 0 ? "" : problem;
+            } catch (const std::exception&) {
+              return problem;
+            }
+          },
+          "S", "positive"))
       ->type_name("S");
   trace
       ->add_option("--ring-buffer-size", t.ring_bytes,
@@ -95,7 +107,12 @@ ParseOutcome parse_command_line(const std::vector<std::string>& args) {
     return outcome;
   } catch (const CLI::ParseError& e) {
     outcome.exit_code = 2;
-    outcome.stderr_text = std::string("portlens: ") + e.what() +
+    std::string message = e.what();
+    // "A subcommand is required" hides a mistyped or not-yet-built command: name it.
+    if (app.get_subcommands().empty() && !app.remaining().empty()) {
+      message = "unknown command '" + app.remaining().front() + "' (commands: trace)";
+    }
+    outcome.stderr_text = std::string("portlens: ") + message +
                           "\nRun 'portlens --help' or 'portlens COMMAND --help' for usage.\n";
     return outcome;
   }

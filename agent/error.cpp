@@ -8,7 +8,11 @@ namespace portlens {
 std::string errno_text(int err) {
   std::array<char, 128> buf{};
   // GNU strerror_r returns the message, which may or may not live in buf.
-  return strerror_r(err < 0 ? -err : err, buf.data(), buf.size());
+  const long positive = err < 0 ? -static_cast<long>(err) : err;
+  if (positive > 4095) {  // MAX_ERRNO: nothing larger is an errno
+    return "error " + std::to_string(err);
+  }
+  return strerror_r(static_cast<int>(positive), buf.data(), buf.size());
 }
 
 }  // namespace portlens

@@ -1,8 +1,7 @@
 #include "agent/format.hpp"
 
-#include <time.h>
-
 #include <cstring>
+#include <ctime>
 
 #include <fmt/format.h>
 
@@ -25,11 +24,10 @@ std::string family_name(Family f) { return f == Family::kIpv4 ? "ipv4" : "ipv6";
 
 }  // namespace
 
-WallClock::WallClock()
-    : offset_ns_(clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC)) {}
+WallClock::WallClock() : offset_ns_(clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC)) {}
 
 std::string format_rfc3339_us(std::int64_t realtime_ns) {
-  const time_t secs = static_cast<time_t>(realtime_ns / kNsPerSec);
+  const auto secs = static_cast<time_t>(realtime_ns / kNsPerSec);
   const auto micros = (realtime_ns % kNsPerSec) / 1000;
   tm utc{};
   gmtime_r(&secs, &utc);
@@ -38,7 +36,7 @@ std::string format_rfc3339_us(std::int64_t realtime_ns) {
 }
 
 std::string format_clock_time(std::int64_t realtime_ns) {
-  const time_t secs = static_cast<time_t>(realtime_ns / kNsPerSec);
+  const auto secs = static_cast<time_t>(realtime_ns / kNsPerSec);
   const auto micros = (realtime_ns % kNsPerSec) / 1000;
   tm local{};
   localtime_r(&secs, &local);
@@ -49,9 +47,9 @@ std::string errno_name(int err) {
   if (err == 0) {
     return "OK";
   }
-  const int positive = err < 0 ? -err : err;
+  const long positive = err < 0 ? -static_cast<long>(err) : err;
   // strerrorname_np (glibc 2.32+) knows every errno the kernel returns to these calls.
-  const char* name = strerrorname_np(positive);
+  const char* name = positive <= 4095 ? strerrorname_np(static_cast<int>(positive)) : nullptr;
   if (name == nullptr) {
     return fmt::format("E?{}", positive);
   }
@@ -141,7 +139,7 @@ nlohmann::json event_to_json(const Event& event, const WallClock& clock) {
     j["errno"] = event.result < 0 ? json(errno_name(event.result)) : json(nullptr);
     // What the call left on the socket: bind(0)'s port, connect()'s chosen source address.
     j["bound"] = event.result == 0 || event.type == EventType::kConnect ? ep_or_null(event.local)
-                                                                         : json(nullptr);
+                                                                        : json(nullptr);
     if (event.requested_fault) {
       j["sockaddr_fault"] = true;
     }

@@ -42,7 +42,8 @@ std::string spec_to_path(std::string_view spec) {
 
 NetnsRef resolve_netns(std::string_view spec) {
   const std::string path = spec_to_path(spec);
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or a device) named by mistake must not hang the command.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     std::string hint;
@@ -60,8 +61,7 @@ NetnsRef resolve_netns(std::string_view spec) {
   const int stat_rc = fstat(fd, &st);
   close(fd);
   if (type != CLONE_NEWNET || stat_rc != 0) {
-    throw UsageError("--netns " + std::string(spec) + ": " + path +
-                     " is not a network namespace");
+    throw UsageError("--netns " + std::string(spec) + ": " + path + " is not a network namespace");
   }
   return {path, static_cast<std::uint32_t>(st.st_ino)};
 }

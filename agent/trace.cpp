@@ -37,8 +37,15 @@ bool EventFilter::accepts(const Event& event) {
     if (!states_ || failures_) {
       return false;
     }
-    if (pid_ && !pid_sockets_.contains(event.sock_id)) {
-      return false;
+    if (pid_) {
+      const auto it = pid_sockets_.find(event.sock_id);
+      if (it == pid_sockets_.end()) {
+        return false;
+      }
+      // A closed socket's kernel address can be reused by another process's next socket.
+      if (event.new_state == static_cast<int>(TcpState::kClose)) {
+        pid_sockets_.erase(it);
+      }
     }
     return port_matches(event);
   }
@@ -108,7 +115,8 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   while (!stop.load(std::memory_order_relaxed)) {
     auto wait = std::chrono::milliseconds(100);
     if (deadline) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now());
       if (left.count() <= 0) {
         break;
       }

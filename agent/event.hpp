@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "agent/inet.hpp"
+#include "agent/socket_table.hpp"
 #include "bpf/events.h"
 
 namespace portlens {
@@ -27,19 +28,6 @@ enum class EventType : std::uint8_t {
 };
 
 std::string_view to_string(EventType type);
-
-// The options of a socket that the kernel's port rules look at (kernel-rules.md section 1).
-struct SocketOptions {
-  bool reuseaddr = false;
-  bool reuseport = false;
-  bool v6only = false;
-  bool freebind = false;
-  bool transparent = false;
-  bool bind_address_no_port = false;
-  int bound_dev_if = 0;
-
-  bool operator==(const SocketOptions&) const = default;
-};
 
 struct Event {
   EventType type = EventType::kBind;

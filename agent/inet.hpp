@@ -42,6 +42,7 @@ class IpAddress {
 
   [[nodiscard]] std::string to_string() const;
 
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   auto operator<=>(const IpAddress&) const = default;
   bool operator==(const IpAddress&) const = default;
 
@@ -59,6 +60,7 @@ struct Endpoint {
   // Accepts "127.0.0.1:80", "[::1]:80", "[::]:80", "*:80" (0.0.0.0), ":80" (0.0.0.0).
   static std::optional<Endpoint> parse(std::string_view text);
 
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   auto operator<=>(const Endpoint&) const = default;
   bool operator==(const Endpoint&) const = default;
 };

@@ -1,0 +1,283 @@
+#include "agent/ephemeral.hpp"
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <tuple>
+#include <utility>
+
+namespace portlens {
+namespace {
+
+constexpr int kLoopbackIfindex = 1;  // LOOPBACK_IFINDEX
+constexpr std::size_t kPortCount = 65536;
+
+bool in_tcp_table(Proto proto) { return proto == Proto::kTcp || proto == Proto::kMptcp; }
+
+bool is_time_wait(const SocketEntry& entry) { return entry.state == TcpState::kTimeWait; }
+
+Tristate all_of(std::initializer_list<Tristate> terms) {
+  bool unknown = false;
+  for (const Tristate t : terms) {
+    if (t == Tristate::kNo) {
+      return Tristate::kNo;
+    }
+    unknown = unknown || t == Tristate::kUnknown;
+  }
+  return unknown ? Tristate::kUnknown : Tristate::kYes;
+}
+
+// What bind()/listen() owners and the sysctls leave of one netns's range for connect().
+struct NetnsPorts {
+  const NetnsPortConfig* config = nullptr;
+  std::vector<bool> explicit_ports = std::vector<bool>(kPortCount);
+  std::uint32_t range_size = 0;
+  std::uint32_t reserved = 0;
+  std::uint32_t explicit_owned = 0;
+
+  [[nodiscard]] bool in_range(std::uint16_t port) const {
+    return port >= config->port_range_lo && port <= config->port_range_hi;
+  }
+  // A port __inet_hash_connect could hand out: in range, not reserved, no explicit owner.
+  [[nodiscard]] bool in_capacity(std::uint16_t port) const {
+    return in_range(port) && !config->reserved_ports.test(port) && !explicit_ports[port];
+  }
+  [[nodiscard]] std::uint32_t capacity() const { return range_size - reserved - explicit_owned; }
+
+  void mark(const SocketEntry& entry) {
+    if (in_tcp_table(entry.proto) && entry.local.port != 0 && holds_port_explicitly(entry)) {
+      explicit_ports[entry.local.port] = true;
+    }
+  }
+
+  void count() {
+    const std::uint32_t lo = config->port_range_lo;
+    const std::uint32_t hi = config->port_range_hi;
+    if (hi < lo) {
+      return;
+    }
+    range_size = hi - lo + 1;
+    for (std::uint32_t p = lo; p <= hi; ++p) {
+      if (config->reserved_ports.test(p)) {
+        ++reserved;
+      } else if (explicit_ports[p]) {
+        ++explicit_owned;
+      }
+    }
+  }
+};
+
+NetnsPorts scan_netns(const SocketTable& table, std::uint64_t netns) {
+  NetnsPorts ports;
+  ports.config = &table.config_for(netns);
+  for (const SocketEntry& entry : table.sockets) {
+    if (entry.netns == netns) {
+      ports.mark(entry);
+    }
+  }
+  ports.count();
+  return ports;
+}
+
+bool same_remote(const Endpoint& a, const Endpoint& b) {
+  return a.port == b.port && a.addr.unmapped() == b.addr.unmapped();
+}
+
+// The 4-tuple sockets toward one destination whose ports lie in the capacity, in any order.
+EphemeralAccount account_group(const Destination& destination, const NetnsPorts& ports,
+                               std::vector<const SocketEntry*>& group) {
+  EphemeralAccount account;
+  account.destination = destination;
+  account.range_size = ports.range_size;
+  account.reserved = ports.reserved;
+  account.explicit_owned = ports.explicit_owned;
+  account.capacity = ports.capacity();
+
+  std::stable_sort(group.begin(), group.end(), [](const SocketEntry* a, const SocketEntry* b) {
+    return a->local.port < b->local.port;
+  });
+
+  std::vector<HeldPort> held;
+  for (auto first = group.begin(); first != group.end();) {
+    const std::uint16_t port = (*first)->local.port;
+    const auto last = std::find_if(first, group.end(),
+                                   [port](const SocketEntry* e) { return e->local.port != port; });
+    ++account.in_use;
+    const bool only_time_wait =
+        std::all_of(first, last, [](const SocketEntry* e) { return is_time_wait(*e); });
+    if (only_time_wait) {
+      ++account.time_wait;
+      Tristate reusable = Tristate::kYes;
+      for (auto it = first; it != last; ++it) {
+        reusable = all_of({reusable, time_wait_reusable_by_connect(**it, *ports.config, false)});
+      }
+      if (reusable == Tristate::kYes) {
+        ++account.time_wait_reusable;
+      } else if (reusable == Tristate::kUnknown) {
+        ++account.undecided;
+      }
+    }
+    const auto live =
+        std::find_if(first, last, [](const SocketEntry* e) { return !is_time_wait(*e); });
+    held.push_back(HeldPort{live == last ? *first : *live, only_time_wait});
+    first = last;
+  }
+  finish_account(account);
+  account.holders = rank_port_holders(held);
+  return account;
+}
+
+Destination destination_of(const SocketEntry& entry) {
+  return Destination{entry.netns, entry.local.addr.unmapped(),
+                     Endpoint{entry.remote->addr.unmapped(), entry.remote->port}};
+}
+
+}  // namespace
+
+std::vector<PortHolder> rank_port_holders(const std::vector<HeldPort>& held) {
+  using HolderKey = std::tuple<bool, std::uint32_t, std::string, bool>;
+  std::map<HolderKey, PortHolder> by_owner;
+  for (const HeldPort& port : held) {
+    const auto& owner = port.representative->owner;
+    HolderKey key{owner.has_value(), owner ? owner->pid : 0, owner ? owner->comm : std::string(),
+                  port.time_wait_only};
+    auto [slot, inserted] = by_owner.try_emplace(std::move(key));
+    if (inserted) {
+      slot->second.owner = owner;
+      slot->second.time_wait = port.time_wait_only;
+      slot->second.example = *port.representative;
+    }
+    ++slot->second.ports;
+  }
+  std::vector<PortHolder> holders;
+  holders.reserve(by_owner.size());
+  for (auto& [key, holder] : by_owner) {
+    holders.push_back(std::move(holder));
+  }
+  // Most ports first; on a tie, live owners before TIME_WAIT, whose fix differs.
+  std::stable_sort(holders.begin(), holders.end(), [](const PortHolder& a, const PortHolder& b) {
+    if (a.ports != b.ports) {
+      return a.ports > b.ports;
+    }
+    return !a.time_wait && b.time_wait;
+  });
+  if (holders.size() > EphemeralAccount::kMaxHolders) {
+    holders.resize(EphemeralAccount::kMaxHolders);
+  }
+  return holders;
+}
+
+void finish_account(EphemeralAccount& account) {
+  account.available = account.capacity - account.in_use + account.time_wait_reusable;
+  account.utilization = account.capacity == 0 ? 1.0
+                                              : 1.0 - static_cast<double>(account.available) /
+                                                          static_cast<double>(account.capacity);
+}
+
+bool holds_port_explicitly(const SocketEntry& entry) {
+  // Listening and bound-only sockets got their port from inet_csk_get_port() whatever the
+  // source says: a connect()-picked port is released (inet_put_port) when connect() fails.
+  return entry.explicit_port || entry.state == TcpState::kListen ||
+         entry.state == TcpState::kClose || entry.state == TcpState::kBoundInactive;
+}
+
+bool occupies_four_tuple(const SocketEntry& entry) {
+  return in_tcp_table(entry.proto) && entry.remote.has_value() &&
+         entry.state != TcpState::kListen && entry.state != TcpState::kClose &&
+         entry.state != TcpState::kBoundInactive;
+}
+
+Tristate time_wait_reusable_by_connect(const SocketEntry& time_wait, const NetnsPortConfig& config,
+                                       bool port_bound_before_connect) {
+  // tcp_twsk_unique(): reuse needs tw_ts_recent_stamp, i.e. the connection used timestamps.
+  const Tristate timestamps = to_tristate(time_wait.timestamps);
+  if (port_bound_before_connect) {
+    // With an explicitly bound port __inet_hash_connect passes twp == NULL, and the test is
+    // `ts_recent_stamp && (!twp || ...)`: tcp_tw_reuse, the delay and the substate play no part
+    // (verified on 6.18 with tcp_tw_reuse=0).
+    return timestamps;
+  }
+  // tcp_twsk_unique(): the FIN_WAIT2 substate forces reuse = 0.
+  Tristate substate = Tristate::kUnknown;
+  if (time_wait.time_wait_substate) {
+    substate = to_tristate(*time_wait.time_wait_substate != TcpState::kFinWait2);
+  }
+  Tristate sysctl = to_tristate(config.tcp_tw_reuse != 0);
+  if (config.tcp_tw_reuse == 2) {
+    // tcp_tw_reuse=2: only loopback, recognised by address (either end) or by a bind to lo.
+    const bool loopback_address =
+        time_wait.local.addr.is_loopback() ||
+        (time_wait.remote.has_value() && time_wait.remote->addr.is_loopback());
+    if (loopback_address) {
+      sysctl = Tristate::kYes;
+    } else if (time_wait.bound_dev_if) {
+      sysctl = to_tristate(*time_wait.bound_dev_if == kLoopbackIfindex);
+    } else {
+      sysctl = Tristate::kUnknown;
+    }
+  }
+  // time_after32(now, tw_entry_stamp + tcp_tw_reuse_delay): strictly older than the delay.
+  Tristate old_enough = Tristate::kUnknown;
+  if (time_wait.time_wait_remaining) {
+    old_enough =
+        to_tristate(kTimeWaitLength - *time_wait.time_wait_remaining > config.tcp_tw_reuse_delay);
+  }
+  return all_of({substate, sysctl, timestamps, old_enough});
+}
+
+EphemeralAccount account_destination(const SocketTable& table, const Destination& destination) {
+  const NetnsPorts ports = scan_netns(table, destination.netns);
+  const IpAddress source = destination.source.unmapped();
+  std::vector<const SocketEntry*> group;
+  for (const SocketEntry& entry : table.sockets) {
+    if (entry.netns == destination.netns && occupies_four_tuple(entry) &&
+        entry.local.addr.unmapped() == source && same_remote(*entry.remote, destination.remote) &&
+        ports.in_capacity(entry.local.port)) {
+      group.push_back(&entry);
+    }
+  }
+  Destination normalized = destination;
+  normalized.source = source;
+  normalized.remote.addr = destination.remote.addr.unmapped();
+  return account_group(normalized, ports, group);
+}
+
+std::vector<EphemeralAccount> account_by_destination(const SocketTable& table) {
+  // One pass marks every netns's explicit owners; counting is O(range) per netns.
+  std::map<std::uint64_t, NetnsPorts> netns_ports;
+  for (const SocketEntry& entry : table.sockets) {
+    auto [it, inserted] = netns_ports.try_emplace(entry.netns);
+    if (inserted) {
+      it->second.config = &table.config_for(entry.netns);
+    }
+    it->second.mark(entry);
+  }
+  for (auto& [netns, ports] : netns_ports) {
+    ports.count();
+  }
+
+  std::vector<std::pair<Destination, const SocketEntry*>> candidates;
+  for (const SocketEntry& entry : table.sockets) {
+    if (occupies_four_tuple(entry) && netns_ports.at(entry.netns).in_capacity(entry.local.port)) {
+      candidates.emplace_back(destination_of(entry), &entry);
+    }
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+
+  std::vector<EphemeralAccount> accounts;
+  std::vector<const SocketEntry*> group;
+  for (auto first = candidates.begin(); first != candidates.end();) {
+    const auto last = std::find_if(first, candidates.end(),
+                                   [&](const auto& c) { return c.first != first->first; });
+    group.clear();
+    for (auto it = first; it != last; ++it) {
+      group.push_back(it->second);
+    }
+    accounts.push_back(account_group(first->first, netns_ports.at(first->first.netns), group));
+    first = last;
+  }
+  return accounts;
+}
+
+}  // namespace portlens

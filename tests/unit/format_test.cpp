@@ -1,0 +1,372 @@
+#include "agent/format.hpp"
+
+#include <cerrno>
+#include <cstdint>
+#include <ctime>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace portlens {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using json = nlohmann::json;
+
+constexpr std::int64_t kNsPerSec = 1'000'000'000;
+
+TEST(ErrnoNameTest, NamesErrnoValuesEitherSign) {
+  EXPECT_EQ(errno_name(98), "EADDRINUSE");
+  EXPECT_EQ(errno_name(-98), "EADDRINUSE");
+  EXPECT_EQ(errno_name(-EADDRNOTAVAIL), "EADDRNOTAVAIL");
+  EXPECT_EQ(errno_name(-EACCES), "EACCES");
+  EXPECT_EQ(errno_name(-EINPROGRESS), "EINPROGRESS");
+  EXPECT_EQ(errno_name(-ECONNREFUSED), "ECONNREFUSED");
+  EXPECT_EQ(errno_name(-EAGAIN), "EAGAIN");
+}
+
+TEST(ErrnoNameTest, ZeroIsOk) { EXPECT_EQ(errno_name(0), "OK"); }
+
+TEST(ErrnoNameTest, UnknownNumbers) {
+  EXPECT_EQ(errno_name(4095), "E?4095");
+  EXPECT_EQ(errno_name(-4095), "E?4095");
+  EXPECT_EQ(errno_name(100000), "E?100000");
+}
+
+TEST(OptionLettersTest, NoneIsDash) { EXPECT_EQ(format_option_letters(SocketOptions{}), "-"); }
+
+TEST(OptionLettersTest, EachOptionAlone) {
+  EXPECT_EQ(format_option_letters({.reuseaddr = true}), "R");
+  EXPECT_EQ(format_option_letters({.reuseport = true}), "P");
+  EXPECT_EQ(format_option_letters({.v6only = true}), "6");
+  EXPECT_EQ(format_option_letters({.freebind = true}), "F");
+  EXPECT_EQ(format_option_letters({.transparent = true}), "T");
+  EXPECT_EQ(format_option_letters({.bind_address_no_port = true}), "N");
+  EXPECT_EQ(format_option_letters({.bound_dev_if = 3}), "@3");
+}
+
+TEST(OptionLettersTest, Combinations) {
+  EXPECT_EQ(format_option_letters({.reuseaddr = true, .reuseport = true}), "RP");
+  EXPECT_EQ(format_option_letters({.reuseaddr = true, .v6only = true, .bound_dev_if = 12}),
+            "R6@12");
+  EXPECT_EQ(format_option_letters({.freebind = true, .bind_address_no_port = true}), "FN");
+  EXPECT_EQ(format_option_letters(SocketOptions{true, true, true, true, true, true, 2}),
+            "RP6FTN@2");
+}
+
+TEST(Rfc3339Test, KnownInstants) {
+  EXPECT_EQ(format_rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
+  EXPECT_EQ(format_rfc3339_us(1'700'000'000 * kNsPerSec + 123'456'789),
+            "2023-11-14T22:13:20.123456Z");
+  // architecture.md's example instant.
+  EXPECT_EQ(format_rfc3339_us(1'795'256'103 * kNsPerSec + 123'456'000),
+            "2026-11-21T10:15:03.123456Z");
+  // Leap day, last microsecond of the day.
+  EXPECT_EQ(format_rfc3339_us(951'868'799 * kNsPerSec + 999'999'999),
+            "2000-02-29T23:59:59.999999Z");
+}
+
+TEST(Rfc3339Test, TruncatesNanosecondsToMicroseconds) {
+  EXPECT_EQ(format_rfc3339_us(999), "1970-01-01T00:00:00.000000Z");
+  EXPECT_EQ(format_rfc3339_us(1'000), "1970-01-01T00:00:00.000001Z");
+  EXPECT_EQ(format_rfc3339_us(kNsPerSec + 500'000), "1970-01-01T00:00:01.000500Z");
+}
+
+TEST(WallClockTest, AddsTheOffset) {
+  const WallClock clock(1'000 * kNsPerSec);
+  EXPECT_EQ(clock.to_realtime_ns(0), 1'000 * kNsPerSec);
+  EXPECT_EQ(clock.to_realtime_ns(5 * kNsPerSec + 7), 1'005 * kNsPerSec + 7);
+  const WallClock behind(-2 * kNsPerSec);
+  EXPECT_EQ(behind.to_realtime_ns(10 * kNsPerSec), 8 * kNsPerSec);
+  EXPECT_EQ(WallClock(0).to_realtime_ns(42), 42);
+}
+
+TEST(WallClockTest, DefaultMapsMonotonicNowToRealtimeNow) {
+  const WallClock clock;
+  timespec mono{};
+  timespec real{};
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  clock_gettime(CLOCK_REALTIME, &real);
+  const auto mono_ns = static_cast<std::uint64_t>(mono.tv_sec) * kNsPerSec +
+                       static_cast<std::uint64_t>(mono.tv_nsec);
+  const std::int64_t real_ns = static_cast<std::int64_t>(real.tv_sec) * kNsPerSec + real.tv_nsec;
+  const std::int64_t diff = clock.to_realtime_ns(mono_ns) - real_ns;
+  EXPECT_LT(diff < 0 ? -diff : diff, kNsPerSec / 10);
+}
+
+// Times in the tests: monotonic 5s + 123456us, wall clock offset puts that at architecture.md's
+// example instant.
+constexpr std::uint64_t kMonoNs = 5 * kNsPerSec + 123'456'000;
+constexpr std::int64_t kOffsetNs = 1'795'256'098 * kNsPerSec;
+
+Event failed_bind_v4() {
+  Event e;
+  e.type = EventType::kBind;
+  e.ts_ns = kMonoNs;
+  e.pid = 1234;
+  e.tid = 1235;
+  e.uid = 0;
+  e.sock_uid = 0;
+  e.netns = 4026531840U;
+  e.family = Family::kIpv4;
+  e.proto = Proto::kTcp;
+  e.opts = SocketOptions{};
+  e.requested = *Endpoint::parse("0.0.0.0:8080");
+  e.local = *Endpoint::parse("0.0.0.0:0");
+  e.result = -98;
+  e.comm = "nginx";
+  return e;
+}
+
+TEST(TableTest, HeaderNamesEveryColumn) {
+  const std::string header = format_table_header();
+  for (const char* column :
+       {"TIME", "COMM", "PID", "CALL", "PROTO", "LOCAL", "REMOTE", "OPTS", "RESULT"}) {
+    EXPECT_THAT(header, HasSubstr(column));
+  }
+  EXPECT_EQ(header.find('\n'), std::string::npos);
+}
+
+TEST(TableTest, FailedBindRow) {
+  Event e = failed_bind_v4();
+  e.opts = SocketOptions{.reuseaddr = true};
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("nginx"));
+  EXPECT_THAT(row, HasSubstr("1234"));
+  EXPECT_THAT(row, HasSubstr("bind"));
+  EXPECT_THAT(row, HasSubstr("tcp"));
+  EXPECT_THAT(row, HasSubstr("0.0.0.0:8080"));  // the requested address, not the local one
+  EXPECT_THAT(row, Not(HasSubstr("0.0.0.0:0 ")));
+  EXPECT_THAT(row, HasSubstr(" R "));
+  EXPECT_THAT(row, HasSubstr("EADDRINUSE"));
+  EXPECT_THAT(row, Not(HasSubstr("(got")));
+  EXPECT_EQ(row.find('\n'), std::string::npos);
+  // The time column is local wall-clock time with microseconds.
+  EXPECT_THAT(row, HasSubstr(".123456"));
+}
+
+TEST(TableTest, ColumnsLineUpWithTheHeader) {
+  const std::string header = format_table_header();
+  const std::string row = format_table_row(failed_bind_v4(), WallClock(kOffsetNs));
+  EXPECT_EQ(row.find("nginx"), header.find("COMM"));
+  EXPECT_EQ(row.find("bind"), header.find("CALL"));
+  EXPECT_EQ(row.find("0.0.0.0:8080"), header.find("LOCAL"));
+  EXPECT_EQ(row.find("EADDRINUSE"), header.find("RESULT"));
+}
+
+TEST(TableTest, SuccessfulBindToPortZeroShowsThePortGot) {
+  Event e = failed_bind_v4();
+  e.result = 0;
+  e.requested = *Endpoint::parse("127.0.0.1:0");
+  e.local = *Endpoint::parse("127.0.0.1:41234");
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("127.0.0.1:0 (got 41234)"));
+  EXPECT_THAT(row, HasSubstr("OK"));
+}
+
+TEST(TableTest, FailedBindToPortZeroShowsNoPortGot) {
+  Event e = failed_bind_v4();
+  e.requested = *Endpoint::parse("127.0.0.1:0");
+  e.local = *Endpoint::parse("127.0.0.1:41234");
+  EXPECT_THAT(format_table_row(e, WallClock(kOffsetNs)), Not(HasSubstr("(got")));
+}
+
+TEST(TableTest, StateRow) {
+  Event e;
+  e.type = EventType::kState;
+  e.ts_ns = kMonoNs;
+  e.comm = "swapper/0";
+  e.old_state = 5;
+  e.new_state = 7;
+  e.local = *Endpoint::parse("10.0.0.1:8080");
+  e.remote = *Endpoint::parse("10.0.0.2:40112");
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("FIN_WAIT2->CLOSE"));
+  EXPECT_THAT(row, HasSubstr("state"));
+  EXPECT_THAT(row, HasSubstr("10.0.0.1:8080"));
+  EXPECT_THAT(row, HasSubstr("10.0.0.2:40112"));
+  EXPECT_THAT(row, Not(HasSubstr("OK")));
+  EXPECT_THAT(row, HasSubstr(" ? "));  // options not read
+}
+
+TEST(TableTest, ConnectRowShowsTheDestinationAsRemote) {
+  Event e = failed_bind_v4();
+  e.type = EventType::kConnect;
+  e.result = -EINPROGRESS;
+  e.requested = *Endpoint::parse("[2001:db8::1]:443");
+  e.local = *Endpoint::parse("[2001:db8::2]:50000");
+  e.family = Family::kIpv6;
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("connect"));
+  EXPECT_THAT(row, HasSubstr("[2001:db8::2]:50000"));
+  EXPECT_THAT(row, HasSubstr("[2001:db8::1]:443"));
+  EXPECT_LT(row.find("[2001:db8::2]:50000"), row.find("[2001:db8::1]:443"));
+  EXPECT_THAT(row, HasSubstr("EINPROGRESS"));
+}
+
+TEST(TableTest, UnreadableSockaddr) {
+  Event e = failed_bind_v4();
+  e.requested.reset();
+  e.requested_fault = true;
+  e.result = -EFAULT;
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("<unreadable sockaddr>"));
+  EXPECT_THAT(row, HasSubstr("EFAULT"));
+}
+
+TEST(JsonTest, FailedIpv4BindMatchesArchitectureForm) {
+  const json j = event_to_json(failed_bind_v4(), WallClock(kOffsetNs));
+  EXPECT_EQ(j.at("time"), "2026-11-21T10:15:03.123456Z");
+  EXPECT_EQ(j.at("event"), "bind");
+  EXPECT_EQ(j.at("pid"), 1234);
+  EXPECT_EQ(j.at("tid"), 1235);
+  EXPECT_EQ(j.at("uid"), 0);
+  EXPECT_EQ(j.at("comm"), "nginx");
+  EXPECT_EQ(j.at("netns"), 4026531840U);
+  EXPECT_EQ(j.at("proto"), "tcp");
+  EXPECT_EQ(j.at("family"), "ipv4");
+  EXPECT_EQ(j.at("local"), json::parse(R"({"addr":"0.0.0.0","port":8080})"));
+  ASSERT_TRUE(j.contains("remote"));
+  EXPECT_TRUE(j.at("remote").is_null());
+  EXPECT_EQ(j.at("opts"), json::parse(R"({"reuseaddr":false,"reuseport":false,"v6only":false,
+      "freebind":false,"transparent":false,"bind_address_no_port":false,"bound_dev_if":0})"));
+  EXPECT_EQ(j.at("result"), -98);
+  EXPECT_EQ(j.at("errno"), "EADDRINUSE");
+  EXPECT_FALSE(j.contains("diagnosis"));
+  EXPECT_FALSE(j.contains("old_state"));
+  EXPECT_FALSE(j.contains("backlog"));
+  EXPECT_FALSE(j.contains("sockaddr_fault"));
+  // A failed bind left nothing bound.
+  EXPECT_TRUE(j.at("bound").is_null());
+}
+
+TEST(JsonTest, FieldTypesAreStable) {
+  const json j = event_to_json(failed_bind_v4(), WallClock(kOffsetNs));
+  EXPECT_TRUE(j.at("pid").is_number_unsigned());
+  EXPECT_TRUE(j.at("netns").is_number_unsigned());
+  EXPECT_TRUE(j.at("result").is_number_integer());
+  EXPECT_TRUE(j.at("local").at("port").is_number_unsigned());
+  EXPECT_TRUE(j.at("opts").at("bound_dev_if").is_number_integer());
+  // One line of JSON Lines.
+  EXPECT_EQ(j.dump().find('\n'), std::string::npos);
+}
+
+TEST(JsonTest, EveryOptionIsReported) {
+  Event e = failed_bind_v4();
+  e.opts = SocketOptions{true, true, true, true, true, true, 7};
+  const json j = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(j.at("opts"), json::parse(R"({"reuseaddr":true,"reuseport":true,"v6only":true,
+      "freebind":true,"transparent":true,"bind_address_no_port":true,"bound_dev_if":7})"));
+  e.opts.reset();
+  EXPECT_TRUE(event_to_json(e, WallClock(kOffsetNs)).at("opts").is_null());
+}
+
+TEST(JsonTest, SuccessfulBindHasNullErrnoAndReportsWhatWasBound) {
+  Event e = failed_bind_v4();
+  e.result = 0;
+  e.requested = *Endpoint::parse("127.0.0.1:0");
+  e.local = *Endpoint::parse("127.0.0.1:41234");
+  const json j = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(j.at("result"), 0);
+  EXPECT_TRUE(j.at("errno").is_null());
+  EXPECT_EQ(j.at("local"), json::parse(R"({"addr":"127.0.0.1","port":0})"));
+  EXPECT_EQ(j.at("bound"), json::parse(R"({"addr":"127.0.0.1","port":41234})"));
+}
+
+TEST(JsonTest, ConnectRemoteIsTheDestinationAndBoundTheChosenLocal) {
+  Event e = failed_bind_v4();
+  e.type = EventType::kConnect;
+  e.result = -EINPROGRESS;
+  e.requested = *Endpoint::parse("93.184.216.34:443");
+  e.local = *Endpoint::parse("10.0.0.5:51000");
+  const json j = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(j.at("event"), "connect");
+  EXPECT_EQ(j.at("remote"), json::parse(R"({"addr":"93.184.216.34","port":443})"));
+  EXPECT_EQ(j.at("local"), json::parse(R"({"addr":"10.0.0.5","port":51000})"));
+  EXPECT_EQ(j.at("bound"), json::parse(R"({"addr":"10.0.0.5","port":51000})"));
+  EXPECT_EQ(j.at("result"), -115);
+  EXPECT_EQ(j.at("errno"), "EINPROGRESS");
+  EXPECT_FALSE(j.contains("diagnosis"));
+  EXPECT_FALSE(j.contains("backlog"));
+}
+
+TEST(JsonTest, ListenReportsBacklog) {
+  Event e = failed_bind_v4();
+  e.type = EventType::kListen;
+  e.result = 0;
+  e.backlog = 511;
+  e.requested.reset();
+  e.local = *Endpoint::parse("0.0.0.0:8080");
+  const json j = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(j.at("event"), "listen");
+  EXPECT_EQ(j.at("backlog"), 511);
+  EXPECT_EQ(j.at("local"), json::parse(R"({"addr":"0.0.0.0","port":8080})"));
+  EXPECT_TRUE(j.at("remote").is_null());
+  EXPECT_EQ(j.at("result"), 0);
+  EXPECT_TRUE(j.at("errno").is_null());
+}
+
+TEST(JsonTest, StateEventHasStatesAndNoResult) {
+  Event e;
+  e.type = EventType::kState;
+  e.ts_ns = kMonoNs;
+  e.pid = 0;
+  e.comm = "swapper/1";
+  e.netns = 4026531840U;
+  e.old_state = 1;
+  e.new_state = 4;
+  e.local = *Endpoint::parse("10.0.0.1:8080");
+  e.remote = *Endpoint::parse("10.0.0.2:40112");
+  const json j = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(j.at("event"), "state");
+  EXPECT_EQ(j.at("old_state"), "ESTABLISHED");
+  EXPECT_EQ(j.at("new_state"), "FIN_WAIT1");
+  EXPECT_EQ(j.at("local"), json::parse(R"({"addr":"10.0.0.1","port":8080})"));
+  EXPECT_EQ(j.at("remote"), json::parse(R"({"addr":"10.0.0.2","port":40112})"));
+  EXPECT_FALSE(j.contains("result"));
+  EXPECT_FALSE(j.contains("errno"));
+  EXPECT_FALSE(j.contains("bound"));
+  EXPECT_FALSE(j.contains("backlog"));
+  EXPECT_FALSE(j.contains("diagnosis"));
+}
+
+TEST(JsonTest, Ipv6AddressesHaveNoBrackets) {
+  Event e = failed_bind_v4();
+  e.family = Family::kIpv6;
+  e.requested = *Endpoint::parse("[::]:8080");
+  const json bind = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(bind.at("family"), "ipv6");
+  EXPECT_EQ(bind.at("local"), json::parse(R"({"addr":"::","port":8080})"));
+
+  e.type = EventType::kConnect;
+  e.requested = *Endpoint::parse("[2001:db8::1]:443");
+  e.local = *Endpoint::parse("[::ffff:10.0.0.1]:50000");
+  const json connect = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(connect.at("remote").at("addr"), "2001:db8::1");
+  EXPECT_EQ(connect.at("local").at("addr"), "::ffff:10.0.0.1");
+  EXPECT_THAT(connect.dump(), Not(HasSubstr("[")));
+}
+
+TEST(JsonTest, UnreadableSockaddrIsFlagged) {
+  Event e = failed_bind_v4();
+  e.requested.reset();
+  e.requested_fault = true;
+  e.result = -EFAULT;
+  const json j = event_to_json(e, WallClock(kOffsetNs));
+  EXPECT_EQ(j.at("sockaddr_fault"), true);
+  EXPECT_TRUE(j.at("local").is_null());
+  EXPECT_EQ(j.at("errno"), "EFAULT");
+}
+
+TEST(JsonTest, EndpointToJson) {
+  EXPECT_EQ(endpoint_to_json(*Endpoint::parse("[fe80::1]:22")),
+            json::parse(R"({"addr":"fe80::1","port":22})"));
+  EXPECT_EQ(endpoint_to_json(*Endpoint::parse("1.2.3.4:65535")),
+            json::parse(R"({"addr":"1.2.3.4","port":65535})"));
+}
+
+}  // namespace
+}  // namespace portlens

@@ -1,0 +1,247 @@
+// End-to-end tests of the portlens binary: it traces while the test makes real calls in a
+// private network namespace, and the test reads what it printed.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/kernel/harness.hpp"
+
+namespace portlens::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A child process with its stdout and stderr captured.
+class Process {
+ public:
+  explicit Process(const std::vector<std::string>& argv) {
+    int out[2];
+    int err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+      throw std::runtime_error("pipe");
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) {
+      args.push_back(const_cast<char*>(a.c_str()));  // NOLINT: execv's signature
+    }
+    args.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(err[1], STDERR_FILENO);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    out_fd_ = out[0];
+    err_fd_ = err[0];
+  }
+  ~Process() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    ::close(out_fd_);
+    ::close(err_fd_);
+  }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  Process(Process&&) = delete;
+  Process& operator=(Process&&) = delete;
+
+  // Reads output until stderr contains needle or timeout passes.
+  bool wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (err_.find(needle) == std::string::npos) {
+      if (std::chrono::steady_clock::now() >= deadline || !pump(50ms)) {
+        return err_.find(needle) != std::string::npos;
+      }
+    }
+    return true;
+  }
+
+  // Waits for exit (SIGKILL after timeout); returns the exit code, or 128+signal.
+  int wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        break;
+      }
+      pump(20ms);
+    }
+    exited_ = true;
+    while (pump(0ms)) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  void signal(int signo) const { kill(pid_, signo); }
+  [[nodiscard]] const std::string& out() const { return out_; }
+  [[nodiscard]] const std::string& err() const { return err_; }
+
+ private:
+  // Reads what is available; false when both pipes are closed.
+  bool pump(std::chrono::milliseconds timeout) {
+    std::array<pollfd, 2> fds{{{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}}};
+    if (::poll(fds.data(), fds.size(), static_cast<int>(timeout.count())) < 0) {
+      return errno == EINTR;
+    }
+    bool open = false;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if ((fds[i].revents & (POLLIN | POLLHUP)) == 0) {
+        open = open || fds[i].fd >= 0;
+        continue;
+      }
+      std::array<char, 4096> buf{};
+      const ssize_t n = read(fds[i].fd, buf.data(), buf.size());
+      if (n > 0) {
+        (i == 0 ? out_ : err_).append(buf.data(), static_cast<std::size_t>(n));
+        open = true;
+      }
+    }
+    return open;
+  }
+
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int err_fd_ = -1;
+  bool exited_ = false;
+  std::string out_;
+  std::string err_;
+};
+
+std::vector<nlohmann::json> json_lines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) {
+      out.push_back(nlohmann::json::parse(line));
+    }
+  }
+  return out;
+}
+
+// Skips (or fails, in CI) when this process cannot load BPF at all.
+#define PORTLENS_REQUIRE_ROOT()                                                     \
+  if (geteuid() != 0) {                                                             \
+    if (bpf_required()) FAIL() << "PORTLENS_REQUIRE_BPF=1 but not running as root"; \
+    GTEST_SKIP() << "needs root to load BPF";                                       \
+  }
+
+// Two binds of one address in the namespace: the first succeeds, the second EADDRINUSE.
+void make_conflict(NetnsSandbox& ns, std::uint16_t port) {
+  const auto [a, b] = ns.run([port] {
+    TestSocket s1(AF_INET, SOCK_STREAM);
+    TestSocket s2(AF_INET, SOCK_STREAM);
+    const int r1 = s1.bind("127.0.0.1", port);
+    const int r2 = s2.bind("127.0.0.1", port);
+    return std::pair{r1, r2};
+  });
+  ASSERT_EQ(a, 0);
+  ASSERT_EQ(b, EADDRINUSE);
+}
+
+using TraceCliTest = KernelTest;
+
+TEST_F(TraceCliTest, JsonLinesCarryTheFailedBindAndSigintPrintsTheSummary) {
+  Process p({PORTLENS_BINARY, "trace", "--json", "--netns", ns().name(), "--duration", "60"});
+  ASSERT_TRUE(p.wait_for_stderr("Tracing", 20s)) << p.err();
+  make_conflict(ns(), 9999);
+  std::this_thread::sleep_for(300ms);
+  p.signal(SIGINT);
+  ASSERT_EQ(p.wait(10s), 0) << p.err();
+
+  const auto lines = json_lines(p.out());
+  ASSERT_EQ(lines.size(), 2U) << p.out();
+  const auto& ok = lines[0];
+  const auto& failed = lines[1];
+  EXPECT_EQ(ok["event"], "bind");
+  EXPECT_EQ(ok["result"], 0);
+  EXPECT_TRUE(ok["errno"].is_null());
+  EXPECT_EQ(failed["event"], "bind");
+  EXPECT_EQ(failed["proto"], "tcp");
+  EXPECT_EQ(failed["family"], "ipv4");
+  EXPECT_EQ(failed["local"]["addr"], "127.0.0.1");
+  EXPECT_EQ(failed["local"]["port"], 9999);
+  EXPECT_TRUE(failed["remote"].is_null());
+  EXPECT_EQ(failed["result"], -EADDRINUSE);
+  EXPECT_EQ(failed["errno"], "EADDRINUSE");
+  EXPECT_EQ(failed["netns"], ns().inode());
+  EXPECT_EQ(failed["pid"], getpid());
+  EXPECT_EQ(failed["opts"]["reuseaddr"], false);
+  EXPECT_FALSE(failed.contains("diagnosis"));
+  EXPECT_NE(failed["time"].get<std::string>().find('T'), std::string::npos);
+  EXPECT_NE(p.err().find("2 events shown"), std::string::npos) << p.err();
+  EXPECT_NE(p.err().find(" 0 lost"), std::string::npos) << p.err();
+}
+
+TEST_F(TraceCliTest, FailuresFlagShowsOnlyTheFailedCall) {
+  Process p({PORTLENS_BINARY, "trace", "--json", "--failures", "--netns", ns().path(), "--duration",
+             "60"});
+  ASSERT_TRUE(p.wait_for_stderr("Tracing", 20s)) << p.err();
+  make_conflict(ns(), 9998);
+  std::this_thread::sleep_for(300ms);
+  p.signal(SIGTERM);
+  ASSERT_EQ(p.wait(10s), 0) << p.err();
+  const auto lines = json_lines(p.out());
+  ASSERT_EQ(lines.size(), 1U) << p.out();
+  EXPECT_EQ(lines[0]["errno"], "EADDRINUSE");
+  EXPECT_EQ(lines[0]["local"]["port"], 9998);
+}
+
+TEST_F(TraceCliTest, TableShowsRequestedAddressAndErrnoAndDurationEndsIt) {
+  Process p(
+      {PORTLENS_BINARY, "trace", "--netns", ns().name(), "--port", "9997", "--duration", "4"});
+  ASSERT_TRUE(p.wait_for_stderr("Tracing", 20s)) << p.err();
+  make_conflict(ns(), 9997);
+  make_conflict(ns(), 9996);             // filtered out by --port
+  ASSERT_EQ(p.wait(30s), 0) << p.err();  // --duration ends it without a signal
+  std::istringstream in(p.out());
+  std::string header;
+  std::getline(in, header);
+  EXPECT_NE(header.find("RESULT"), std::string::npos);
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(in, line);) {
+    rows.push_back(line);
+  }
+  ASSERT_EQ(rows.size(), 2U) << p.out();
+  EXPECT_NE(rows[1].find("127.0.0.1:9997"), std::string::npos) << rows[1];
+  EXPECT_NE(rows[1].find("EADDRINUSE"), std::string::npos) << rows[1];
+  EXPECT_NE(rows[1].find("bind"), std::string::npos) << rows[1];
+  EXPECT_EQ(p.out().find("9996"), std::string::npos);
+}
+
+TEST(TraceCliPreflightTest, UnprivilegedUserGetsOneClearLineAndExitOne) {
+  PORTLENS_REQUIRE_ROOT();
+  if (access("/usr/bin/setpriv", X_OK) != 0) {
+    GTEST_SKIP() << "setpriv (util-linux) is not installed";
+  }
+  Process p({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=-all", "--", PORTLENS_BINARY, "trace", "--duration", "1"});
+  EXPECT_EQ(p.wait(20s), 1);
+  EXPECT_NE(p.err().find("CAP_BPF"), std::string::npos) << p.err();
+  EXPECT_EQ(std::count(p.err().begin(), p.err().end(), '\n'), 1) << p.err();
+}
+
+TEST(TraceCliPreflightTest, UnknownNamespaceIsAUsageError) {
+  Process p({PORTLENS_BINARY, "trace", "--netns", "portlens-no-such-netns"});
+  EXPECT_EQ(p.wait(20s), 2);
+  EXPECT_NE(p.err().find("ip netns list"), std::string::npos) << p.err();
+}
+
+}  // namespace
+}  // namespace portlens::testing

@@ -59,13 +59,12 @@ BpfTracer::BpfTracer(const TracerConfig& config) : ring_bytes_(ring_size_for(con
 
   std::vector<std::pair<bpf_program*, bpf_link**>> wanted;
   if (config.syscalls) {
-    wanted.insert(wanted.end(),
-                  {{skel_->progs.sys_enter_bind, &skel_->links.sys_enter_bind},
-                   {skel_->progs.sys_exit_bind, &skel_->links.sys_exit_bind},
-                   {skel_->progs.sys_enter_listen, &skel_->links.sys_enter_listen},
-                   {skel_->progs.sys_exit_listen, &skel_->links.sys_exit_listen},
-                   {skel_->progs.sys_enter_connect, &skel_->links.sys_enter_connect},
-                   {skel_->progs.sys_exit_connect, &skel_->links.sys_exit_connect}});
+    wanted.insert(wanted.end(), {{skel_->progs.sys_enter_bind, &skel_->links.sys_enter_bind},
+                                 {skel_->progs.sys_exit_bind, &skel_->links.sys_exit_bind},
+                                 {skel_->progs.sys_enter_listen, &skel_->links.sys_enter_listen},
+                                 {skel_->progs.sys_exit_listen, &skel_->links.sys_exit_listen},
+                                 {skel_->progs.sys_enter_connect, &skel_->links.sys_enter_connect},
+                                 {skel_->progs.sys_exit_connect, &skel_->links.sys_exit_connect}});
   }
   if (config.tcp_states) {
     wanted.insert(wanted.end(),

@@ -14,8 +14,8 @@ std::optional<Endpoint> to_endpoint(const pl_endpoint& ep) {
   Endpoint out;
   out.port = ep.port;
   if (ep.family == PL_AF_INET) {
-    out.addr = IpAddress::v4(std::array<std::uint8_t, 4>{ep.addr[0], ep.addr[1], ep.addr[2],
-                                                         ep.addr[3]});
+    out.addr =
+        IpAddress::v4(std::array<std::uint8_t, 4>{ep.addr[0], ep.addr[1], ep.addr[2], ep.addr[3]});
     return out;
   }
   if (ep.family == PL_AF_INET6) {
@@ -59,9 +59,7 @@ std::string_view to_string(DecodeError error) {
   return "?";
 }
 
-bool Event::failed() const {
-  return is_call() && result < 0 && result != -EINPROGRESS;
-}
+bool Event::failed() const { return is_call() && result < 0 && result != -EINPROGRESS; }
 
 std::optional<Endpoint> Event::shown_local() const {
   if (type == EventType::kBind) {

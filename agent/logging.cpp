@@ -33,8 +33,8 @@ int libbpf_to_spdlog(enum libbpf_print_level /*level*/, const char* format, va_l
 }  // namespace
 
 void setup_logging(int verbosity) {
-  auto logger = std::make_shared<spdlog::logger>(
-      "portlens", std::make_shared<spdlog::sinks::stderr_sink_st>());
+  auto logger = std::make_shared<spdlog::logger>("portlens",
+                                                 std::make_shared<spdlog::sinks::stderr_sink_st>());
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
   spdlog::set_default_logger(logger);
   spdlog::set_level(verbosity >= 2   ? spdlog::level::trace

@@ -8,7 +8,7 @@
 namespace portlens {
 
 struct NetnsRef {
-  std::string path;        // a file that refers to the namespace
+  std::string path;         // a file that refers to the namespace
   std::uint32_t inode = 0;  // what the kernel reports as the netns (ns.inum)
 };
 

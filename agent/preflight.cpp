@@ -41,8 +41,8 @@ bool exists(const std::string& path) {
 
 const std::vector<std::string>& required_tracepoints() {
   static const std::vector<std::string> kTracepoints = {
-      "syscalls/sys_enter_bind",    "syscalls/sys_exit_bind",   "syscalls/sys_enter_listen",
-      "syscalls/sys_exit_listen",   "syscalls/sys_enter_connect", "syscalls/sys_exit_connect",
+      "syscalls/sys_enter_bind",  "syscalls/sys_exit_bind",     "syscalls/sys_enter_listen",
+      "syscalls/sys_exit_listen", "syscalls/sys_enter_connect", "syscalls/sys_exit_connect",
       "sock/inet_sock_set_state", "tcp/tcp_receive_reset",
   };
   return kTracepoints;
@@ -76,9 +76,10 @@ std::vector<PreflightProblem> run_preflight(const PreflightPaths& paths) {
   const bool caps = has_effective_cap(kCapSysAdmin) ||
                     (has_effective_cap(kCapBpf) && has_effective_cap(kCapPerfmon));
   if (!root && !caps) {
-    problems.push_back({"portlens needs root, or CAP_BPF and CAP_PERFMON, to load its BPF "
-                        "programs: run it with sudo, or grant them with "
-                        "`setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep`"});
+    problems.push_back(
+        {"portlens needs root, or CAP_BPF and CAP_PERFMON, to load its BPF "
+         "programs: run it with sudo, or grant them with "
+         "`setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep`"});
   }
   if (!exists(paths.btf)) {
     problems.push_back({"this kernel has no BTF (" + paths.btf +
@@ -95,10 +96,10 @@ std::vector<PreflightProblem> run_preflight(const PreflightPaths& paths) {
   for (const auto& tp : required_tracepoints()) {
     if (!exists(tracing + "/events/" + tp)) {
       const bool syscall_tp = tp.starts_with("syscalls/");
-      problems.push_back(
-          {"the kernel has no tracepoint " + tp + " (" + tracing + "/events/" + tp + "): " +
-           (syscall_tp ? "it needs CONFIG_FTRACE_SYSCALLS=y"
-                       : "it needs a kernel of 4.16 or newer")});
+      problems.push_back({"the kernel has no tracepoint " + tp + " (" + tracing + "/events/" + tp +
+                          "): " +
+                          (syscall_tp ? "it needs CONFIG_FTRACE_SYSCALLS=y"
+                                      : "it needs a kernel of 4.16 or newer")});
     }
   }
   return problems;

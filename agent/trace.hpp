@@ -48,8 +48,8 @@ class EventFilter {
 
 struct TraceSummary {
   std::uint64_t shown = 0;
-  std::uint64_t seen = 0;        // records read from the ring buffer
-  std::uint64_t malformed = 0;   // records that failed to decode
+  std::uint64_t seen = 0;       // records read from the ring buffer
+  std::uint64_t malformed = 0;  // records that failed to decode
   DropCounters lost;
 };
 

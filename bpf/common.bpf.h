@@ -24,7 +24,7 @@
 #define PL_EVENTS_MAP_TYPE                                                                         \
 	struct {                                                                                   \
 		__uint(type, BPF_MAP_TYPE_RINGBUF);                                                \
-		__uint(max_entries, 4 * 1024 * 1024); /* overridden at load time */               \
+		__uint(max_entries, 4 * 1024 * 1024); /* overridden at load time */                \
 	}
 #define PL_COUNTERS_MAP_TYPE                                                                       \
 	struct {                                                                                   \
@@ -62,9 +62,8 @@ static __always_inline void count_drop(enum pl_counter which)
 
 static __always_inline int is_port_protocol(__u16 protocol)
 {
-	return protocol == IPPROTO_TCP || protocol == IPPROTO_UDP ||
-	       protocol == IPPROTO_UDPLITE || protocol == IPPROTO_MPTCP ||
-	       protocol == IPPROTO_SCTP;
+	return protocol == IPPROTO_TCP || protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE ||
+	       protocol == IPPROTO_MPTCP || protocol == IPPROTO_SCTP;
 }
 
 static __always_inline __u32 sock_netns(const struct sock *sk)

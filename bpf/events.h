@@ -29,8 +29,8 @@ enum pl_event_type {
 
 /* Indexes of the per-CPU counters map that userspace sums and reads. */
 enum pl_counter {
-	PL_CNT_RINGBUF_FULL = 0,    /* an event was dropped: the ring buffer had no room */
-	PL_CNT_INFLIGHT_FULL = 1,   /* a syscall entry could not be remembered until its exit */
+	PL_CNT_RINGBUF_FULL = 0,  /* an event was dropped: the ring buffer had no room */
+	PL_CNT_INFLIGHT_FULL = 1, /* a syscall entry could not be remembered until its exit */
 	PL_CNT_MAX = 2,
 };
 
@@ -40,21 +40,21 @@ enum pl_counter {
 #define PL_AF_INET6 10
 
 struct pl_endpoint {
-	__u8 addr[16];  /* IPv4: first 4 bytes, network order; IPv6: 16 bytes, network order */
-	__u16 port;     /* host order */
-	__u16 family;   /* PL_AF_* */
+	__u8 addr[16];	/* IPv4: first 4 bytes, network order; IPv6: 16 bytes, network order */
+	__u16 port;	/* host order */
+	__u16 family;	/* PL_AF_* */
 	__u32 scope_id; /* IPv6 scope id from the sockaddr, 0 otherwise */
 };
 
 /* pl_event.flags */
-#define PL_F_REQ_VALID (1u << 0)     /* req holds an address read from the syscall's sockaddr */
-#define PL_F_REQ_FAULT (1u << 1)     /* the sockaddr could not be read from user memory */
-#define PL_F_OPTS_VALID (1u << 2)    /* opts and sock_uid were read from the struct sock */
-#define PL_F_INET_FLAGS (1u << 3)    /* freebind etc. came from inet_flags (6.6+), else bitfields */
+#define PL_F_REQ_VALID (1u << 0)  /* req holds an address read from the syscall's sockaddr */
+#define PL_F_REQ_FAULT (1u << 1)  /* the sockaddr could not be read from user memory */
+#define PL_F_OPTS_VALID (1u << 2) /* opts and sock_uid were read from the struct sock */
+#define PL_F_INET_FLAGS (1u << 3) /* freebind etc. came from inet_flags (6.6+), else bitfields */
 
 struct pl_sock_opts {
 	__s32 bound_dev_if; /* SO_BINDTODEVICE ifindex, 0 when unbound */
-	__u8 reuseaddr;     /* sk->sk_reuse (SK_CAN_REUSE / SK_FORCE_REUSE) */
+	__u8 reuseaddr;	    /* sk->sk_reuse (SK_CAN_REUSE / SK_FORCE_REUSE) */
 	__u8 reuseport;
 	__u8 v6only;
 	__u8 freebind;
@@ -64,27 +64,27 @@ struct pl_sock_opts {
 };
 
 struct pl_event {
-	__u64 ts_ns;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 ts_ns;	 /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 cgroup_id; /* cgroup v2 id of the calling task */
-	__u64 sk;        /* kernel address of the struct sock: identity only, never shown */
-	__u32 pid;       /* tgid of the current task */
+	__u64 sk;	 /* kernel address of the struct sock: identity only, never shown */
+	__u32 pid;	 /* tgid of the current task */
 	__u32 tid;
-	__u32 uid;       /* uid of the current task */
-	__u32 sock_uid;  /* sk->sk_uid: the socket's owner, what SO_REUSEPORT compares */
-	__u32 netns;     /* inode of the socket's network namespace */
-	__s32 ret;       /* syscall return value (0 or -errno); 0 for state and reset events */
+	__u32 uid;	/* uid of the current task */
+	__u32 sock_uid; /* sk->sk_uid: the socket's owner, what SO_REUSEPORT compares */
+	__u32 netns;	/* inode of the socket's network namespace */
+	__s32 ret;	/* syscall return value (0 or -errno); 0 for state and reset events */
 	__s32 fd;
-	__s32 backlog;   /* listen() backlog */
-	__u16 type;      /* enum pl_event_type */
-	__u16 sock_family;   /* AF_INET or AF_INET6: the socket's own family */
-	__u16 sock_type;     /* SOCK_STREAM, SOCK_DGRAM, ... */
-	__u16 protocol;      /* IPPROTO_TCP, IPPROTO_UDP, ... */
-	__u8 old_state;      /* state events: TCP_* */
+	__s32 backlog;	   /* listen() backlog */
+	__u16 type;	   /* enum pl_event_type */
+	__u16 sock_family; /* AF_INET or AF_INET6: the socket's own family */
+	__u16 sock_type;   /* SOCK_STREAM, SOCK_DGRAM, ... */
+	__u16 protocol;	   /* IPPROTO_TCP, IPPROTO_UDP, ... */
+	__u8 old_state;	   /* state events: TCP_* */
 	__u8 new_state;
-	__u16 enter_port;    /* connect: the local port the socket already had (0: unbound) */
-	__u32 flags;         /* PL_F_* */
+	__u16 enter_port; /* connect: the local port the socket already had (0: unbound) */
+	__u32 flags;	  /* PL_F_* */
 	struct pl_sock_opts opts;
-	struct pl_endpoint req;    /* bind: requested local address; connect: destination */
+	struct pl_endpoint req;	   /* bind: requested local address; connect: destination */
 	struct pl_endpoint local;  /* the socket's local address at syscall exit; state: sport */
 	struct pl_endpoint remote; /* state and reset events: the peer */
 	char comm[PL_COMM_LEN];
@@ -97,8 +97,10 @@ struct pl_event {
 #else
 #define PL_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
-PL_STATIC_ASSERT(sizeof(struct pl_endpoint) == 24, "pl_endpoint layout changed: bump PL_ABI_VERSION");
-PL_STATIC_ASSERT(sizeof(struct pl_sock_opts) == 12, "pl_sock_opts layout changed: bump PL_ABI_VERSION");
+PL_STATIC_ASSERT(sizeof(struct pl_endpoint) == 24,
+		 "pl_endpoint layout changed: bump PL_ABI_VERSION");
+PL_STATIC_ASSERT(sizeof(struct pl_sock_opts) == 12,
+		 "pl_sock_opts layout changed: bump PL_ABI_VERSION");
 PL_STATIC_ASSERT(sizeof(struct pl_event) == 176, "pl_event layout changed: bump PL_ABI_VERSION");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, opts) == 72, "pl_event layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, req) == 84, "pl_event layout changed");

@@ -82,8 +82,7 @@ static __always_inline void read_sockaddr(struct pl_event *e, const void *uaddr,
 	e->flags |= PL_F_REQ_VALID;
 }
 
-static __always_inline int on_enter(__u16 type, int fd, const void *uaddr, int addrlen,
-				    int backlog)
+static __always_inline int on_enter(__u16 type, int fd, const void *uaddr, int addrlen, int backlog)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 zero = 0;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what portlens needs to build, run and test, from Debian 12 packages only.
+# Idempotent and quiet when everything is already there. Run as root.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  g++ cmake make pkg-config clang
+  # BPF: libbpf (CO-RE loader), bpftool (skeletons), libelf/zlib (libbpf's own needs)
+  libbpf-dev bpftool libelf-dev zlib1g-dev
+  # C++ libraries
+  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
+  # tests: GoogleTest; iproute2 for `ip netns`; util-linux for setpriv
+  googletest libgtest-dev libgmock-dev iproute2 util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run this script as root (sudo $0)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Format and lint checks: clang-format on every C/C++ file we write (bpf/ in kernel style,
+# bpf/include/ generated and excluded), clang-tidy on the C++ sources.
+# usage: scripts/lint.sh [format|tidy|all] [BUILD_DIR]   (BUILD_DIR holds compile_commands.json)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+what=${1:-all}
+build=${2:-${PORTLENS_BUILD_DIR:-$root/build}}
+cd "$root"
+
+cxx_files() { git ls-files -- 'agent/*.cpp' 'agent/*.hpp' 'exporters/*.cpp' 'exporters/*.hpp' \
+  'tests/*.cpp' 'tests/*.hpp' 'bench/*.cpp' 'bench/*.hpp'; }
+bpf_files() { git ls-files -- 'bpf/*.c' 'bpf/*.h' | grep -v '^bpf/include/'; }
+
+status=0
+if [ "$what" = format ] || [ "$what" = all ]; then
+  # shellcheck disable=SC2046
+  if ! clang-format --dry-run -Werror $(cxx_files) $(bpf_files); then
+    echo "lint: formatting differs; run: clang-format -i \$(git ls-files '*.cpp' '*.hpp' 'bpf/*.c' 'bpf/*.h' | grep -v bpf/include)" >&2
+    status=1
+  fi
+fi
+if [ "$what" = tidy ] || [ "$what" = all ]; then
+  if [ ! -f "$build/compile_commands.json" ]; then
+    echo "lint: $build/compile_commands.json missing; build first (scripts/build.sh)" >&2
+    exit 1
+  fi
+  mapfile -t sources < <(cxx_files | grep '\.cpp$')
+  # One clang-tidy per core; headers are checked through the sources that include them.
+  if ! printf '%s\n' "${sources[@]}" | xargs -P "$(nproc)" -n 4 clang-tidy -p "$build" --quiet 2>/dev/null; then
+    echo "lint: clang-tidy found problems (see above)" >&2
+    status=1
+  fi
+fi
+exit $status

@@ -82,6 +82,47 @@ TEST_F(TraceKernelTest, FailedBindReportsTheRequestedAddressNotZero) {
   EXPECT_EQ(trace->drops().total(), 0U);
 }
 
+TEST_F(TraceKernelTest, EverySocketOptionIsReadFromTheKernelSocket) {
+  // The options come from struct sock (inet_flags bits on 6.6+): set each one for real.
+  PORTLENS_START_TRACE(trace, config_for(ns()));
+  const int rc = ns().run([] {
+    TestSocket s(AF_INET, SOCK_STREAM);
+    s.reuseaddr().reuseport();
+    const int one = 1;
+    const char lo[] = "lo";
+    for (const int name : {IP_FREEBIND, IP_TRANSPARENT, IP_BIND_ADDRESS_NO_PORT}) {
+      if (setsockopt(s.fd(), IPPROTO_IP, name, &one, sizeof one) != 0) {
+        return errno;
+      }
+    }
+    if (setsockopt(s.fd(), SOL_SOCKET, SO_BINDTODEVICE, lo, sizeof lo) != 0) {
+      return errno;
+    }
+    return s.bind("192.0.2.1", 8443);  // not local: allowed only thanks to IP_FREEBIND
+  });
+  ASSERT_EQ(rc, 0);
+  ASSERT_TRUE(trace->wait_for([](const auto& ev) { return has_calls(ev, EventType::kBind, 1); }));
+  const Event e = calls_of(trace->events(), EventType::kBind).at(0);
+  ASSERT_TRUE(e.opts.has_value());
+  EXPECT_TRUE(e.opts->reuseaddr);
+  EXPECT_TRUE(e.opts->reuseport);
+  EXPECT_TRUE(e.opts->freebind);
+  EXPECT_TRUE(e.opts->transparent);
+  EXPECT_TRUE(e.opts->bind_address_no_port);
+  EXPECT_EQ(e.opts->bound_dev_if, 1);  // lo is ifindex 1 in a new namespace
+  EXPECT_FALSE(e.opts->v6only);
+  EXPECT_EQ(e.requested, ep("192.0.2.1", 8443));
+}
+
+TEST_F(TraceKernelTest, OptionsOffAreReportedOff) {
+  PORTLENS_START_TRACE(trace, config_for(ns()));
+  ASSERT_EQ(ns().run([] { return TestSocket(AF_INET, SOCK_DGRAM).bind("127.0.0.1", 8444); }), 0);
+  ASSERT_TRUE(trace->wait_for([](const auto& ev) { return has_calls(ev, EventType::kBind, 1); }));
+  const Event e = calls_of(trace->events(), EventType::kBind).at(0);
+  ASSERT_TRUE(e.opts.has_value());
+  EXPECT_EQ(*e.opts, SocketOptions{});
+}
+
 TEST_F(TraceKernelTest, TcpAndUdpOnTheSamePortBothSucceed) {
   PORTLENS_START_TRACE(trace, config_for(ns()));
   const auto [tcp, udp] = ns().run([] {

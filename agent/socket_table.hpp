@@ -64,6 +64,9 @@ struct SocketEntry {
   // Listening and bound-only sockets are always treated as explicit owners, whatever this says.
   bool explicit_port = false;
   std::uint64_t inode = 0;  // 0 for TIME_WAIT minisockets, which have no inode
+  // The kernel address of the struct sock (or timewait minisocket): what events carry as
+  // Event::sock_id, so the tracker can match events to snapshot entries. Never shown. 0: unknown.
+  std::uint64_t sock_id = 0;
   std::optional<SocketOwner> owner;
   // TIME_WAIT only: what is left of the timer, and whether the connection carried TCP
   // timestamps (tw_ts_recent_stamp != 0), which tcp_twsk_unique requires for reuse.

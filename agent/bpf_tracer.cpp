@@ -69,7 +69,8 @@ BpfTracer::BpfTracer(const TracerConfig& config) : ring_bytes_(ring_size_for(con
   if (config.tcp_states) {
     wanted.insert(wanted.end(),
                   {{skel_->progs.inet_sock_set_state, &skel_->links.inet_sock_set_state},
-                   {skel_->progs.tcp_receive_reset, &skel_->links.tcp_receive_reset}});
+                   {skel_->progs.tcp_receive_reset, &skel_->links.tcp_receive_reset},
+                   {skel_->progs.tcp_destroy_sock, &skel_->links.tcp_destroy_sock}});
   }
   for (auto [prog, link] : wanted) {
     *link = bpf_program__attach(prog);

@@ -22,7 +22,7 @@ struct TracerConfig {
   std::uint32_t netns_filter = 0;  // 0: every network namespace (inode otherwise)
   std::size_t ring_bytes = kDefaultRingBytes;
   bool syscalls = true;    // bind/listen/connect
-  bool tcp_states = true;  // inet_sock_set_state and tcp_receive_reset
+  bool tcp_states = true;  // inet_sock_set_state, tcp_receive_reset and tcp_destroy_sock
 };
 
 // What the BPF side had to drop, summed over CPUs. Never silent.

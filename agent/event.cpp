@@ -41,6 +41,8 @@ std::string_view to_string(EventType type) {
       return "state";
     case EventType::kReset:
       return "reset";
+    case EventType::kDestroy:
+      return "destroy";
   }
   return "?";
 }
@@ -89,6 +91,7 @@ DecodeResult decode_event(std::span<const std::byte> record) {
     case PL_EV_CONNECT:
     case PL_EV_STATE:
     case PL_EV_RESET:
+    case PL_EV_DESTROY:
       e.type = static_cast<EventType>(raw.type);
       break;
     default:
@@ -132,7 +135,7 @@ DecodeResult decode_event(std::span<const std::byte> record) {
     };
     // sk_uid is not readable on TIME_WAIT and request minisockets; the BPF side leaves 0 there,
     // which is also root's uid, so only full sockets' values are trusted.
-    if (e.type != EventType::kReset) {
+    if (e.type != EventType::kReset && e.type != EventType::kDestroy) {
       e.sock_uid = raw.sock_uid;
     }
   }
@@ -140,6 +143,7 @@ DecodeResult decode_event(std::span<const std::byte> record) {
     e.requested = to_endpoint(raw.req);
   }
   e.requested_fault = (raw.flags & PL_F_REQ_FAULT) != 0U;
+  e.timestamps = (raw.flags & PL_F_TS_RECENT) != 0U;
   e.local = to_endpoint(raw.local);
   e.remote = to_endpoint(raw.remote);
   // comm is NUL-terminated by the kernel, but never trust a length that crossed a boundary.

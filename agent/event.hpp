@@ -25,6 +25,7 @@ enum class EventType : std::uint8_t {
   kConnect = PL_EV_CONNECT,
   kState = PL_EV_STATE,
   kReset = PL_EV_RESET,
+  kDestroy = PL_EV_DESTROY,
 };
 
 std::string_view to_string(EventType type);
@@ -55,6 +56,7 @@ struct Event {
   std::uint16_t enter_port = 0;    // connect: the port the socket was bound to before the call
   int old_state = 0;
   int new_state = 0;
+  bool timestamps = false;  // state events into CLOSE: the connection carried TCP timestamps
   std::string comm;
 
   [[nodiscard]] bool is_call() const {

@@ -88,6 +88,8 @@ std::string format_table_row(const Event& event, const WallClock& clock) {
     result = state_name(event.old_state) + "->" + state_name(event.new_state);
   } else if (event.type == EventType::kReset) {
     result = "RST in " + state_name(event.old_state);
+  } else if (event.type == EventType::kDestroy) {
+    result = "destroyed in " + state_name(event.old_state);
   } else {
     result = errno_name(event.result);
   }

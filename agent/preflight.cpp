@@ -43,7 +43,7 @@ const std::vector<std::string>& required_tracepoints() {
   static const std::vector<std::string> kTracepoints = {
       "syscalls/sys_enter_bind",  "syscalls/sys_exit_bind",     "syscalls/sys_enter_listen",
       "syscalls/sys_exit_listen", "syscalls/sys_enter_connect", "syscalls/sys_exit_connect",
-      "sock/inet_sock_set_state", "tcp/tcp_receive_reset",
+      "sock/inet_sock_set_state", "tcp/tcp_receive_reset",      "tcp/tcp_destroy_sock",
   };
   return kTracepoints;
 }

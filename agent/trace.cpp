@@ -30,7 +30,7 @@ bool EventFilter::accepts(const Event& event) {
   if (netns_ && event.netns != *netns_) {
     return false;
   }
-  if (event.type == EventType::kReset) {
+  if (event.type == EventType::kReset || event.type == EventType::kDestroy) {
     return false;  // the tracker's business; `trace` shows what happened to the state instead
   }
   if (event.type == EventType::kState) {

@@ -23,8 +23,9 @@ enum pl_event_type {
 	PL_EV_BIND = 1,
 	PL_EV_LISTEN = 2,
 	PL_EV_CONNECT = 3,
-	PL_EV_STATE = 4, /* sock:inet_sock_set_state, TCP only */
-	PL_EV_RESET = 5, /* tcp:tcp_receive_reset: the peer reset this connection */
+	PL_EV_STATE = 4,   /* sock:inet_sock_set_state, TCP only */
+	PL_EV_RESET = 5,   /* tcp:tcp_receive_reset: the peer reset this connection */
+	PL_EV_DESTROY = 6, /* tcp:tcp_destroy_sock: a TCP socket is freed (bound-only ones too) */
 };
 
 /* Indexes of the per-CPU counters map that userspace sums and reads. */
@@ -51,6 +52,8 @@ struct pl_endpoint {
 #define PL_F_REQ_FAULT (1u << 1)  /* the sockaddr could not be read from user memory */
 #define PL_F_OPTS_VALID (1u << 2) /* opts and sock_uid were read from the struct sock */
 #define PL_F_INET_FLAGS (1u << 3) /* freebind etc. came from inet_flags (6.6+), else bitfields */
+/* state events into CLOSE: the connection carried TCP timestamps (tp->rx_opt.ts_recent_stamp) */
+#define PL_F_TS_RECENT (1u << 4)
 
 struct pl_sock_opts {
 	__s32 bound_dev_if; /* SO_BINDTODEVICE ifindex, 0 when unbound */

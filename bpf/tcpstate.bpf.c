@@ -75,15 +75,22 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	fill_endpoints(e, ctx->family, ctx->sport, ctx->dport, ctx->saddr, ctx->daddr,
 		       ctx->saddr_v6, ctx->daddr_v6);
 	read_sock_opts(sk, e);
+	/*
+	 * tcp_time_wait() copies ts_recent_stamp into the timewait socket, and tcp_twsk_unique()
+	 * lets connect() reuse a TIME_WAIT 4-tuple only when it is set.
+	 */
+	if (ctx->newstate == TCP_CLOSE &&
+	    BPF_CORE_READ((struct tcp_sock *)sk, rx_opt.ts_recent_stamp) != 0)
+		e->flags |= PL_F_TS_RECENT;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
-SEC("tracepoint/tcp/tcp_receive_reset")
-int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+/* A received RST or a freed socket: the same tracepoint layout, different meaning. */
+static __always_inline int emit_sk_event(struct trace_event_raw_tcp_event_sk *ctx, __u16 type)
 {
 	struct sock *sk = (struct sock *)ctx->skaddr;
-	struct pl_event *e = reserve_sock_event(sk, PL_EV_RESET, ctx->family);
+	struct pl_event *e = reserve_sock_event(sk, type, ctx->family);
 
 	if (!e)
 		return 0;
@@ -93,4 +100,20 @@ int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 		       ctx->saddr_v6, ctx->daddr_v6);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	return emit_sk_event(ctx, PL_EV_RESET);
+}
+
+/*
+ * Closing a socket that never changed state (bound, not listening) fires no
+ * inet_sock_set_state; tcp_v4_destroy_sock() and tcp_v6_destroy_sock() fire this one.
+ */
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int tcp_destroy_sock(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	return emit_sk_event(ctx, PL_EV_DESTROY);
 }

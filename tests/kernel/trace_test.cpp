@@ -275,6 +275,64 @@ TEST_F(TraceKernelTest, ActiveCloserSeesFinWait2ToClose) {
   EXPECT_EQ(trace->drops().total(), 0U);
 }
 
+TEST_F(TraceKernelTest, ClosingABoundOnlySocketIsSeenAsDestroy) {
+  // A bound, never-listening socket changes no TCP state when closed: only tcp_destroy_sock
+  // tells the tracker that its port is free again.
+  PORTLENS_START_TRACE(trace, config_for(ns(), /*states=*/true));
+  ASSERT_EQ(ns().run([] { return TestSocket(AF_INET, SOCK_STREAM).bind("127.0.0.1", 4100); }), 0);
+  const auto destroyed = [](const std::vector<Event>& ev) {
+    return calls_of(ev, EventType::kDestroy);
+  };
+  ASSERT_TRUE(trace->wait_for([&](const auto& ev) { return !destroyed(ev).empty(); }));
+  const Event bind = calls_of(trace->events(), EventType::kBind).at(0);
+  const Event destroy = destroyed(trace->events()).at(0);
+  EXPECT_EQ(destroy.sock_id, bind.sock_id);
+  EXPECT_EQ(destroy.local, ep("127.0.0.1", 4100));
+  EXPECT_TRUE(calls_of(trace->events(), EventType::kState).empty());
+}
+
+// Closes a loopback connection client-first and returns whether its FIN_WAIT2->CLOSE event
+// (the start of its TIME_WAIT) said the connection carried TCP timestamps.
+std::optional<bool> time_wait_timestamps(NetnsSandbox& ns, TraceSession& trace) {
+  const std::uint16_t client_port = ns.run([] {
+    TestSocket server(AF_INET, SOCK_STREAM);
+    server.bind("127.0.0.1", 4200);
+    server.listen();
+    TestSocket client(AF_INET, SOCK_STREAM);
+    client.connect("127.0.0.1", 4200);
+    const int accepted = server.accept_one();
+    const std::uint16_t port = client.local_port();
+    client.close();
+    ::close(accepted);
+    return port;
+  });
+  const auto into_time_wait = [client_port](const std::vector<Event>& ev) -> const Event* {
+    for (const auto& e : ev) {
+      if (e.type == EventType::kState && e.local && e.local->port == client_port &&
+          e.old_state == static_cast<int>(TcpState::kFinWait2) &&
+          e.new_state == static_cast<int>(TcpState::kClose)) {
+        return &e;
+      }
+    }
+    return nullptr;
+  };
+  if (!trace.wait_for([&](const auto& ev) { return into_time_wait(ev) != nullptr; })) {
+    return std::nullopt;
+  }
+  return into_time_wait(trace.events())->timestamps;
+}
+
+TEST_F(TraceKernelTest, TimeWaitStartKnowsWhetherTheConnectionUsedTimestamps) {
+  PORTLENS_START_TRACE(trace, config_for(ns(), /*states=*/true));
+  // Linux negotiates TCP timestamps on loopback by default (net.ipv4.tcp_timestamps=1).
+  EXPECT_EQ(time_wait_timestamps(ns(), *trace), std::optional<bool>(true));
+
+  NetnsSandbox no_ts;
+  no_ts.sysctl("net.ipv4.tcp_timestamps", "0");
+  PORTLENS_START_TRACE(trace2, config_for(no_ts, /*states=*/true));
+  EXPECT_EQ(time_wait_timestamps(no_ts, *trace2), std::optional<bool>(false));
+}
+
 TEST_F(TraceKernelTest, NetnsFilterKeepsOnlyThatNamespace) {
   NetnsSandbox other;
   TracerConfig unfiltered;

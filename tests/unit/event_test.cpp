@@ -291,11 +291,10 @@ TEST(DecodeEventTest, ProtocolsAndEventTypes) {
     raw.protocol = static_cast<std::uint16_t>(ipproto);
     EXPECT_EQ(decode_ok(raw).proto, proto) << ipproto;
   }
-  const std::pair<std::uint16_t, EventType> types[] = {{PL_EV_BIND, EventType::kBind},
-                                                       {PL_EV_LISTEN, EventType::kListen},
-                                                       {PL_EV_CONNECT, EventType::kConnect},
-                                                       {PL_EV_STATE, EventType::kState},
-                                                       {PL_EV_RESET, EventType::kReset}};
+  const std::pair<std::uint16_t, EventType> types[] = {
+      {PL_EV_BIND, EventType::kBind},       {PL_EV_LISTEN, EventType::kListen},
+      {PL_EV_CONNECT, EventType::kConnect}, {PL_EV_STATE, EventType::kState},
+      {PL_EV_RESET, EventType::kReset},     {PL_EV_DESTROY, EventType::kDestroy}};
   for (const auto& [raw_type, type] : types) {
     pl_event raw = bind_record();
     raw.type = raw_type;
@@ -325,8 +324,16 @@ TEST(DecodeEventTest, TooShortRecords) {
   EXPECT_EQ(decode_event({}).error, DecodeError::kTooShort);
 }
 
+TEST(DecodeEventTest, TimestampsFlagOnlyWhenSet) {
+  pl_event raw = bind_record();
+  raw.type = PL_EV_STATE;
+  EXPECT_FALSE(decode_ok(raw).timestamps);
+  raw.flags |= PL_F_TS_RECENT;
+  EXPECT_TRUE(decode_ok(raw).timestamps);
+}
+
 TEST(DecodeEventTest, UnknownEventTypes) {
-  for (const int type : {0, 6, 100, 0xffff}) {
+  for (const int type : {0, 7, 100, 0xffff}) {
     pl_event raw = bind_record();
     raw.type = static_cast<std::uint16_t>(type);
     expect_error(raw, DecodeError::kBadType);

@@ -1,0 +1,119 @@
+// The socket table rebuilt from events: bound sockets, listeners, connections and the TIME_WAIT
+// sockets inferred from state changes, each attributed to the process that made it. Snapshots
+// bootstrap and correct it. Pure logic: no I/O, time comes from the events and the caller.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "agent/event.hpp"
+#include "agent/socket_table.hpp"
+
+namespace portlens {
+
+struct TrackerLimits {
+  std::size_t max_sockets = 2'000'000;    // full sockets (bound, listening, connected)
+  std::size_t max_time_wait = 2'000'000;  // TIME_WAIT minisockets
+  std::size_t max_resets = 65'536;        // sockets with a received RST awaiting their CLOSE
+};
+
+// What the tracker dropped or corrected, by kind. Kinds of correction, found by reconcile():
+//   socket_missing    the snapshot has a socket the events did not show (e.g. before start)
+//   socket_stale      the tracker had a socket the snapshot no longer has (a missed close)
+//   socket_state      both have it, in different TCP states
+//   time_wait_missing the snapshot has a TIME_WAIT the tracker did not infer
+//   time_wait_stale   an inferred TIME_WAIT the kernel no longer has (killed early, or never
+//                     created: tcp_max_tw_buckets reached, or an RST the events did not show)
+struct TrackerCounters {
+  std::uint64_t sockets_dropped = 0;    // not tracked: max_sockets reached
+  std::uint64_t time_wait_dropped = 0;  // not tracked: max_time_wait reached
+  std::uint64_t time_wait_inferred = 0;
+  std::uint64_t time_wait_expired = 0;
+  std::uint64_t time_wait_reused = 0;  // a new connection took over the 4-tuple
+  std::uint64_t resets_seen = 0;
+  std::map<std::string, std::uint64_t, std::less<>> corrections;
+};
+
+// TCP_TIMEWAIT_LEN: hard-coded in the kernel (include/net/tcp.h).
+inline constexpr std::uint64_t kTimeWaitLenNs = 60ULL * 1'000'000'000ULL;
+
+class SocketTracker {
+ public:
+  explicit SocketTracker(TrackerLimits limits = {}) : limits_(limits) {}
+
+  // Applies one event; its timestamp is the tracker's notion of now for what it creates.
+  void apply(const Event& event);
+  // Forgets TIME_WAIT sockets whose lifetime ended before now_ns (CLOCK_MONOTONIC).
+  void expire(std::uint64_t now_ns);
+  // Makes what is known of netns match a snapshot taken at snapshot_ns, counting differences.
+  // Owners the tracker learned from events are kept: the snapshot cannot know TIME_WAIT owners.
+  void reconcile(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns);
+
+  // The table the diagnoser reads: every tracked socket of netns (all when nullopt), with
+  // TIME_WAIT time left computed at now_ns. Carries no sysctl configuration.
+  [[nodiscard]] SocketTable table(std::optional<std::uint64_t> netns, std::uint64_t now_ns) const;
+
+  // The owner remembered for a socket, full or TIME_WAIT, when the events named one.
+  [[nodiscard]] std::optional<SocketOwner> owner_of(const SocketEntry& entry) const;
+  // Fills missing owners in a table (e.g. a fresh snapshot) from the tracker's memory.
+  void attribute(SocketTable& table) const;
+
+  [[nodiscard]] std::size_t socket_count() const { return sockets_.size(); }
+  [[nodiscard]] std::size_t time_wait_count() const { return time_wait_.size(); }
+  [[nodiscard]] const TrackerCounters& counters() const { return counters_; }
+
+ private:
+  struct FourTuple {
+    std::uint64_t netns = 0;
+    Endpoint local;
+    Endpoint remote;
+    bool operator==(const FourTuple&) const = default;
+  };
+  struct FourTupleHash {
+    std::size_t operator()(const FourTuple& t) const;
+  };
+  struct TimeWait {
+    SocketEntry entry;
+    std::uint64_t expires_ns = 0;
+    std::uint64_t created_ns = 0;  // when the tracker learned of it (event or snapshot time)
+  };
+  using ExpiryItem = std::pair<std::uint64_t, FourTuple>;  // (expires_ns, key)
+  struct ExpiryOrder {
+    bool operator()(const ExpiryItem& a, const ExpiryItem& b) const { return a.first > b.first; }
+  };
+  using ExpiryQueue = std::priority_queue<ExpiryItem, std::vector<ExpiryItem>, ExpiryOrder>;
+
+  static std::optional<FourTuple> tuple_of(const SocketEntry& entry);
+  static std::uint64_t listener_key(std::uint64_t netns, std::uint16_t port);
+  SocketEntry* upsert(const Event& event);
+  void on_state(const Event& event);
+  void on_close(const Event& event);
+  void erase_socket(std::uint64_t sock_id);
+  void forget_listener(const SocketEntry& entry);
+  void add_time_wait(const SocketEntry& from, std::uint64_t expires_ns, std::uint64_t created_ns);
+  void rebuild_expiry_queue();
+  void take_over_time_wait(const SocketEntry& entry);
+  std::optional<SocketOwner> owner_of_listener(const SocketEntry& child) const;
+  void count_correction(std::string_view kind, std::uint64_t n = 1);
+
+  TrackerLimits limits_;
+  std::unordered_map<std::uint64_t, SocketEntry> sockets_;  // by sock_id
+  // When each socket was last touched: a snapshot older than that cannot correct it.
+  std::unordered_map<std::uint64_t, std::uint64_t> updated_ns_;
+  // Listening sockets by (netns, port), to attribute accepted children to their listener.
+  std::unordered_multimap<std::uint64_t, std::uint64_t> listeners_;
+  std::unordered_map<FourTuple, TimeWait, FourTupleHash> time_wait_;
+  ExpiryQueue expiry_queue_;
+  std::unordered_set<std::uint64_t> resets_;  // sock_ids that received an RST
+  TrackerCounters counters_;
+};
+
+}  // namespace portlens

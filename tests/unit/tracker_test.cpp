@@ -1,0 +1,366 @@
+#include "agent/tracker.hpp"
+
+#include <cerrno>
+
+#include <gtest/gtest.h>
+
+namespace portlens {
+namespace {
+
+constexpr std::uint64_t kNetns = 4026531840;
+constexpr std::uint64_t kSec = 1'000'000'000ULL;
+
+Endpoint ep(const std::string& addr, std::uint16_t port) { return {*IpAddress::parse(addr), port}; }
+
+// Builds events the way the BPF side reports them.
+struct Ev {
+  static Event call(EventType type, std::uint64_t sk, std::uint64_t ts, int result = 0) {
+    Event e;
+    e.type = type;
+    e.sock_id = sk;
+    e.ts_ns = ts;
+    e.netns = kNetns;
+    e.pid = 812;
+    e.comm = "nginx";
+    e.result = result;
+    e.opts = SocketOptions{};
+    e.sock_uid = 33;
+    return e;
+  }
+  static Event bind(std::uint64_t sk, const Endpoint& local, std::uint64_t ts, int result = 0) {
+    Event e = call(EventType::kBind, sk, ts, result);
+    e.requested = local;
+    e.local = result == 0 ? local : ep("0.0.0.0", 0);
+    return e;
+  }
+  static Event connect(std::uint64_t sk, const Endpoint& local, const Endpoint& remote,
+                       std::uint64_t ts, std::uint16_t enter_port = 0) {
+    Event e = call(EventType::kConnect, sk, ts);
+    e.pid = 4242;
+    e.comm = "curl";
+    e.local = local;
+    e.requested = remote;
+    e.enter_port = enter_port;
+    return e;
+  }
+  static Event state(std::uint64_t sk, TcpState from, TcpState to, const Endpoint& local,
+                     const Endpoint& remote, std::uint64_t ts) {
+    Event e;
+    e.type = EventType::kState;
+    e.sock_id = sk;
+    e.ts_ns = ts;
+    e.netns = kNetns;
+    e.pid = 1;  // softirq: whoever ran, never the owner
+    e.comm = "ksoftirqd/0";
+    e.old_state = static_cast<int>(from);
+    e.new_state = static_cast<int>(to);
+    e.local = local;
+    e.remote = remote;
+    e.opts = SocketOptions{};
+    e.timestamps = true;
+    return e;
+  }
+  static Event sk_event(EventType type, std::uint64_t sk, std::uint64_t ts) {
+    Event e;
+    e.type = type;
+    e.sock_id = sk;
+    e.ts_ns = ts;
+    e.netns = kNetns;
+    return e;
+  }
+};
+
+const SocketEntry* find_state(const SocketTable& t, TcpState state) {
+  for (const auto& s : t.sockets) {
+    if (s.state == state) {
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+// A client connection from 127.0.0.1:40000 to 127.0.0.1:80, closed by the client first.
+void active_close(SocketTracker& t, std::uint64_t sk, std::uint64_t ts, bool reset = false) {
+  const Endpoint l = ep("127.0.0.1", 40000);
+  const Endpoint r = ep("127.0.0.1", 80);
+  t.apply(Ev::state(sk, TcpState::kClose, TcpState::kSynSent, ep("127.0.0.1", 0), r, ts));
+  t.apply(Ev::state(sk, TcpState::kSynSent, TcpState::kEstablished, l, r, ts));
+  t.apply(Ev::connect(sk, l, r, ts));
+  t.apply(Ev::state(sk, TcpState::kEstablished, TcpState::kFinWait1, l, r, ts + 1));
+  t.apply(Ev::state(sk, TcpState::kFinWait1, TcpState::kFinWait2, l, r, ts + 2));
+  if (reset) {
+    t.apply(Ev::sk_event(EventType::kReset, sk, ts + 3));
+  }
+  t.apply(Ev::state(sk, TcpState::kFinWait2, TcpState::kClose, l, r, ts + 4));
+}
+
+TEST(SocketTrackerTest, SuccessfulBindIsABoundOwnerWithItsCaller) {
+  SocketTracker t;
+  Event b = Ev::bind(0x10, ep("0.0.0.0", 8080), kSec);
+  b.opts->reuseaddr = true;
+  t.apply(b);
+  const SocketTable table = t.table(kNetns, kSec);
+  ASSERT_EQ(table.sockets.size(), 1U);
+  const SocketEntry& s = table.sockets[0];
+  EXPECT_EQ(s.state, TcpState::kClose);
+  EXPECT_TRUE(s.explicit_port);
+  EXPECT_EQ(s.local, ep("0.0.0.0", 8080));
+  EXPECT_EQ(s.reuseaddr, true);
+  EXPECT_EQ(s.uid, 33U);
+  ASSERT_TRUE(s.owner.has_value());
+  EXPECT_EQ(s.owner->pid, 812U);
+  EXPECT_EQ(s.owner->comm, "nginx");
+}
+
+TEST(SocketTrackerTest, FailedCallsChangeNothing) {
+  SocketTracker t;
+  t.apply(Ev::bind(0x10, ep("0.0.0.0", 8080), kSec, -EADDRINUSE));
+  Event c = Ev::connect(0x11, ep("0.0.0.0", 0), ep("10.0.0.1", 80), kSec);
+  c.result = -EADDRNOTAVAIL;
+  t.apply(c);
+  EXPECT_EQ(t.socket_count(), 0U);
+}
+
+TEST(SocketTrackerTest, UdpBindHasNoTcpState) {
+  SocketTracker t;
+  Event b = Ev::bind(0x10, ep("0.0.0.0", 53), kSec);
+  b.proto = Proto::kUdp;
+  t.apply(b);
+  EXPECT_FALSE(t.table(kNetns, kSec).sockets.at(0).state.has_value());
+}
+
+TEST(SocketTrackerTest, ActiveCloseInfersTimeWaitWithOwnerAndSixtySeconds) {
+  SocketTracker t;
+  active_close(t, 0x20, 10 * kSec);
+  EXPECT_EQ(t.socket_count(), 0U);  // the full socket is gone; its port was connect()'s
+  ASSERT_EQ(t.time_wait_count(), 1U);
+  const SocketTable table = t.table(kNetns, 10 * kSec + 4 + 15 * kSec);
+  const SocketEntry* tw = find_state(table, TcpState::kTimeWait);
+  ASSERT_NE(tw, nullptr);
+  EXPECT_EQ(tw->local, ep("127.0.0.1", 40000));
+  EXPECT_EQ(tw->remote, ep("127.0.0.1", 80));
+  EXPECT_EQ(tw->time_wait_substate, TcpState::kTimeWait);
+  EXPECT_EQ(tw->timestamps, true);
+  EXPECT_EQ(tw->inode, 0U);
+  EXPECT_EQ(tw->time_wait_remaining, std::chrono::milliseconds(45'000));
+  ASSERT_TRUE(tw->owner.has_value());
+  EXPECT_EQ(tw->owner->comm, "curl");  // from connect(), not from the softirq state events
+  EXPECT_EQ(t.counters().time_wait_inferred, 1U);
+}
+
+TEST(SocketTrackerTest, ClosingToCloseAlsoMakesTimeWait) {
+  SocketTracker t;
+  const Endpoint l = ep("127.0.0.1", 40001);
+  const Endpoint r = ep("127.0.0.1", 80);
+  t.apply(Ev::connect(0x21, l, r, kSec));
+  t.apply(Ev::state(0x21, TcpState::kClosing, TcpState::kClose, l, r, 2 * kSec));
+  EXPECT_EQ(t.time_wait_count(), 1U);
+}
+
+TEST(SocketTrackerTest, ResetBeforeCloseMeansNoTimeWait) {
+  SocketTracker t;
+  active_close(t, 0x22, kSec, /*reset=*/true);
+  EXPECT_EQ(t.time_wait_count(), 0U);
+  EXPECT_EQ(t.counters().resets_seen, 1U);
+}
+
+TEST(SocketTrackerTest, TimeWaitExpiresAfterSixtySecondsNotBefore) {
+  SocketTracker t;
+  active_close(t, 0x23, kSec);
+  t.expire(kSec + 59 * kSec);
+  EXPECT_EQ(t.time_wait_count(), 1U);
+  t.expire(kSec + 4 + 60 * kSec);
+  EXPECT_EQ(t.time_wait_count(), 0U);
+  EXPECT_EQ(t.counters().time_wait_expired, 1U);
+}
+
+TEST(SocketTrackerTest, NewConnectionOnTheSameFourTupleTakesOverTheTimeWait) {
+  SocketTracker t;
+  active_close(t, 0x24, kSec);
+  ASSERT_EQ(t.time_wait_count(), 1U);
+  const Endpoint l = ep("127.0.0.1", 40000);
+  const Endpoint r = ep("127.0.0.1", 80);
+  t.apply(Ev::state(0x25, TcpState::kSynSent, TcpState::kEstablished, l, r, 3 * kSec));
+  EXPECT_EQ(t.time_wait_count(), 0U);
+  EXPECT_EQ(t.counters().time_wait_reused, 1U);
+}
+
+TEST(SocketTrackerTest, AcceptedChildrenInheritTheListenersOwnerIntoTimeWait) {
+  SocketTracker t;
+  Event b = Ev::bind(0x30, ep("0.0.0.0", 80), kSec);
+  t.apply(b);
+  t.apply(Ev::state(0x30, TcpState::kClose, TcpState::kListen, ep("0.0.0.0", 80), ep("0.0.0.0", 0),
+                    kSec));
+  Event l = Ev::call(EventType::kListen, 0x30, kSec);
+  l.local = ep("0.0.0.0", 80);
+  t.apply(l);
+  const Endpoint local = ep("127.0.0.1", 80);
+  const Endpoint peer = ep("127.0.0.1", 51000);
+  // The child: LISTEN->SYN_RECV on its own address, then the server closes first.
+  t.apply(Ev::state(0x31, TcpState::kListen, TcpState::kSynRecv, local, peer, 2 * kSec));
+  t.apply(Ev::state(0x31, TcpState::kSynRecv, TcpState::kEstablished, local, peer, 2 * kSec));
+  t.apply(Ev::state(0x31, TcpState::kEstablished, TcpState::kFinWait1, local, peer, 3 * kSec));
+  t.apply(Ev::state(0x31, TcpState::kFinWait1, TcpState::kFinWait2, local, peer, 3 * kSec));
+  t.apply(Ev::state(0x31, TcpState::kFinWait2, TcpState::kClose, local, peer, 3 * kSec));
+  const SocketTable table = t.table(kNetns, 4 * kSec);
+  const SocketEntry* tw = find_state(table, TcpState::kTimeWait);
+  ASSERT_NE(tw, nullptr);
+  ASSERT_TRUE(tw->owner.has_value());
+  EXPECT_EQ(tw->owner->pid, 812U);
+  EXPECT_EQ(tw->owner->comm, "nginx");
+  // The listener itself is untouched by its child's transitions.
+  const SocketEntry* listener = find_state(table, TcpState::kListen);
+  ASSERT_NE(listener, nullptr);
+  EXPECT_EQ(listener->local, ep("0.0.0.0", 80));
+}
+
+TEST(SocketTrackerTest, ExplicitlyBoundSocketKeepsItsPortAfterCloseUntilDestroyed) {
+  SocketTracker t;
+  const Endpoint l = ep("127.0.0.1", 7000);
+  const Endpoint r = ep("127.0.0.1", 80);
+  t.apply(Ev::bind(0x40, l, kSec));
+  t.apply(Ev::connect(0x40, l, r, kSec, /*enter_port=*/7000));
+  t.apply(Ev::state(0x40, TcpState::kEstablished, TcpState::kClose, l, r, 2 * kSec));
+  ASSERT_EQ(t.socket_count(), 1U);  // tcp_set_state(CLOSE) keeps a SOCK_BINDPORT_LOCK port
+  EXPECT_EQ(t.table(kNetns, 2 * kSec).sockets[0].state, TcpState::kClose);
+  t.apply(Ev::sk_event(EventType::kDestroy, 0x40, 3 * kSec));
+  EXPECT_EQ(t.socket_count(), 0U);
+}
+
+TEST(SocketTrackerTest, FailedListenLeavesTheSocketBound) {
+  SocketTracker t;
+  const Endpoint l = ep("127.0.0.1", 6000);
+  t.apply(Ev::bind(0x41, l, kSec));
+  // inet_csk_listen_start(): CLOSE->LISTEN, get_port fails, LISTEN->CLOSE, then -EADDRINUSE.
+  t.apply(Ev::state(0x41, TcpState::kClose, TcpState::kListen, l, ep("0.0.0.0", 0), kSec));
+  t.apply(Ev::state(0x41, TcpState::kListen, TcpState::kClose, l, ep("0.0.0.0", 0), kSec));
+  Event failed = Ev::call(EventType::kListen, 0x41, kSec, -EADDRINUSE);
+  t.apply(failed);
+  const SocketTable table = t.table(kNetns, kSec);
+  ASSERT_EQ(table.sockets.size(), 1U);
+  EXPECT_EQ(table.sockets[0].state, TcpState::kClose);
+  EXPECT_EQ(table.sockets[0].local, l);
+}
+
+TEST(SocketTrackerTest, DestroyForgetsABoundOnlySocket) {
+  SocketTracker t;
+  t.apply(Ev::bind(0x42, ep("127.0.0.1", 4100), kSec));
+  t.apply(Ev::sk_event(EventType::kDestroy, 0x42, 2 * kSec));
+  EXPECT_EQ(t.socket_count(), 0U);
+}
+
+TEST(SocketTrackerTest, TablesAreCappedAndDropsCounted) {
+  TrackerLimits limits;
+  limits.max_sockets = 2;
+  limits.max_time_wait = 1;
+  SocketTracker t(limits);
+  for (std::uint64_t sk = 1; sk <= 3; ++sk) {
+    t.apply(Ev::bind(sk, ep("127.0.0.1", static_cast<std::uint16_t>(1000 + sk)), kSec));
+  }
+  EXPECT_EQ(t.socket_count(), 2U);
+  EXPECT_EQ(t.counters().sockets_dropped, 1U);
+  for (std::uint64_t sk = 1; sk <= 3; ++sk) {
+    t.apply(Ev::sk_event(EventType::kDestroy, sk, kSec));
+  }
+  const Endpoint r = ep("127.0.0.1", 80);
+  for (std::uint16_t port = 40000; port < 40003; ++port) {
+    t.apply(Ev::state(port, TcpState::kFinWait2, TcpState::kClose, ep("127.0.0.1", port), r, kSec));
+  }
+  EXPECT_EQ(t.time_wait_count(), 1U);
+  EXPECT_EQ(t.counters().time_wait_dropped, 2U);
+}
+
+SocketEntry snapshot_socket(std::uint64_t sk, TcpState state, const Endpoint& local) {
+  SocketEntry s;
+  s.proto = Proto::kTcp;
+  s.state = state;
+  s.local = local;
+  s.netns = kNetns;
+  s.sock_id = sk;
+  s.inode = sk + 1000;
+  s.reuseaddr = false;
+  s.reuseport = false;
+  return s;
+}
+
+TEST(SocketTrackerTest, ReconcileCountsEachKindOfCorrection) {
+  SocketTracker t;
+  t.apply(Ev::bind(0x50, ep("127.0.0.1", 5000), kSec));  // still there, but now LISTEN
+  t.apply(Ev::bind(0x51, ep("127.0.0.1", 5001), kSec));  // closed without an event we saw
+  active_close(t, 0x52, kSec);                           // TIME_WAIT the kernel killed early
+  SocketTable snap;
+  snap.sockets.push_back(snapshot_socket(0x50, TcpState::kListen, ep("127.0.0.1", 5000)));
+  snap.sockets.push_back(snapshot_socket(0x53, TcpState::kListen, ep("127.0.0.1", 5003)));
+  SocketEntry tw = snapshot_socket(0, TcpState::kTimeWait, ep("127.0.0.1", 41000));
+  tw.inode = 0;
+  tw.remote = ep("127.0.0.1", 80);
+  tw.time_wait_remaining = std::chrono::milliseconds(30'000);
+  snap.sockets.push_back(tw);
+
+  t.reconcile(kNetns, snap, 5 * kSec);
+  const auto& c = t.counters().corrections;
+  EXPECT_EQ(c.at("socket_state"), 1U);
+  EXPECT_EQ(c.at("socket_stale"), 1U);
+  EXPECT_EQ(c.at("socket_missing"), 1U);
+  EXPECT_EQ(c.at("time_wait_stale"), 1U);
+  EXPECT_EQ(c.at("time_wait_missing"), 1U);
+  EXPECT_EQ(t.socket_count(), 2U);
+  EXPECT_EQ(t.time_wait_count(), 1U);
+  // The snapshot's timer wins: 30 s left at 5 s means expiry at 35 s.
+  const SocketTable table = t.table(kNetns, 20 * kSec);
+  EXPECT_EQ(find_state(table, TcpState::kTimeWait)->time_wait_remaining,
+            std::chrono::milliseconds(15'000));
+  // The owner the events named survives the merge (the snapshot had none).
+  for (const auto& s : table.sockets) {
+    if (s.sock_id == 0x50) {
+      ASSERT_TRUE(s.owner.has_value());
+      EXPECT_EQ(s.owner->comm, "nginx");
+    }
+  }
+}
+
+TEST(SocketTrackerTest, ReconcileLeavesWhatHappenedAfterTheSnapshot) {
+  SocketTracker t;
+  t.apply(Ev::bind(0x60, ep("127.0.0.1", 6000), 10 * kSec));
+  t.reconcile(kNetns, SocketTable{}, 9 * kSec);  // the snapshot predates the bind
+  EXPECT_EQ(t.socket_count(), 1U);
+  EXPECT_TRUE(t.counters().corrections.empty());
+}
+
+TEST(SocketTrackerTest, ReconcileOnlyTouchesItsNamespace) {
+  SocketTracker t;
+  Event other = Ev::bind(0x70, ep("127.0.0.1", 7000), kSec);
+  other.netns = kNetns + 1;
+  t.apply(other);
+  t.reconcile(kNetns, SocketTable{}, 5 * kSec);
+  EXPECT_EQ(t.socket_count(), 1U);
+}
+
+TEST(SocketTrackerTest, AttributeFillsOwnersOfAFreshSnapshot) {
+  SocketTracker t;
+  active_close(t, 0x80, kSec);
+  t.apply(Ev::bind(0x81, ep("127.0.0.1", 8100), kSec));
+  SocketTable snap;
+  SocketEntry tw = snapshot_socket(0, TcpState::kTimeWait, ep("127.0.0.1", 40000));
+  tw.remote = ep("127.0.0.1", 80);
+  snap.sockets.push_back(tw);
+  snap.sockets.push_back(snapshot_socket(0x81, TcpState::kClose, ep("127.0.0.1", 8100)));
+  t.attribute(snap);
+  ASSERT_TRUE(snap.sockets[0].owner.has_value());
+  EXPECT_EQ(snap.sockets[0].owner->comm, "curl");
+  ASSERT_TRUE(snap.sockets[1].owner.has_value());
+  EXPECT_EQ(snap.sockets[1].owner->comm, "nginx");
+}
+
+TEST(SocketTrackerTest, MappedAndPlainIpv4AreOneFourTuple) {
+  SocketTracker t;
+  t.apply(Ev::state(0x90, TcpState::kFinWait2, TcpState::kClose, ep("::ffff:127.0.0.1", 40000),
+                    ep("::ffff:127.0.0.1", 80), kSec));
+  ASSERT_EQ(t.time_wait_count(), 1U);
+  t.apply(Ev::state(0x91, TcpState::kSynSent, TcpState::kEstablished, ep("127.0.0.1", 40000),
+                    ep("127.0.0.1", 80), 2 * kSec));
+  EXPECT_EQ(t.time_wait_count(), 0U);
+}
+
+}  // namespace
+}  // namespace portlens

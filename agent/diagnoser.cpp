@@ -99,12 +99,13 @@ struct Subject {
   SocketOptions options;
   std::uint32_t uid = 0;
   std::optional<std::uint64_t> inode;
+  std::optional<std::uint64_t> sock_id;
   bool listening = false;  // inet_csk_listen_start() sets LISTEN before calling get_port()
 };
 
 Subject subject_of(const Call& call, bool listening) {
-  return Subject{table_of(call.proto), call.netns, call.local, call.options, call.uid,
-                 call.inode,           listening};
+  return Subject{table_of(call.proto), call.netns,   call.local, call.options, call.uid,
+                 call.inode,           call.sock_id, listening};
 }
 
 // The five address columns of the overlap table (kernel-rules.md section 1).
@@ -238,7 +239,8 @@ bool may_own_port(const Subject& s, const SocketEntry& e) {
   if (e.netns != s.netns || table_of(e.proto) != s.table || e.local.port == 0) {
     return false;
   }
-  if (s.inode && e.inode != 0 && e.inode == *s.inode) {
+  if ((s.inode && e.inode != 0 && e.inode == *s.inode) ||
+      (s.sock_id && e.sock_id != 0 && e.sock_id == *s.sock_id)) {
     return false;
   }
   return !(s.table == PortTable::kTcp &&
@@ -682,7 +684,8 @@ Diagnosis four_tuple_diagnosis(const Call& call, const SocketTable& table) {
         (source_known && !same_address(e.local.addr, call.local.addr))) {
       continue;
     }
-    if (call.inode && e.inode == *call.inode) {
+    if ((call.inode && e.inode == *call.inode) ||
+        (call.sock_id && e.sock_id != 0 && e.sock_id == *call.sock_id)) {
       continue;
     }
     Judgement j = known(true);

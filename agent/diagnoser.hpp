@@ -36,6 +36,9 @@ struct Call {
   int result = 0;  // negative errno the call returned; 0 for a prediction
   // The calling socket's inode, so that a listen() never names its own socket as a blocker.
   std::optional<std::uint64_t> inode;
+  // The calling socket's kernel identity (Event::sock_id), for the same purpose when the call
+  // comes from a traced event rather than from a socket portlens can stat.
+  std::optional<std::uint64_t> sock_id;
 };
 
 // The cause vocabulary of architecture.md.

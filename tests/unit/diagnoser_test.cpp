@@ -489,6 +489,25 @@ TEST(ListenTest, TwoReuseaddrSocketsBothBindTheSecondListenFails) {
   EXPECT_EQ(d.blockers[0].why, "LISTEN on the same address");
 }
 
+TEST(ListenTest, TracedListenNeverNamesItsOwnSocketBySockId) {
+  // From a traced event portlens knows the socket's kernel identity, not its inode. Without
+  // SO_REUSEADDR the bound socket itself would match every rule of a blocker.
+  SocketEntry listener = tcp(TcpState::kListen, "127.0.0.1:7000");
+  listener.sock_id = 0xffff888000001000;
+  SocketEntry self = tcp(TcpState::kClose, "127.0.0.1:7000");
+  self.sock_id = 0xffff888000002000;
+  Call listen_call = bind_call("127.0.0.1:7000");
+  listen_call.syscall = Syscall::kListen;
+  listen_call.sock_id = self.sock_id;
+  const Diagnosis d = diagnose(failed(listen_call, EADDRINUSE), table_of({self, listener}));
+  EXPECT_EQ(d.cause, Cause::kPortInUse);
+  ASSERT_EQ(d.blockers.size(), 1U);
+  EXPECT_EQ(d.blockers[0].socket.sock_id, listener.sock_id);
+  listen_call.sock_id.reset();
+  EXPECT_EQ(diagnose(failed(listen_call, EADDRINUSE), table_of({self, listener})).blockers.size(),
+            2U);
+}
+
 TEST(ListenTest, BoundReuseaddrNeighbourDoesNotExplainAListenFailure) {
   SocketEntry other = tcp(TcpState::kClose, "127.0.0.1:7000");
   other.reuseaddr = true;

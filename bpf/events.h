@@ -109,4 +109,55 @@ PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, opts) == 72, "pl_event layo
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, req) == 84, "pl_event layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, comm) == 156, "pl_event layout changed");
 
+/*
+ * Socket snapshot records: one per socket, written with bpf_seq_write() by the iter/tcp,
+ * iter/udp and iter/task_file (bound-only TCP) programs of bpf/snapshot.bpf.c and read from the
+ * iterator fds by agent/snapshot.cpp.
+ */
+
+/* pl_sock_record.flags */
+#define PL_SR_F_FULL (1u << 0)		/* a full struct sock: uid, ino, sk_userlocks are valid */
+#define PL_SR_F_TIMEWAIT (1u << 1)	/* a timewait minisocket: tw_* fields are valid */
+#define PL_SR_F_REUSEPORT (1u << 2)	/* skc_reuseport */
+#define PL_SR_F_V6ONLY (1u << 3)	/* skc_ipv6only */
+#define PL_SR_F_BINDPORT_LOCK (1u << 4) /* sk_userlocks & SOCK_BINDPORT_LOCK: port from bind() */
+#define PL_SR_F_TW_TIMESTAMPS (1u << 5) /* tcp_timewait_sock.tw_ts_recent_stamp != 0 */
+#define PL_SR_F_TW_TIMER (1u << 6)	/* tw_expires holds the armed tw_timer's expiry */
+#define PL_SR_F_BUCKET_READ (1u << 7)	/* TCP: the bind bucket was read; BUCKET_BOUND is valid */
+/*
+ * TCP: the port's bind bucket has fastreuse or fastreuseport >= 0, i.e. bind() or listen() made
+ * or joined it, so __inet_hash_connect() never hands the port to connect(). Accepted children
+ * share their listener's bucket; connect() makes buckets with both at -1.
+ */
+#define PL_SR_F_BUCKET_BOUND (1u << 8)
+
+struct pl_sock_record {
+	__u64 sk;	   /* kernel address of the struct sock or timewait sock: identity only */
+	__u64 ino;	   /* socket inode (sock_i_ino()), 0 when the sock has no struct socket */
+	__u64 tw_expires;  /* TIME_WAIT: tw_timer.expires, in jiffies */
+	__u64 now_jiffies; /* bpf_jiffies64() when the record was written */
+	struct pl_endpoint local;  /* skc_rcv_saddr / skc_v6_rcv_saddr, skc_num */
+	struct pl_endpoint remote; /* skc_daddr / skc_v6_daddr, skc_dport; zero when unconnected */
+	__u32 netns;		   /* skc_net->ns.inum */
+	__u32 uid;		   /* sk_uid (full sockets) */
+	__s32 bound_dev_if;	   /* skc_bound_dev_if */
+	__u32 flags;		   /* PL_SR_F_* */
+	__u16 family;		   /* skc_family: AF_INET or AF_INET6 */
+	__u16 protocol;		   /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 state;		   /* skc_state (TCP_* numbering, also for UDP) */
+	__u8 tw_substate;	   /* TIME_WAIT: tw_substate (TCP_TIME_WAIT or TCP_FIN_WAIT2) */
+	__u8 reuse;		   /* skc_reuse: SK_NO_REUSE, SK_CAN_REUSE or SK_FORCE_REUSE */
+	__u8 _pad;
+	__u32 _reserved; /* explicit tail padding to 8-byte alignment */
+};
+
+PL_STATIC_ASSERT(sizeof(struct pl_sock_record) == 112,
+		 "pl_sock_record layout changed: bump PL_ABI_VERSION");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, local) == 32,
+		 "pl_sock_record layout changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, netns) == 80,
+		 "pl_sock_record layout changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, family) == 96,
+		 "pl_sock_record layout changed");
+
 #endif /* PORTLENS_BPF_EVENTS_H */

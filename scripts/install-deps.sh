@@ -9,7 +9,7 @@ packages=(
   # BPF: libbpf (CO-RE loader), bpftool (skeletons), libelf/zlib (libbpf's own needs)
   libbpf-dev bpftool libelf-dev zlib1g-dev
   # C++ libraries
-  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libmnl-dev
   # tests: GoogleTest; iproute2 for `ip netns`; util-linux for setpriv
   googletest libgtest-dev libgmock-dev iproute2 util-linux
 )

@@ -1,13 +1,17 @@
 #include "agent/cli.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <csignal>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include "agent/error.hpp"
+#include "agent/explain.hpp"
 #include "agent/logging.hpp"
 #include "portlens_version.hpp"
 
@@ -80,6 +84,72 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->transform(CLI::AsSizeValue(false))
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
       ->type_name("BYTES");
+
+  const std::map<std::string, SnapshotMode> snapshot_modes = {
+      {"auto", SnapshotMode::kAuto},
+      {"bpf", SnapshotMode::kBpfIterator},
+      {"sock_diag", SnapshotMode::kSockDiag}};
+  const char* const snapshot_help =
+      "where socket state comes from: auto (BPF iterators, else sock_diag), bpf, sock_diag "
+      "(sees no SO_REUSEADDR/SO_REUSEPORT flags)";
+  // Protocols parse as words: CLI11 2.1 cannot bind an enum that has an ADL to_string().
+  const auto proto_option = [](CLI::App* cmd, const std::string& name, Proto& target,
+                               const std::string& help) {
+    return cmd
+        ->add_option_function<std::string>(
+            name, [&target](const std::string& v) { target = *parse_proto(v); }, help)
+        ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case))
+        ->transform([](std::string v) {
+          std::transform(v.begin(), v.end(), v.begin(),
+                         [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+          return v;
+        });
+  };
+
+  CLI::App* check =
+      app.add_subcommand("check", "predict whether a bind (and listen) would succeed");
+  check->description(
+      "Predict from a fresh look at the kernel's sockets whether bind() to ADDR:PORT (and, with "
+      "--listen, the listen() after it) would succeed now. Nothing is bound. Exit 0: it would "
+      "succeed; 1: it would fail (cause, blockers and fix are printed) or cannot be told; 2: bad "
+      "input.\nADDR:PORT: 127.0.0.1:8080, 0.0.0.0:80, *:80, [::]:443, [::1]:53.");
+  check->callback([&cl] { cl.command = Command::kCheck; });
+  CheckOptions& c = cl.check;
+  proto_option(check, "proto", c.proto, "tcp or udp")->required();
+  check->add_option("address", c.address, "ADDR:PORT to bind")->required()->type_name("ADDR:PORT");
+  check->add_flag("--reuseaddr", c.reuseaddr, "with SO_REUSEADDR");
+  check->add_flag("--reuseport", c.reuseport, "with SO_REUSEPORT");
+  check->add_flag("--v6only", c.v6only, "with IPV6_V6ONLY (IPv6 addresses)");
+  check->add_option("--device", c.device, "bound to this interface (SO_BINDTODEVICE)")
+      ->type_name("IF");
+  check->add_option("--uid", c.uid, "as this user (default: yours); SO_REUSEPORT compares uids")
+      ->type_name("U");
+  check->add_flag("--listen", c.listen, "then listen() (tcp)");
+  check->add_option("--netns", c.netns, "in this network namespace")->type_name("NS");
+  check->add_flag("--json", c.json, "one JSON object");
+  check->add_option("--snapshot", c.snapshot_mode, snapshot_help)
+      ->transform(CLI::CheckedTransformer(snapshot_modes));
+
+  CLI::App* why = app.add_subcommand("why", "who holds a port now, and what a new bind would meet");
+  why->description(
+      "Everything that holds PORT now: listeners with their owners and options, bound sockets, "
+      "connections, TIME_WAIT sockets with their expiry; and what `check` predicts for bind() to "
+      "0.0.0.0:PORT (then listen(), for tcp) with and without SO_REUSEADDR.");
+  why->callback([&cl] { cl.command = Command::kWhy; });
+  WhyOptions& w = cl.why;
+  why->add_option("port", w.port, "the port")->required()->check(CLI::Range(1, 65535));
+  proto_option(why, "--proto", w.proto, "tcp (default) or udp");
+  why->add_option("--netns", w.netns, "in this network namespace")->type_name("NS");
+  why->add_flag("--json", w.json, "one JSON object");
+  why->add_option("--snapshot", w.snapshot_mode, snapshot_help)
+      ->transform(CLI::CheckedTransformer(snapshot_modes));
+
+  CLI::App* explain = app.add_subcommand("explain", "the long explanation of a cause");
+  explain->description(
+      "What the kernel does, a minimal example, and the fixes with their trade-offs, for one "
+      "cause of the vocabulary. Without CAUSE, lists them.");
+  explain->callback([&cl] { cl.command = Command::kExplain; });
+  explain->add_option("cause", cl.explain_cause, "e.g. time_wait, port_in_use")->type_name("CAUSE");
 }
 
 }  // namespace
@@ -110,7 +180,8 @@ ParseOutcome parse_command_line(const std::vector<std::string>& args) {
     std::string message = e.what();
     // "A subcommand is required" hides a mistyped or not-yet-built command: name it.
     if (app.get_subcommands().empty() && !app.remaining().empty()) {
-      message = "unknown command '" + app.remaining().front() + "' (commands: trace)";
+      message = "unknown command '" + app.remaining().front() +
+                "' (commands: trace, check, why, explain)";
     }
     outcome.stderr_text = std::string("portlens: ") + message +
                           "\nRun 'portlens --help' or 'portlens COMMAND --help' for usage.\n";
@@ -129,6 +200,20 @@ int run_main(int argc, char** argv) {
     return parsed.exit_code;
   }
   const CommandLine& cl = *parsed.command_line;
+  if (cl.command == Command::kExplain) {
+    if (!cl.explain_cause) {
+      std::cout << list_causes();
+      return 0;
+    }
+    const auto cause = parse_cause(*cl.explain_cause);
+    if (!cause) {
+      std::cerr << "portlens: explain: unknown cause '" << *cl.explain_cause << "'\n"
+                << list_causes();
+      return 2;
+    }
+    std::cout << explain(*cause);
+    return 0;
+  }
   setup_logging(cl.verbosity);
   install_stop_handlers();
   try {
@@ -148,6 +233,12 @@ int run_main(int argc, char** argv) {
         std::cerr << '\n';
         return 0;
       }
+      case Command::kCheck:
+        return run_check(cl.check, std::cout);
+      case Command::kWhy:
+        return run_why(cl.why, std::cout);
+      case Command::kExplain:
+        break;  // answered above, before any setup
     }
   } catch (const Error& e) {
     std::cerr << "portlens: " << e.what() << '\n';

@@ -5,16 +5,20 @@
 #include <string>
 #include <vector>
 
+#include "agent/check.hpp"
 #include "agent/trace.hpp"
 
 namespace portlens {
 
-enum class Command { kTrace };
+enum class Command { kTrace, kCheck, kWhy, kExplain };
 
 struct CommandLine {
   Command command = Command::kTrace;
   int verbosity = 0;
   TraceOptions trace;
+  CheckOptions check;
+  WhyOptions why;
+  std::optional<std::string> explain_cause;
 };
 
 // What parsing decided: run a command, or exit now with exit_code after printing text

@@ -6,8 +6,11 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/format.hpp"
+#include "agent/live.hpp"
 #include "agent/netns.hpp"
 #include "agent/preflight.hpp"
+#include "agent/report.hpp"
+#include "agent/tracker.hpp"
 
 namespace portlens {
 
@@ -75,8 +78,12 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   config.pid_filter = options.pid.value_or(0);
   config.netns_filter = netns_inode.value_or(0);
   config.ring_bytes = options.ring_bytes;
-  config.tcp_states = options.states;
+  // State changes always feed the tracker, which remembers who owned each TIME_WAIT socket;
+  // they are shown only with --states.
+  config.tcp_states = true;
   BpfTracer tracer(config);
+  LiveInspector inspector;
+  SocketTracker tracker;
 
   const WallClock clock;
   EventFilter filter(options, netns_inode);
@@ -95,14 +102,28 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
       spdlog::debug("dropped a malformed record: {}", to_string(*decoded.error));
       return;
     }
-    if (!filter.accepts(*decoded.event)) {
+    const Event& event = *decoded.event;
+    tracker.apply(event);
+    if (!filter.accepts(event)) {
       return;
     }
     ++summary.shown;
+    std::optional<Diagnosis> diagnosis;
+    if (const auto call = call_from_event(event)) {
+      diagnosis = inspector.diagnose(event, *call, &tracker);
+      ++summary.diagnosed;
+    }
     if (options.json) {
-      out << event_to_json(*decoded.event, clock).dump() << '\n';
+      nlohmann::json j = event_to_json(event, clock);
+      if (diagnosis) {
+        j["diagnosis"] = diagnosis_to_json(*diagnosis);
+      }
+      out << j.dump() << '\n';
     } else {
-      out << format_table_row(*decoded.event, clock) << '\n';
+      out << format_table_row(event, clock) << '\n';
+      if (diagnosis) {
+        out << format_diagnosis(*diagnosis, "    ");
+      }
     }
   };
 
@@ -122,6 +143,7 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
       }
       wait = std::min(wait, left);
     }
+    tracker.expire(monotonic_ns());
     if (tracer.poll(wait, sink) > 0) {
       out.flush();
       if (!out) {

@@ -50,6 +50,7 @@ struct TraceSummary {
   std::uint64_t shown = 0;
   std::uint64_t seen = 0;       // records read from the ring buffer
   std::uint64_t malformed = 0;  // records that failed to decode
+  std::uint64_t diagnosed = 0;  // failures explained
   DropCounters lost;
 };
 

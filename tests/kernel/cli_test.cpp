@@ -183,7 +183,17 @@ TEST_F(TraceCliTest, JsonLinesCarryTheFailedBindAndSigintPrintsTheSummary) {
   EXPECT_EQ(failed["netns"], ns().inode());
   EXPECT_EQ(failed["pid"], getpid());
   EXPECT_EQ(failed["opts"]["reuseaddr"], false);
-  EXPECT_FALSE(failed.contains("diagnosis"));
+  EXPECT_FALSE(ok.contains("diagnosis"));  // present exactly when the call failed
+  // Two bound (not listening) sockets, neither with SO_REUSEADDR.
+  ASSERT_TRUE(failed.contains("diagnosis")) << failed.dump();
+  const auto& d = failed["diagnosis"];
+  EXPECT_EQ(d["cause"], "missing_reuseaddr");
+  EXPECT_FALSE(d["hint"].get<std::string>().empty());
+  ASSERT_EQ(d["blockers"].size(), 1U) << d.dump();
+  EXPECT_EQ(d["blockers"][0]["state"], "CLOSE");
+  EXPECT_EQ(d["blockers"][0]["local"]["port"], 9999);
+  EXPECT_EQ(d["blockers"][0]["pid"], getpid());  // the sandbox thread's process made it
+  EXPECT_TRUE(d["blockers"][0]["remote"].is_null());
   EXPECT_NE(failed["time"].get<std::string>().find('T'), std::string::npos);
   EXPECT_NE(p.err().find("2 events shown"), std::string::npos) << p.err();
   EXPECT_NE(p.err().find(" 0 lost"), std::string::npos) << p.err();
@@ -215,13 +225,20 @@ TEST_F(TraceCliTest, TableShowsRequestedAddressAndErrnoAndDurationEndsIt) {
   std::getline(in, header);
   EXPECT_NE(header.find("RESULT"), std::string::npos);
   std::vector<std::string> rows;
+  std::string diagnosis;  // the indented lines under the failed row
   for (std::string line; std::getline(in, line);) {
-    rows.push_back(line);
+    if (line.starts_with("    ")) {
+      diagnosis += line + "\n";
+    } else {
+      rows.push_back(line);
+    }
   }
   ASSERT_EQ(rows.size(), 2U) << p.out();
   EXPECT_NE(rows[1].find("127.0.0.1:9997"), std::string::npos) << rows[1];
   EXPECT_NE(rows[1].find("EADDRINUSE"), std::string::npos) << rows[1];
   EXPECT_NE(rows[1].find("bind"), std::string::npos) << rows[1];
+  EXPECT_NE(diagnosis.find("cause: missing_reuseaddr"), std::string::npos) << p.out();
+  EXPECT_NE(diagnosis.find("blocker: tcp CLOSE"), std::string::npos) << p.out();
   EXPECT_EQ(p.out().find("9996"), std::string::npos);
 }
 

@@ -1,0 +1,271 @@
+#include "agent/live.hpp"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/error.hpp"
+
+namespace portlens {
+namespace {
+
+constexpr std::uint64_t kMsNs = 1'000'000;
+// A /proc scan costs about a microsecond per open file: redo it at most this often, unless a
+// blocker's owner is missing and the scan is older than kOwnerMissRescanNs.
+constexpr std::uint64_t kOwnerRescanNs = 1000 * kMsNs;
+constexpr std::uint64_t kOwnerMissRescanNs = 200 * kMsNs;
+constexpr std::size_t kMaxCachedNamespaces = 64;
+
+bool explained_errno(const Event& e) {
+  const int err = -e.result;
+  switch (e.type) {
+    case EventType::kBind:
+      return err == EADDRINUSE || err == EADDRNOTAVAIL || err == EACCES;
+    case EventType::kListen:
+      return err == EADDRINUSE;
+    case EventType::kConnect:
+      return err == EADDRNOTAVAIL || err == EAGAIN;
+    default:
+      return false;
+  }
+}
+
+std::optional<std::uint32_t> inode_of(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint32_t>(st.st_ino);
+}
+
+}  // namespace
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+std::optional<Call> call_from_event(const Event& e) {
+  if (!e.failed() || !explained_errno(e)) {
+    return std::nullopt;
+  }
+  Call c;
+  c.proto = e.proto;
+  c.family = e.family;
+  c.netns = e.netns;
+  c.result = e.result;
+  c.options = e.opts.value_or(SocketOptions{});
+  c.uid = e.sock_uid.value_or(e.uid);
+  c.sock_id = e.sock_id;
+  const Endpoint any{e.family == Family::kIpv4 ? IpAddress::any_v4() : IpAddress::any_v6(), 0};
+  switch (e.type) {
+    case EventType::kBind:
+      if (!e.requested) {
+        return std::nullopt;  // the sockaddr was unreadable: nothing to reason about
+      }
+      c.syscall = Syscall::kBind;
+      c.local = *e.requested;
+      break;
+    case EventType::kListen:
+      c.syscall = Syscall::kListen;
+      c.local = e.local.value_or(any);  // a failed listen() keeps its bound address
+      break;
+    case EventType::kConnect:
+      if (!e.requested) {
+        return std::nullopt;
+      }
+      c.syscall = Syscall::kConnect;
+      c.remote = e.requested;
+      // The address bind() fixed survives the failure; the port is the one held at entry.
+      c.local = e.local.value_or(any);
+      c.local.port = e.enter_port;
+      break;
+    default:
+      return std::nullopt;
+  }
+  return c;
+}
+
+std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode) {
+  if (inode_of("/proc/thread-self/ns/net") == inode) {
+    return NetnsRef{"/proc/thread-self/ns/net", inode};
+  }
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+    if (inode_of(entry.path().string()) == inode) {
+      return NetnsRef{entry.path().string(), inode};
+    }
+  }
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) {
+    return std::nullopt;
+  }
+  std::optional<NetnsRef> found;
+  while (const dirent* de = readdir(proc)) {
+    if (de->d_name[0] < '1' || de->d_name[0] > '9') {
+      continue;
+    }
+    const std::string path = std::string("/proc/") + de->d_name + "/ns/net";
+    if (inode_of(path) == inode) {
+      found = NetnsRef{path, inode};
+      break;
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
+SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked) {
+  SocketTable out = tracked;
+  out.netns_config = snapshot.netns_config;
+  out.default_config = snapshot.default_config;
+  std::unordered_map<std::uint64_t, std::size_t> by_id;
+  std::map<std::tuple<std::uint64_t, Endpoint, Endpoint>, std::size_t> time_wait;
+  const auto tw_key = [](const SocketEntry& s) {
+    return std::tuple{s.netns, Endpoint{s.local.addr.unmapped(), s.local.port},
+                      s.remote ? Endpoint{s.remote->addr.unmapped(), s.remote->port} : Endpoint{}};
+  };
+  for (std::size_t i = 0; i < out.sockets.size(); ++i) {
+    const SocketEntry& s = out.sockets[i];
+    if (s.state == TcpState::kTimeWait) {
+      time_wait.emplace(tw_key(s), i);
+    } else if (s.sock_id != 0) {
+      by_id.emplace(s.sock_id, i);
+    }
+  }
+  std::vector<bool> in_snapshot(out.sockets.size(), false);
+  for (const SocketEntry& s : snapshot.sockets) {
+    if (s.state == TcpState::kTimeWait) {
+      const auto it = time_wait.find(tw_key(s));
+      if (it == time_wait.end()) {
+        out.sockets.push_back(s);
+        continue;
+      }
+      SocketEntry& t = out.sockets[it->second];
+      in_snapshot[it->second] = true;
+      t.time_wait_substate = s.time_wait_substate;
+      t.time_wait_remaining = s.time_wait_remaining;
+      if (s.timestamps) {
+        t.timestamps = s.timestamps;
+      }
+      continue;
+    }
+    const auto it = s.sock_id != 0 ? by_id.find(s.sock_id) : by_id.end();
+    if (it == by_id.end()) {
+      out.sockets.push_back(s);
+      continue;
+    }
+    SocketEntry merged = s;
+    const SocketEntry& t = out.sockets[it->second];
+    merged.state = t.state;  // as of the failing event
+    merged.local = t.local.port != 0 ? t.local : s.local;
+    merged.remote = t.remote;
+    if (t.owner) {
+      merged.owner = t.owner;
+    }
+    out.sockets[it->second] = std::move(merged);
+    in_snapshot[it->second] = true;
+  }
+  std::vector<SocketEntry> kept;
+  kept.reserve(out.sockets.size());
+  for (std::size_t i = 0; i < out.sockets.size(); ++i) {
+    const SocketEntry& s = out.sockets[i];
+    const bool udp = s.proto == Proto::kUdp || s.proto == Proto::kUdpLite;
+    if (i < in_snapshot.size() && !in_snapshot[i] && udp) {
+      continue;
+    }
+    kept.push_back(s);
+  }
+  out.sockets = std::move(kept);
+  return out;
+}
+
+LiveInspector::LiveInspector(SnapshotOptions options)
+    : snapshotter_(std::make_unique<SocketSnapshotter>(options)) {}
+
+void LiveInspector::refresh_owners_if_stale() {
+  const std::uint64_t now = monotonic_ns();
+  if (owners_scanned_ns_ == 0 || now - owners_scanned_ns_ >= kOwnerRescanNs) {
+    owners_.scan();
+    owners_scanned_ns_ = monotonic_ns();
+  }
+}
+
+LiveTable LiveInspector::inspect(const NetnsRef& ns, const SocketTracker* tracker) {
+  LiveTable live{snapshotter_->take(ns), ns};
+  if (tracker != nullptr) {
+    tracker->attribute(live.snapshot.table);
+  }
+  owners_.scan();  // a command's one look: always fresh
+  owners_scanned_ns_ = monotonic_ns();
+  owners_.attribute(live.snapshot.table);
+  return live;
+}
+
+Diagnosis LiveInspector::diagnose(const Event& event, const Call& call,
+                                  const SocketTracker* tracker) {
+  auto path = netns_paths_.find(event.netns);
+  if (path == netns_paths_.end()) {
+    const auto found = find_netns_by_inode(event.netns);
+    if (!found) {
+      Diagnosis d;
+      d.hint = "cannot inspect network namespace " + std::to_string(event.netns) +
+               ": no process is left in it and it is not under /run/netns";
+      return d;
+    }
+    path = netns_paths_.emplace(event.netns, *found).first;
+  }
+
+  auto cached = snapshots_.find(event.netns);
+  if (cached == snapshots_.end() || cached->second.taken_ns < event.ts_ns) {
+    if (cached == snapshots_.end() && snapshots_.size() >= kMaxCachedNamespaces) {
+      snapshots_.erase(snapshots_.begin());
+    }
+    CachedSnapshot fresh;
+    fresh.taken_ns = monotonic_ns();  // before the walk: it sees at least this moment's sockets
+    try {
+      fresh.snapshot = snapshotter_->take(path->second);
+    } catch (const Error& e) {
+      netns_paths_.erase(path);  // the namespace may be gone; look it up again next time
+      Diagnosis d;
+      d.hint = std::string("cannot inspect the namespace: ") + e.what();
+      return d;
+    }
+    refresh_owners_if_stale();
+    if (tracker != nullptr) {
+      tracker->attribute(fresh.snapshot.table);
+    }
+    owners_.attribute(fresh.snapshot.table);
+    cached = snapshots_.insert_or_assign(event.netns, std::move(fresh)).first;
+  }
+
+  SocketTable table = tracker != nullptr
+                          ? merge_for_event(cached->second.snapshot.table,
+                                            tracker->table(event.netns, monotonic_ns()))
+                          : cached->second.snapshot.table;
+  owners_.attribute(table);
+  Diagnosis d = portlens::diagnose(call, table);
+  // A blocker created after the last /proc scan has no owner yet: look once more.
+  bool missing = false;
+  for (const auto& b : d.blockers) {
+    missing = missing || (!b.socket.owner && b.socket.inode != 0);
+  }
+  if (missing && monotonic_ns() - owners_scanned_ns_ >= kOwnerMissRescanNs) {
+    owners_.scan();
+    owners_scanned_ns_ = monotonic_ns();
+    owners_.attribute(table);
+    d = portlens::diagnose(call, table);
+  }
+  return d;
+}
+
+}  // namespace portlens

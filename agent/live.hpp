@@ -1,0 +1,72 @@
+// Diagnosis against the live kernel: snapshots of a namespace's sockets, their owners, and the
+// failed calls of traced events turned into diagnoses. Used by trace, check, why and the agent.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "agent/diagnoser.hpp"
+#include "agent/event.hpp"
+#include "agent/netns.hpp"
+#include "agent/owners.hpp"
+#include "agent/snapshot.hpp"
+#include "agent/tracker.hpp"
+
+namespace portlens {
+
+// The failed call an event describes, or nullopt when the event is not a failure portlens
+// explains (a success, EINPROGRESS, ECONNREFUSED, ...).
+std::optional<Call> call_from_event(const Event& event);
+
+// Finds a file that refers to the network namespace with this inode: the caller's own,
+// /run/netns/*, or some process's /proc/PID/ns/net. nullopt when no process is left in it.
+std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode);
+
+// The table a traced failure is judged against: the tracker's view as of the failing event
+// (events are applied in order, so a blocker closed right after the failure is still there),
+// plus the snapshot's sockets the events never showed (those older than the trace). Sockets in
+// both take the tracker's state and the snapshot's other fields. UDP sockets only the tracker
+// knows are left out: UDP has no tracepoint for its close, so they may be long gone.
+SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked);
+
+// A snapshot of one namespace with owners attributed, for check and why.
+struct LiveTable {
+  Snapshot snapshot;
+  NetnsRef netns;
+};
+
+class LiveInspector {
+ public:
+  explicit LiveInspector(SnapshotOptions options = {});
+
+  // A fresh snapshot of ns with owners: the tracker's memory first (it knows TIME_WAIT
+  // owners), then /proc for sockets with an inode.
+  LiveTable inspect(const NetnsRef& ns, const SocketTracker* tracker = nullptr);
+
+  // Diagnoses a failed call seen as an event. A snapshot taken after the call is reused for
+  // later failures in the same namespace: it holds every blocker that still exists.
+  Diagnosis diagnose(const Event& event, const Call& call, const SocketTracker* tracker);
+
+  [[nodiscard]] const SocketSnapshotter& snapshotter() const { return *snapshotter_; }
+
+ private:
+  struct CachedSnapshot {
+    std::uint64_t taken_ns = 0;  // CLOCK_MONOTONIC, comparable with event timestamps
+    Snapshot snapshot;
+  };
+  void refresh_owners_if_stale();
+
+  std::unique_ptr<SocketSnapshotter> snapshotter_;
+  SocketOwnerMap owners_;
+  std::uint64_t owners_scanned_ns_ = 0;
+  std::map<std::uint32_t, NetnsRef> netns_paths_;
+  std::map<std::uint32_t, CachedSnapshot> snapshots_;
+};
+
+// CLOCK_MONOTONIC now, in the unit of event timestamps.
+std::uint64_t monotonic_ns();
+
+}  // namespace portlens

@@ -249,6 +249,7 @@ What to do
 const std::vector<Cause>& all_causes() {
   static const std::vector<Cause> kCauses = [] {
     std::vector<Cause> v;
+    v.reserve(kExplanations.size());
     for (const auto& e : kExplanations) {
       v.push_back(e.cause);
     }

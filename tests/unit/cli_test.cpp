@@ -198,3 +198,99 @@ TEST(ParseCommandLineTest, UnknownSubcommandIsNamed) {
 
 }  // namespace
 }  // namespace portlens
+
+namespace portlens {
+namespace {
+
+ParseOutcome parse_args(std::vector<std::string> args) {
+  args.insert(args.begin(), "portlens");
+  return parse_command_line(args);
+}
+
+TEST(ParseCheckTest, EveryFlag) {
+  const ParseOutcome out =
+      parse_args({"check", "UDP", "[::1]:53", "--reuseaddr", "--reuseport", "--v6only", "--device",
+                  "lo", "--uid", "1000", "--netns", "blue", "--json", "--snapshot", "sock_diag"});
+  ASSERT_TRUE(out.command_line.has_value()) << out.stderr_text;
+  const CheckOptions& c = out.command_line->check;
+  EXPECT_EQ(out.command_line->command, Command::kCheck);
+  EXPECT_EQ(c.proto, Proto::kUdp);
+  EXPECT_EQ(c.address, "[::1]:53");
+  EXPECT_TRUE(c.reuseaddr);
+  EXPECT_TRUE(c.reuseport);
+  EXPECT_TRUE(c.v6only);
+  EXPECT_EQ(c.device, "lo");
+  EXPECT_EQ(c.uid, 1000U);
+  EXPECT_EQ(c.netns, "blue");
+  EXPECT_TRUE(c.json);
+  EXPECT_FALSE(c.listen);
+  EXPECT_EQ(c.snapshot_mode, SnapshotMode::kSockDiag);
+}
+
+TEST(ParseCheckTest, DefaultsAndListen) {
+  const ParseOutcome out = parse_args({"check", "tcp", "*:80", "--listen"});
+  ASSERT_TRUE(out.command_line.has_value()) << out.stderr_text;
+  const CheckOptions& c = out.command_line->check;
+  EXPECT_EQ(c.proto, Proto::kTcp);
+  EXPECT_TRUE(c.listen);
+  EXPECT_FALSE(c.uid.has_value());
+  EXPECT_EQ(c.snapshot_mode, SnapshotMode::kAuto);
+}
+
+TEST(ParseCheckTest, UsageErrorsExitTwo) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"check"},
+           {"check", "tcp"},
+           {"check", "sctp", "127.0.0.1:80"},
+           {"check", "tcp", "127.0.0.1:80", "--snapshot", "magic"},
+           {"check", "tcp", "127.0.0.1:80", "--uid", "-1"},
+       }) {
+    const ParseOutcome out = parse_args(args);
+    EXPECT_FALSE(out.command_line.has_value()) << args.size();
+    EXPECT_EQ(out.exit_code, 2);
+    EXPECT_TRUE(out.stderr_text.starts_with("portlens: ")) << out.stderr_text;
+  }
+}
+
+TEST(ParseWhyTest, PortProtoNetnsJson) {
+  const ParseOutcome out =
+      parse_args({"why", "8080", "--proto", "udp", "--netns", "pid:1", "--json"});
+  ASSERT_TRUE(out.command_line.has_value()) << out.stderr_text;
+  const WhyOptions& w = out.command_line->why;
+  EXPECT_EQ(out.command_line->command, Command::kWhy);
+  EXPECT_EQ(w.port, 8080);
+  EXPECT_EQ(w.proto, Proto::kUdp);
+  EXPECT_EQ(w.netns, "pid:1");
+  EXPECT_TRUE(w.json);
+  const ParseOutcome tcp = parse_args({"why", "443"});
+  ASSERT_TRUE(tcp.command_line.has_value());
+  EXPECT_EQ(tcp.command_line->why.proto, Proto::kTcp);
+}
+
+TEST(ParseWhyTest, BadPortsExitTwo) {
+  for (const std::string port : {"0", "65536", "http", "-5"}) {
+    const ParseOutcome out = parse_args({"why", port});
+    EXPECT_EQ(out.exit_code, 2) << port;
+    EXPECT_FALSE(out.command_line.has_value()) << port;
+  }
+}
+
+TEST(ParseExplainTest, CauseIsOptional) {
+  const ParseOutcome with = parse_args({"explain", "time_wait"});
+  ASSERT_TRUE(with.command_line.has_value());
+  EXPECT_EQ(with.command_line->command, Command::kExplain);
+  EXPECT_EQ(with.command_line->explain_cause, "time_wait");
+  const ParseOutcome without = parse_args({"explain"});
+  ASSERT_TRUE(without.command_line.has_value());
+  EXPECT_FALSE(without.command_line->explain_cause.has_value());
+}
+
+TEST(ParseCommandLineTest, HelpListsEveryCommand) {
+  const ParseOutcome out = parse_args({"--help"});
+  for (const char* cmd : {"trace", "check", "why", "explain"}) {
+    EXPECT_NE(out.stdout_text.find(cmd), std::string::npos) << cmd;
+  }
+}
+
+}  // namespace
+}  // namespace portlens

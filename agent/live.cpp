@@ -7,6 +7,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -186,6 +187,31 @@ SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& trac
     kept.push_back(s);
   }
   out.sockets = std::move(kept);
+  return out;
+}
+
+std::vector<NetnsRef> discover_netns(std::size_t max_namespaces) {
+  std::vector<NetnsRef> out;
+  std::set<std::uint32_t> seen;
+  const auto add = [&](const std::string& path) {
+    const auto inode = inode_of(path);
+    if (inode && out.size() < max_namespaces && seen.insert(*inode).second) {
+      out.push_back(NetnsRef{path, *inode});
+    }
+  };
+  add("/proc/thread-self/ns/net");
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+    add(entry.path().string());
+  }
+  if (DIR* proc = opendir("/proc")) {
+    while (const dirent* de = readdir(proc)) {
+      if (de->d_name[0] >= '1' && de->d_name[0] <= '9') {
+        add(std::string("/proc/") + de->d_name + "/ns/net");
+      }
+    }
+    closedir(proc);
+  }
   return out;
 }
 

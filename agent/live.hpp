@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "agent/diagnoser.hpp"
 #include "agent/event.hpp"
@@ -24,6 +25,10 @@ std::optional<Call> call_from_event(const Event& event);
 // Finds a file that refers to the network namespace with this inode: the caller's own,
 // /run/netns/*, or some process's /proc/PID/ns/net. nullopt when no process is left in it.
 std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode);
+
+// Every network namespace this process can reach: its own, /run/netns/*, and each distinct one
+// in /proc/*/ns/net (containers), one path per inode. At most max_namespaces.
+std::vector<NetnsRef> discover_netns(std::size_t max_namespaces = 4096);
 
 // The table a traced failure is judged against: the tracker's view as of the failing event
 // (events are applied in order, so a blocker closed right after the failure is still there),

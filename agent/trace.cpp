@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/error.hpp"
 #include "agent/format.hpp"
 #include "agent/live.hpp"
 #include "agent/netns.hpp"
@@ -13,6 +14,11 @@
 #include "agent/tracker.hpp"
 
 namespace portlens {
+
+namespace {
+// How often trace corrects its socket table from snapshots of the namespaces it watches.
+constexpr auto kTraceReconcileInterval = std::chrono::seconds(30);
+}  // namespace
 
 EventFilter::EventFilter(const TraceOptions& options, std::optional<std::uint32_t> netns_inode)
     : failures_(options.failures),
@@ -85,6 +91,35 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   LiveInspector inspector;
   SocketTracker tracker;
 
+  // Bootstrap: what exists before the first event. A snapshot taken lazily at a namespace's
+  // first event could already miss a blocker that exited in between.
+  std::vector<NetnsRef> namespaces;
+  if (netns_inode) {
+    namespaces.push_back(resolve_netns(*options.netns));
+  } else {
+    namespaces = discover_netns();
+  }
+  const auto reconcile_all = [&](bool first) {
+    for (auto it = namespaces.begin(); it != namespaces.end();) {
+      const std::uint64_t taken = monotonic_ns();
+      try {
+        const Snapshot snap = inspector.snapshotter().take(*it);
+        if (first) {
+          tracker.bootstrap(it->inode, snap.table, taken);
+        } else {
+          tracker.reconcile(it->inode, snap.table, taken);
+        }
+        ++it;
+      } catch (const Error& e) {
+        spdlog::debug("netns {} no longer inspectable: {}", it->path, e.what());
+        it = namespaces.erase(it);  // its last process is gone
+      }
+    }
+  };
+  reconcile_all(true);
+  spdlog::debug("bootstrapped {} sockets and {} TIME_WAIT from {} namespaces",
+                tracker.socket_count(), tracker.time_wait_count(), namespaces.size());
+
   const WallClock clock;
   EventFilter filter(options, netns_inode);
   TraceSummary summary;
@@ -133,7 +168,13 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
           ? std::optional(Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(*options.duration_s)))
           : std::nullopt;
+  auto next_reconcile = Clock::now() + kTraceReconcileInterval;
   while (!stop.load(std::memory_order_relaxed)) {
+    if (Clock::now() >= next_reconcile) {
+      tracer.poll(std::chrono::milliseconds(0), sink);  // apply what came before the snapshot
+      reconcile_all(false);
+      next_reconcile = Clock::now() + kTraceReconcileInterval;
+    }
     auto wait = std::chrono::milliseconds(100);
     if (deadline) {
       const auto left =
@@ -155,6 +196,9 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   tracer.poll(std::chrono::milliseconds(0), sink);
   out.flush();
   summary.lost = tracer.drops();
+  for (const auto& [kind, n] : tracker.counters().corrections) {
+    spdlog::debug("tracker corrections {}: {}", kind, n);
+  }
   return summary;
 }
 

@@ -48,7 +48,7 @@ std::optional<SocketTracker::FourTuple> SocketTracker::tuple_of(const SocketEntr
 }
 
 void SocketTracker::count_correction(std::string_view kind, std::uint64_t n) {
-  if (n == 0) {
+  if (n == 0 || !counting_) {
     return;
   }
   const auto it = counters_.corrections.find(kind);
@@ -353,6 +353,17 @@ void SocketTracker::expire(std::uint64_t now_ns) {
 
 void SocketTracker::reconcile(std::uint64_t netns, const SocketTable& snapshot,
                               std::uint64_t snapshot_ns) {
+  merge_snapshot(netns, snapshot, snapshot_ns, true);
+}
+
+void SocketTracker::bootstrap(std::uint64_t netns, const SocketTable& snapshot,
+                              std::uint64_t snapshot_ns) {
+  merge_snapshot(netns, snapshot, snapshot_ns, false);
+}
+
+void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snapshot,
+                                   std::uint64_t snapshot_ns, bool count) {
+  counting_ = count;
   std::unordered_set<std::uint64_t> seen;
   std::unordered_set<FourTuple, FourTupleHash> seen_tw;
   for (const SocketEntry& s : snapshot.sockets) {
@@ -443,6 +454,7 @@ void SocketTracker::reconcile(std::uint64_t netns, const SocketTable& snapshot,
     }
   }
   count_correction("time_wait_stale", stale_tw);
+  counting_ = true;
 }
 
 SocketTable SocketTracker::table(std::optional<std::uint64_t> netns, std::uint64_t now_ns) const {

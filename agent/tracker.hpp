@@ -56,6 +56,8 @@ class SocketTracker {
   // Makes what is known of netns match a snapshot taken at snapshot_ns, counting differences.
   // Owners the tracker learned from events are kept: the snapshot cannot know TIME_WAIT owners.
   void reconcile(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns);
+  // The first look at a namespace: the same merge, but nothing it adds is a correction.
+  void bootstrap(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns);
 
   // The table the diagnoser reads: every tracked socket of netns (all when nullopt), with
   // TIME_WAIT time left computed at now_ns. Carries no sysctl configuration.
@@ -103,7 +105,10 @@ class SocketTracker {
   void take_over_time_wait(const SocketEntry& entry);
   std::optional<SocketOwner> owner_of_listener(const SocketEntry& child) const;
   void count_correction(std::string_view kind, std::uint64_t n = 1);
+  void merge_snapshot(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
+                      bool count);
 
+  bool counting_ = true;  // false while bootstrapping
   TrackerLimits limits_;
   std::unordered_map<std::uint64_t, SocketEntry> sockets_;  // by sock_id
   // When each socket was last touched: a snapshot older than that cannot correct it.

@@ -319,6 +319,22 @@ TEST(SocketTrackerTest, ReconcileCountsEachKindOfCorrection) {
   }
 }
 
+TEST(SocketTrackerTest, BootstrapFillsTheTableWithoutCountingCorrections) {
+  SocketTracker t;
+  SocketTable snap;
+  snap.sockets.push_back(snapshot_socket(0xa0, TcpState::kListen, ep("0.0.0.0", 80)));
+  SocketEntry tw = snapshot_socket(0, TcpState::kTimeWait, ep("127.0.0.1", 80));
+  tw.remote = ep("127.0.0.1", 41000);
+  snap.sockets.push_back(tw);
+  t.bootstrap(kNetns, snap, kSec);
+  EXPECT_EQ(t.socket_count(), 1U);
+  EXPECT_EQ(t.time_wait_count(), 1U);
+  EXPECT_TRUE(t.counters().corrections.empty());
+  t.reconcile(kNetns, SocketTable{}, 2 * kSec);  // later looks do count
+  EXPECT_EQ(t.counters().corrections.at("socket_stale"), 1U);
+  EXPECT_EQ(t.counters().corrections.at("time_wait_stale"), 1U);
+}
+
 TEST(SocketTrackerTest, ReconcileLeavesWhatHappenedAfterTheSnapshot) {
   SocketTracker t;
   t.apply(Ev::bind(0x60, ep("127.0.0.1", 6000), 10 * kSec));

@@ -230,6 +230,12 @@ int run_main(int argc, char** argv) {
         if (s.malformed > 0) {
           std::cerr << ", " << s.malformed << " malformed";
         }
+        if (!s.diagnosis_latency_ns.empty()) {
+          std::vector<std::uint64_t> lat = s.diagnosis_latency_ns;
+          std::sort(lat.begin(), lat.end());
+          std::cerr << ", " << s.diagnosed << " diagnosed (call to diagnosis: median "
+                    << lat[lat.size() / 2] / 1000 << " us, max " << lat.back() / 1000 << " us)";
+        }
         std::cerr << '\n';
         return 0;
       }

@@ -18,6 +18,7 @@ namespace portlens {
 namespace {
 // How often trace corrects its socket table from snapshots of the namespaces it watches.
 constexpr auto kTraceReconcileInterval = std::chrono::seconds(30);
+constexpr std::size_t kMaxLatencySamples = 100'000;
 }  // namespace
 
 EventFilter::EventFilter(const TraceOptions& options, std::optional<std::uint32_t> netns_inode)
@@ -147,6 +148,9 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
     if (const auto call = call_from_event(event)) {
       diagnosis = inspector.diagnose(event, *call, &tracker);
       ++summary.diagnosed;
+      if (summary.diagnosis_latency_ns.size() < kMaxLatencySamples) {
+        summary.diagnosis_latency_ns.push_back(monotonic_ns() - event.ts_ns);
+      }
     }
     if (options.json) {
       nlohmann::json j = event_to_json(event, clock);

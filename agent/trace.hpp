@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "agent/bpf_tracer.hpp"
 #include "agent/event.hpp"
@@ -51,6 +52,8 @@ struct TraceSummary {
   std::uint64_t seen = 0;       // records read from the ring buffer
   std::uint64_t malformed = 0;  // records that failed to decode
   std::uint64_t diagnosed = 0;  // failures explained
+  // From the failed call (its kernel timestamp) to its diagnosis being written, per diagnosis.
+  std::vector<std::uint64_t> diagnosis_latency_ns;
   DropCounters lost;
 };
 

@@ -125,7 +125,8 @@ std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode) {
   return found;
 }
 
-SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked) {
+SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked,
+                            const std::function<bool(const SocketEntry&)>& born_after) {
   SocketTable out = tracked;
   out.netns_config = snapshot.netns_config;
   out.default_config = snapshot.default_config;
@@ -135,17 +136,29 @@ SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& trac
     return std::tuple{s.netns, Endpoint{s.local.addr.unmapped(), s.local.port},
                       s.remote ? Endpoint{s.remote->addr.unmapped(), s.remote->port} : Endpoint{}};
   };
+  std::set<std::tuple<std::uint64_t, Endpoint, Endpoint>> live_connections;
   for (std::size_t i = 0; i < out.sockets.size(); ++i) {
     const SocketEntry& s = out.sockets[i];
     if (s.state == TcpState::kTimeWait) {
       time_wait.emplace(tw_key(s), i);
-    } else if (s.sock_id != 0) {
-      by_id.emplace(s.sock_id, i);
+    } else {
+      if (s.sock_id != 0) {
+        by_id.emplace(s.sock_id, i);
+      }
+      if (s.remote) {
+        live_connections.insert(tw_key(s));
+      }
     }
   }
   std::vector<bool> in_snapshot(out.sockets.size(), false);
   for (const SocketEntry& s : snapshot.sockets) {
+    if (born_after && born_after(s)) {
+      continue;  // it did not exist yet when the call failed
+    }
     if (s.state == TcpState::kTimeWait) {
+      if (live_connections.contains(tw_key(s))) {
+        continue;  // at the time of the call this 4-tuple was still the live connection
+      }
       const auto it = time_wait.find(tw_key(s));
       if (it == time_wait.end()) {
         out.sockets.push_back(s);
@@ -274,10 +287,15 @@ Diagnosis LiveInspector::diagnose(const Event& event, const Call& call,
     cached = snapshots_.insert_or_assign(event.netns, std::move(fresh)).first;
   }
 
-  SocketTable table = tracker != nullptr
-                          ? merge_for_event(cached->second.snapshot.table,
-                                            tracker->table(event.netns, monotonic_ns()))
-                          : cached->second.snapshot.table;
+  SocketTable table = cached->second.snapshot.table;
+  if (tracker != nullptr) {
+    const std::uint64_t at = event.ts_ns;
+    table = merge_for_event(table, tracker->table_at(event.netns, at, monotonic_ns()),
+                            [tracker, at](const SocketEntry& s) {
+                              const auto seen = tracker->first_seen(s);
+                              return seen && *seen > at;
+                            });
+  }
   owners_.attribute(table);
   Diagnosis d = portlens::diagnose(call, table);
   // A blocker created after the last /proc scan has no owner yet: look once more.

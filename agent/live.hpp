@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -30,12 +31,15 @@ std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode);
 // in /proc/*/ns/net (containers), one path per inode. At most max_namespaces.
 std::vector<NetnsRef> discover_netns(std::size_t max_namespaces = 4096);
 
-// The table a traced failure is judged against: the tracker's view as of the failing event
-// (events are applied in order, so a blocker closed right after the failure is still there),
-// plus the snapshot's sockets the events never showed (those older than the trace). Sockets in
-// both take the tracker's state and the snapshot's other fields. UDP sockets only the tracker
-// knows are left out: UDP has no tracepoint for its close, so they may be long gone.
-SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked);
+// The table a traced failure is judged against: the tracker's view as of the failing call
+// (SocketTracker::table_at: a blocker closed right after the failure is still there), plus the
+// snapshot's sockets the events never showed (those older than the trace). Left out: snapshot
+// sockets the tracker first saw after the call (born_after), snapshot TIME_WAITs whose 4-tuple
+// was still a live connection then, and UDP sockets only the tracker knows (UDP has no
+// tracepoint for its close, so they may be long gone). Sockets in both take the tracker's state
+// and the snapshot's other fields.
+SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked,
+                            const std::function<bool(const SocketEntry&)>& born_after);
 
 // A snapshot of one namespace with owners attributed, for check and why.
 struct LiveTable {

@@ -130,6 +130,7 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   status << "Tracing bind/listen/connect" << (options.states ? " and TCP state changes" : "")
          << "... Ctrl-C to stop." << std::endl;
 
+  std::vector<Event> shown;  // this batch's events that pass the filter, in order
   const BpfTracer::RecordSink sink = [&](std::span<const std::byte> record) {
     ++summary.seen;
     const DecodeResult decoded = decode_event(record);
@@ -144,26 +145,35 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
       return;
     }
     ++summary.shown;
-    std::optional<Diagnosis> diagnosis;
-    if (const auto call = call_from_event(event)) {
-      diagnosis = inspector.diagnose(event, *call, &tracker);
-      ++summary.diagnosed;
-      if (summary.diagnosis_latency_ns.size() < kMaxLatencySamples) {
-        summary.diagnosis_latency_ns.push_back(monotonic_ns() - event.ts_ns);
+    shown.push_back(event);
+  };
+  // Failures are diagnosed once the batch they came in has been applied to the tracker: by then
+  // it knows which sockets appeared after each failed call, and leaves them out.
+  const auto write_shown = [&] {
+    for (const Event& event : shown) {
+      std::optional<Diagnosis> diagnosis;
+      if (const auto call = call_from_event(event)) {
+        diagnosis = inspector.diagnose(event, *call, &tracker);
+        ++summary.diagnosed;
+        if (summary.diagnosis_latency_ns.size() < kMaxLatencySamples) {
+          summary.diagnosis_latency_ns.push_back(monotonic_ns() - event.ts_ns);
+        }
+      }
+      if (options.json) {
+        nlohmann::json j = event_to_json(event, clock);
+        if (diagnosis) {
+          j["diagnosis"] = diagnosis_to_json(*diagnosis);
+        }
+        out << j.dump() << '\n';
+      } else {
+        out << format_table_row(event, clock) << '\n';
+        if (diagnosis) {
+          out << format_diagnosis(*diagnosis, "    ");
+        }
       }
     }
-    if (options.json) {
-      nlohmann::json j = event_to_json(event, clock);
-      if (diagnosis) {
-        j["diagnosis"] = diagnosis_to_json(*diagnosis);
-      }
-      out << j.dump() << '\n';
-    } else {
-      out << format_table_row(event, clock) << '\n';
-      if (diagnosis) {
-        out << format_diagnosis(*diagnosis, "    ");
-      }
-    }
+    shown.clear();
+    out.flush();
   };
 
   using Clock = std::chrono::steady_clock;
@@ -176,6 +186,7 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   while (!stop.load(std::memory_order_relaxed)) {
     if (Clock::now() >= next_reconcile) {
       tracer.poll(std::chrono::milliseconds(0), sink);  // apply what came before the snapshot
+      write_shown();
       reconcile_all(false);
       next_reconcile = Clock::now() + kTraceReconcileInterval;
     }
@@ -190,7 +201,10 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
     }
     tracker.expire(monotonic_ns());
     if (tracer.poll(wait, sink) > 0) {
-      out.flush();
+      // Drain what else is already there, so the batch is complete before diagnosing.
+      while (tracer.poll(std::chrono::milliseconds(0), sink) > 0) {
+      }
+      write_shown();
       if (!out) {
         break;  // the reader went away (a closed pipe): stop quietly
       }
@@ -198,7 +212,7 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   }
   // Whatever is already in the ring is part of the trace.
   tracer.poll(std::chrono::milliseconds(0), sink);
-  out.flush();
+  write_shown();
   summary.lost = tracer.drops();
   for (const auto& [kind, n] : tracker.counters().corrections) {
     spdlog::debug("tracker corrections {}: {}", kind, n);

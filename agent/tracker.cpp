@@ -73,6 +73,7 @@ SocketEntry* SocketTracker::upsert(const Event& event) {
     fresh.local =
         Endpoint{event.family == Family::kIpv4 ? IpAddress::any_v4() : IpAddress::any_v6(), 0};
     it = sockets_.emplace(event.sock_id, std::move(fresh)).first;
+    first_seen_ns_[event.sock_id] = event.ts_ns;
   }
   SocketEntry& e = it->second;
   updated_ns_[event.sock_id] = event.ts_ns;
@@ -144,7 +145,7 @@ void SocketTracker::apply(const Event& event) {
         if (!e->state || *e->state == TcpState::kClose) {
           e->state = event.result == 0 ? TcpState::kEstablished : TcpState::kSynSent;
         }
-        take_over_time_wait(*e);
+        take_over_time_wait(*e, event.ts_ns);
       }
       return;
     }
@@ -158,10 +159,35 @@ void SocketTracker::apply(const Event& event) {
       }
       return;
     case EventType::kDestroy:
-      erase_socket(event.sock_id);
+      erase_socket(event.sock_id, event.ts_ns);
       resets_.erase(event.sock_id);
       return;
   }
+}
+
+void SocketTracker::StateHistory::record(std::uint64_t ts_ns, std::optional<TcpState> old_state) {
+  if (size == kDepth) {  // keep the newest: older changes matter for older moments only
+    std::move(changed_ns.begin() + 1, changed_ns.end(), changed_ns.begin());
+    std::move(before.begin() + 1, before.end(), before.begin());
+    --size;
+  }
+  changed_ns[size] = ts_ns;
+  before[size] = old_state;
+  ++size;
+}
+
+std::optional<TcpState> SocketTracker::StateHistory::state_at(std::uint64_t at_ns,
+                                                              std::optional<TcpState> now) const {
+  for (std::size_t i = 0; i < size; ++i) {
+    if (changed_ns[i] > at_ns) {
+      return before[i];  // the first change after that moment tells what it was then
+    }
+  }
+  return now;
+}
+
+void SocketTracker::record_transition(const SocketEntry& entry, std::uint64_t ts_ns) {
+  history_[entry.sock_id].record(ts_ns, entry.state);
 }
 
 void SocketTracker::on_state(const Event& event) {
@@ -179,6 +205,9 @@ void SocketTracker::on_state(const Event& event) {
     return;
   }
   const bool was_listening = e->state == TcpState::kListen;
+  if (!is_new) {
+    record_transition(*e, event.ts_ns);
+  }
   e->state = *new_state;
   if (event.local && event.local->port != 0) {
     e->local = *event.local;
@@ -206,7 +235,7 @@ void SocketTracker::on_state(const Event& event) {
   // A new connection on a TIME_WAIT's 4-tuple replaced it (tcp_twsk_unique(), or a SYN that
   // tcp_timewait_state_process() accepted on the passive side).
   if (*new_state == TcpState::kEstablished || *new_state == TcpState::kSynRecv) {
-    take_over_time_wait(*e);
+    take_over_time_wait(*e, event.ts_ns);
   }
 }
 
@@ -242,6 +271,7 @@ void SocketTracker::on_close(const Event& event) {
   }
   // tcp_set_state(TCP_CLOSE) releases the port unless bind() locked it (SOCK_BINDPORT_LOCK);
   // a socket holding a locked port stays an owner until it is destroyed.
+  record_transition(it->second, event.ts_ns);
   if (it->second.explicit_port) {
     if (it->second.state == TcpState::kListen) {
       forget_listener(it->second);
@@ -251,10 +281,10 @@ void SocketTracker::on_close(const Event& event) {
     updated_ns_[event.sock_id] = event.ts_ns;
     return;
   }
-  erase_socket(event.sock_id);
+  erase_socket(event.sock_id, event.ts_ns);
 }
 
-void SocketTracker::erase_socket(std::uint64_t sock_id) {
+void SocketTracker::erase_socket(std::uint64_t sock_id, std::uint64_t erased_ns) {
   const auto it = sockets_.find(sock_id);
   if (it == sockets_.end()) {
     return;
@@ -262,8 +292,41 @@ void SocketTracker::erase_socket(std::uint64_t sock_id) {
   if (it->second.state == TcpState::kListen) {
     forget_listener(it->second);
   }
+  // Kept a while in the state it had until now: a failure diagnosed late still sees it.
+  const auto seen = first_seen_ns_.find(sock_id);
+  StateHistory history;
+  if (const auto h = history_.find(sock_id); h != history_.end()) {
+    history = h->second;
+    history_.erase(h);
+  }
+  tombstones_.push_back(Tombstone{history, std::move(it->second),
+                                  seen == first_seen_ns_.end() ? 0 : seen->second, erased_ns, 0});
   sockets_.erase(it);
   updated_ns_.erase(sock_id);
+  prune_tombstones(erased_ns);
+}
+
+void SocketTracker::bury_time_wait(const FourTuple& key, const TimeWait& tw,
+                                   std::uint64_t erased_ns) {
+  tombstones_.push_back(Tombstone{{}, tw.entry, tw.created_ns, erased_ns, tw.expires_ns});
+  tombstones_.back().entry.netns = key.netns;
+  prune_tombstones(erased_ns);
+}
+
+void SocketTracker::prune_tombstones(std::uint64_t now_ns) {
+  while (!tombstones_.empty() && (tombstones_.size() > limits_.max_tombstones ||
+                                  tombstones_.front().erased_ns + kTombstoneTtlNs < now_ns)) {
+    const Tombstone& t = tombstones_.front();
+    if (t.entry.state == TcpState::kTimeWait) {
+      const auto key = tuple_of(t.entry);
+      if (key && !time_wait_.contains(*key)) {
+        time_wait_first_seen_ns_.erase(*key);
+      }
+    } else if (t.entry.sock_id != 0 && !sockets_.contains(t.entry.sock_id)) {
+      first_seen_ns_.erase(t.entry.sock_id);
+    }
+    tombstones_.pop_front();
+  }
 }
 
 std::uint64_t SocketTracker::listener_key(std::uint64_t netns, std::uint16_t port) {
@@ -315,6 +378,7 @@ void SocketTracker::add_time_wait(const SocketEntry& from, std::uint64_t expires
   it->second.entry = from;
   it->second.expires_ns = expires_ns;
   it->second.created_ns = created_ns;
+  time_wait_first_seen_ns_.try_emplace(*key, created_ns);
   expiry_queue_.emplace(expires_ns, *key);
   // Entries re-armed by reconcile leave stale queue items; keep the queue proportional.
   if (expiry_queue_.size() > 2 * time_wait_.size() + 1024) {
@@ -331,9 +395,15 @@ void SocketTracker::rebuild_expiry_queue() {
   expiry_queue_ = ExpiryQueue(ExpiryOrder{}, std::move(items));
 }
 
-void SocketTracker::take_over_time_wait(const SocketEntry& entry) {
+void SocketTracker::take_over_time_wait(const SocketEntry& entry, std::uint64_t ts_ns) {
   const auto key = tuple_of(entry);
-  if (key && time_wait_.erase(*key) > 0) {
+  if (!key) {
+    return;
+  }
+  const auto it = time_wait_.find(*key);
+  if (it != time_wait_.end()) {
+    bury_time_wait(*key, it->second, ts_ns);
+    time_wait_.erase(it);
     ++counters_.time_wait_reused;
   }
 }
@@ -345,6 +415,7 @@ void SocketTracker::expire(std::uint64_t now_ns) {
     const auto it = time_wait_.find(key);
     // Skip queue items left behind by a re-armed or removed TIME_WAIT.
     if (it != time_wait_.end() && it->second.expires_ns == expires) {
+      bury_time_wait(key, it->second, now_ns);
       time_wait_.erase(it);
       ++counters_.time_wait_expired;
     }
@@ -407,6 +478,7 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
       fresh.sock_id = id;
       sockets_.emplace(id, fresh);
       updated_ns_[id] = snapshot_ns;
+      first_seen_ns_[id] = snapshot_ns;
       if (fresh.state == TcpState::kListen) {
         listeners_.emplace(listener_key(fresh.netns, fresh.local.port), id);
       }
@@ -417,6 +489,7 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
     }
     if (it->second.state != s.state) {
       count_correction("socket_state");
+      record_transition(it->second, snapshot_ns);
     }
     if (it->second.state == TcpState::kListen) {
       forget_listener(it->second);
@@ -439,7 +512,7 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
     }
   }
   for (const auto id : stale) {
-    erase_socket(id);
+    erase_socket(id, snapshot_ns);
   }
   count_correction("socket_stale", stale.size());
 
@@ -447,6 +520,7 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
   for (auto it = time_wait_.begin(); it != time_wait_.end();) {
     if (it->first.netns == netns && !seen_tw.contains(it->first) &&
         it->second.created_ns <= snapshot_ns) {
+      bury_time_wait(it->first, it->second, snapshot_ns);
       it = time_wait_.erase(it);
       ++stale_tw;
     } else {
@@ -475,6 +549,56 @@ SocketTable SocketTracker::table(std::optional<std::uint64_t> netns, std::uint64
     out.sockets.push_back(std::move(e));
   }
   return out;
+}
+
+SocketTable SocketTracker::table_at(std::uint64_t netns, std::uint64_t at_ns,
+                                    std::uint64_t now_ns) const {
+  const auto remaining = [now_ns](std::uint64_t expires_ns) {
+    const std::uint64_t left = expires_ns > now_ns ? expires_ns - now_ns : 0;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(left));
+  };
+  SocketTable out;
+  for (const auto& [id, entry] : sockets_) {
+    const auto seen = first_seen_ns_.find(id);
+    if (entry.netns == netns && (seen == first_seen_ns_.end() || seen->second <= at_ns)) {
+      out.sockets.push_back(entry);
+      if (const auto h = history_.find(id); h != history_.end()) {
+        out.sockets.back().state = h->second.state_at(at_ns, entry.state);
+      }
+    }
+  }
+  for (const auto& [key, tw] : time_wait_) {
+    if (key.netns == netns && tw.created_ns <= at_ns) {
+      SocketEntry e = tw.entry;
+      e.time_wait_remaining = remaining(tw.expires_ns);
+      out.sockets.push_back(std::move(e));
+    }
+  }
+  for (const Tombstone& t : tombstones_) {
+    if (t.entry.netns == netns && t.first_seen_ns <= at_ns && t.erased_ns > at_ns) {
+      SocketEntry e = t.entry;
+      if (e.state == TcpState::kTimeWait) {
+        e.time_wait_remaining = remaining(t.expires_ns);
+      } else {
+        e.state = t.history.state_at(at_ns, e.state);
+      }
+      out.sockets.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
+std::optional<std::uint64_t> SocketTracker::first_seen(const SocketEntry& entry) const {
+  if (is_time_wait(entry)) {
+    const auto key = tuple_of(entry);
+    if (!key) {
+      return std::nullopt;
+    }
+    const auto it = time_wait_first_seen_ns_.find(*key);
+    return it == time_wait_first_seen_ns_.end() ? std::nullopt : std::optional(it->second);
+  }
+  const auto it = first_seen_ns_.find(identity_of(entry));
+  return it == first_seen_ns_.end() ? std::nullopt : std::optional(it->second);
 }
 
 std::optional<SocketOwner> SocketTracker::owner_of(const SocketEntry& entry) const {

@@ -3,8 +3,10 @@
 // bootstrap and correct it. Pure logic: no I/O, time comes from the events and the caller.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <queue>
@@ -23,7 +25,12 @@ struct TrackerLimits {
   std::size_t max_sockets = 2'000'000;    // full sockets (bound, listening, connected)
   std::size_t max_time_wait = 2'000'000;  // TIME_WAIT minisockets
   std::size_t max_resets = 65'536;        // sockets with a received RST awaiting their CLOSE
+  std::size_t max_tombstones = 65'536;    // sockets removed recently, kept for table_at()
 };
+
+// How long removed sockets are remembered, so that a failure diagnosed a little after it
+// happened is judged against the sockets that existed when it happened.
+inline constexpr std::uint64_t kTombstoneTtlNs = 10ULL * 1'000'000'000ULL;
 
 // What the tracker dropped or corrected, by kind. Kinds of correction, found by reconcile():
 //   socket_missing    the snapshot has a socket the events did not show (e.g. before start)
@@ -62,6 +69,13 @@ class SocketTracker {
   // The table the diagnoser reads: every tracked socket of netns (all when nullopt), with
   // TIME_WAIT time left computed at now_ns. Carries no sysctl configuration.
   [[nodiscard]] SocketTable table(std::optional<std::uint64_t> netns, std::uint64_t now_ns) const;
+  // The sockets of netns as they were at at_ns: those first seen by then, including ones
+  // removed since (kept for kTombstoneTtlNs). TIME_WAIT time left is computed at now_ns.
+  [[nodiscard]] SocketTable table_at(std::uint64_t netns, std::uint64_t at_ns,
+                                     std::uint64_t now_ns) const;
+  // When the tracker first saw this socket (full: by identity; TIME_WAIT: by 4-tuple), if it
+  // did. A snapshot socket first seen after a failure did not exist when the call failed.
+  [[nodiscard]] std::optional<std::uint64_t> first_seen(const SocketEntry& entry) const;
 
   // The owner remembered for a socket, full or TIME_WAIT, when the events named one.
   [[nodiscard]] std::optional<SocketOwner> owner_of(const SocketEntry& entry) const;
@@ -98,11 +112,13 @@ class SocketTracker {
   SocketEntry* upsert(const Event& event);
   void on_state(const Event& event);
   void on_close(const Event& event);
-  void erase_socket(std::uint64_t sock_id);
+  void erase_socket(std::uint64_t sock_id, std::uint64_t erased_ns);
+  void bury_time_wait(const FourTuple& key, const TimeWait& tw, std::uint64_t erased_ns);
+  void prune_tombstones(std::uint64_t now_ns);
   void forget_listener(const SocketEntry& entry);
   void add_time_wait(const SocketEntry& from, std::uint64_t expires_ns, std::uint64_t created_ns);
   void rebuild_expiry_queue();
-  void take_over_time_wait(const SocketEntry& entry);
+  void take_over_time_wait(const SocketEntry& entry, std::uint64_t ts_ns);
   std::optional<SocketOwner> owner_of_listener(const SocketEntry& child) const;
   void count_correction(std::string_view kind, std::uint64_t n = 1);
   void merge_snapshot(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
@@ -118,6 +134,30 @@ class SocketTracker {
   std::unordered_map<FourTuple, TimeWait, FourTupleHash> time_wait_;
   ExpiryQueue expiry_queue_;
   std::unordered_set<std::uint64_t> resets_;  // sock_ids that received an RST
+  // First sight of each socket, live or tombstoned (by identity, and TIME_WAIT by 4-tuple).
+  std::unordered_map<std::uint64_t, std::uint64_t> first_seen_ns_;
+  std::unordered_map<FourTuple, std::uint64_t, FourTupleHash> time_wait_first_seen_ns_;
+  // The last few state changes of a socket, so that table_at() can tell the state it had at a
+  // moment already past: (when it changed, what it was before).
+  struct StateHistory {
+    static constexpr std::size_t kDepth = 4;
+    std::array<std::uint64_t, kDepth> changed_ns{};
+    std::array<std::optional<TcpState>, kDepth> before{};
+    std::size_t size = 0;
+    void record(std::uint64_t ts_ns, std::optional<TcpState> old_state);
+    [[nodiscard]] std::optional<TcpState> state_at(std::uint64_t at_ns,
+                                                   std::optional<TcpState> now) const;
+  };
+  void record_transition(const SocketEntry& entry, std::uint64_t ts_ns);
+  struct Tombstone {
+    StateHistory history;
+    SocketEntry entry;
+    std::uint64_t first_seen_ns = 0;
+    std::uint64_t erased_ns = 0;
+    std::uint64_t expires_ns = 0;  // TIME_WAIT only
+  };
+  std::deque<Tombstone> tombstones_;
+  std::unordered_map<std::uint64_t, StateHistory> history_;  // by sock_id
   TrackerCounters counters_;
 };
 

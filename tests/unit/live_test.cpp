@@ -110,7 +110,7 @@ TEST(MergeForEventTest, KeepsWhatTheEventsSawAndAddsWhatOnlyTheSnapshotHas) {
   snapshot.sockets.push_back(sock(4, Proto::kTcp, TcpState::kEstablished, ep("127.0.0.1", 82)));
   snapshot.default_config.port_range_lo = 40000;
 
-  const SocketTable merged = merge_for_event(snapshot, tracked);
+  const SocketTable merged = merge_for_event(snapshot, tracked, nullptr);
   ASSERT_EQ(merged.sockets.size(), 3U);
   EXPECT_EQ(merged.default_config.port_range_lo, 40000);
   EXPECT_EQ(merged.sockets[0].sock_id, 1U);
@@ -137,11 +137,32 @@ TEST(MergeForEventTest, TimeWaitMatchedByFourTupleTakesTheKernelsTimer) {
   kernel_tw.time_wait_remaining = std::chrono::milliseconds(41'000);
   kernel_tw.timestamps = true;
   snapshot.sockets.push_back(kernel_tw);
-  const SocketTable merged = merge_for_event(snapshot, tracked);
+  const SocketTable merged = merge_for_event(snapshot, tracked, nullptr);
   ASSERT_EQ(merged.sockets.size(), 1U);
   EXPECT_EQ(merged.sockets[0].time_wait_remaining, std::chrono::milliseconds(41'000));
   EXPECT_EQ(merged.sockets[0].timestamps, true);
   EXPECT_EQ(merged.sockets[0].owner->pid, 812U);
+}
+
+TEST(MergeForEventTest, LeavesOutWhatWasBornAfterTheCall) {
+  SocketTable tracked;
+  SocketEntry conn = sock(5, Proto::kTcp, TcpState::kEstablished, ep("127.0.0.1", 8080));
+  conn.remote = ep("127.0.0.1", 40000);
+  tracked.sockets.push_back(conn);
+  SocketTable snapshot;
+  // Created after the failed call (the tracker saw it later): not a blocker of that call.
+  snapshot.sockets.push_back(sock(6, Proto::kTcp, TcpState::kListen, ep("127.0.0.1", 8080)));
+  // The live connection became TIME_WAIT after the call: at the call it was ESTABLISHED.
+  SocketEntry later_tw = sock(0, Proto::kTcp, TcpState::kTimeWait, ep("127.0.0.1", 8080));
+  later_tw.remote = ep("127.0.0.1", 40000);
+  snapshot.sockets.push_back(later_tw);
+  // Older than the trace: the tracker never saw it, so it stays.
+  snapshot.sockets.push_back(sock(7, Proto::kTcp, TcpState::kListen, ep("0.0.0.0", 9090)));
+  const auto born_after = [](const SocketEntry& s) { return s.sock_id == 6; };
+  const SocketTable merged = merge_for_event(snapshot, tracked, born_after);
+  ASSERT_EQ(merged.sockets.size(), 2U);
+  EXPECT_EQ(merged.sockets[0].state, TcpState::kEstablished);
+  EXPECT_EQ(merged.sockets[1].sock_id, 7U);
 }
 
 TEST(ReportTest, DiagnosisJsonHasTheArchitecturesFields) {

@@ -368,6 +368,67 @@ TEST(SocketTrackerTest, AttributeFillsOwnersOfAFreshSnapshot) {
   EXPECT_EQ(snap.sockets[1].owner->comm, "nginx");
 }
 
+TEST(SocketTrackerTest, TableAtSeesTheSocketsOfThatMomentIncludingOnesRemovedSince) {
+  SocketTracker t;
+  t.apply(Ev::bind(0xb0, ep("0.0.0.0", 80), 1 * kSec));        // before the call
+  t.apply(Ev::sk_event(EventType::kDestroy, 0xb0, 5 * kSec));  // gone after it
+  t.apply(Ev::bind(0xb1, ep("127.0.0.1", 80), 4 * kSec));      // born after the call
+  active_close(t, 0xb2, 1 * kSec);                             // TIME_WAIT from ~1 s
+  const SocketTable at_call = t.table_at(kNetns, 3 * kSec, 6 * kSec);
+  ASSERT_EQ(at_call.sockets.size(), 2U);
+  EXPECT_EQ(at_call.sockets[0].state == TcpState::kTimeWait ? at_call.sockets[1].sock_id
+                                                            : at_call.sockets[0].sock_id,
+            0xb0U);
+  EXPECT_EQ(t.table_at(kNetns, 6 * kSec, 6 * kSec).sockets.size(), 2U);  // 0xb1 and the TW
+  EXPECT_EQ(t.first_seen(t.table(kNetns, 6 * kSec).sockets[0]).has_value(), true);
+}
+
+TEST(SocketTrackerTest, TableAtTellsTheStateASocketHadThen) {
+  SocketTracker t;
+  const Endpoint l = ep("127.0.0.1", 80);
+  const Endpoint r = ep("127.0.0.1", 51000);
+  t.apply(Ev::state(0xd0, TcpState::kListen, TcpState::kSynRecv, l, r, 1 * kSec));
+  t.apply(Ev::state(0xd0, TcpState::kSynRecv, TcpState::kEstablished, l, r, 1 * kSec));
+  // After the call at 3 s the server closes first: FIN_WAIT1, FIN_WAIT2, then CLOSE.
+  t.apply(Ev::state(0xd0, TcpState::kEstablished, TcpState::kFinWait1, l, r, 4 * kSec));
+  t.apply(Ev::state(0xd0, TcpState::kFinWait1, TcpState::kFinWait2, l, r, 4 * kSec));
+  const SocketTable live = t.table_at(kNetns, 3 * kSec, 5 * kSec);
+  ASSERT_EQ(live.sockets.size(), 1U);
+  EXPECT_EQ(live.sockets[0].state, TcpState::kEstablished);
+  t.apply(Ev::state(0xd0, TcpState::kFinWait2, TcpState::kClose, l, r, 5 * kSec));
+  const SocketTable gone = t.table_at(kNetns, 3 * kSec, 6 * kSec);
+  ASSERT_EQ(gone.sockets.size(), 1U);  // the tombstone, not the later TIME_WAIT
+  EXPECT_EQ(gone.sockets[0].state, TcpState::kEstablished);
+  EXPECT_EQ(t.table_at(kNetns, 4 * kSec + 1, 6 * kSec).sockets[0].state, TcpState::kFinWait2);
+}
+
+TEST(SocketTrackerTest, FirstSeenTellsWhatCameAfterACall) {
+  SocketTracker t;
+  t.apply(Ev::bind(0xc0, ep("127.0.0.1", 80), 7 * kSec));
+  SocketEntry snap = snapshot_socket(0xc0, TcpState::kClose, ep("127.0.0.1", 80));
+  EXPECT_EQ(t.first_seen(snap), 7 * kSec);
+  EXPECT_FALSE(t.first_seen(snapshot_socket(0xc1, TcpState::kClose, ep("127.0.0.1", 81))));
+  // A TIME_WAIT is known by its 4-tuple, from the moment the close made it.
+  active_close(t, 0xc2, 8 * kSec);
+  SocketEntry tw = snapshot_socket(0, TcpState::kTimeWait, ep("127.0.0.1", 40000));
+  tw.remote = ep("127.0.0.1", 80);
+  EXPECT_EQ(t.first_seen(tw), 8 * kSec + 4);
+}
+
+TEST(SocketTrackerTest, TombstonesAreBoundedAndExpire) {
+  TrackerLimits limits;
+  limits.max_tombstones = 3;
+  SocketTracker t(limits);
+  for (std::uint64_t sk = 1; sk <= 5; ++sk) {
+    t.apply(Ev::bind(sk, ep("127.0.0.1", static_cast<std::uint16_t>(2000 + sk)), kSec));
+    t.apply(Ev::sk_event(EventType::kDestroy, sk, 2 * kSec));
+  }
+  EXPECT_EQ(t.table_at(kNetns, kSec + 1, 2 * kSec).sockets.size(), 3U);  // the cap
+  t.apply(Ev::bind(9, ep("127.0.0.1", 3000), 20 * kSec));  // 18 s later: all forgotten
+  t.apply(Ev::sk_event(EventType::kDestroy, 9, 20 * kSec));
+  EXPECT_EQ(t.table_at(kNetns, kSec + 1, 20 * kSec).sockets.size(), 0U);
+}
+
 TEST(SocketTrackerTest, MappedAndPlainIpv4AreOneFourTuple) {
   SocketTracker t;
   t.apply(Ev::state(0x90, TcpState::kFinWait2, TcpState::kClose, ep("::ffff:127.0.0.1", 40000),

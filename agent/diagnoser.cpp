@@ -94,6 +94,7 @@ bool is_udp_like(PortTable t) { return t == PortTable::kUdp || t == PortTable::k
 
 struct Subject {
   PortTable table = PortTable::kTcp;
+  Family family = Family::kIpv4;  // the socket's own family: AF_INET6 may bind ::ffff:X
   std::uint64_t netns = 0;
   Endpoint local;
   SocketOptions options;
@@ -104,7 +105,7 @@ struct Subject {
 };
 
 Subject subject_of(const Call& call, bool listening) {
-  return Subject{table_of(call.proto), call.netns,   call.local, call.options, call.uid,
+  return Subject{table_of(call.proto), call.family,  call.netns, call.local, call.options, call.uid,
                  call.inode,           call.sock_id, listening};
 }
 
@@ -148,7 +149,43 @@ AddressKind subject_kind(const Subject& s) {
   return *kind_of(s.local.addr, to_tristate(s.options.v6only));
 }
 
+// LOOPBACK4_IPV6 (include/net/ipv6.h): the IPv4 receive address of an AF_INET6 socket with a
+// specific IPv6 address.
+IpAddress loopback4_ipv6() { return IpAddress::v4(std::array<std::uint8_t, 4>{127, 0, 0, 6}); }
+
+// An AF_INET6 owner that is not v6only yet holds a specific IPv6 address got it from connect()
+// over IPv6 (binding one sets sk_ipv6only, __inet6_bind), and tcp_v6_connect() and
+// ip6_datagram_dst_update() set its inet_rcv_saddr to LOOPBACK4_IPV6. A new AF_INET socket is
+// compared with that IPv4 address (inet_rcv_saddr_equal -> ipv4_rcv_saddr_equal, which skips
+// only v6only owners): 0.0.0.0 overlaps it. A specific IPv4 address overlaps it only for UDP
+// (udp_lib_lport_inuse compares every socket of the port); TCP binds a specific address through
+// bhash2 (inet_use_bhash2_on_bind): only that address's bind2 bucket and the wildcard ones
+// (inet_bhash2_addr_any_conflict) are checked, never the owner's IPv6 one.
+// Only a source that read the socket's live receive addresses (v4_rcv_saddr, with the live
+// sk_ipv6only beside it) shows this case; an entry from a bind() event carries the v6only the
+// socket had before bind() set it, so without v4_rcv_saddr the bind rule stands (kind_of).
+// nullopt: not this case.
+std::optional<Judgement> connected_dual_stack_overlap(const Subject& s, const SocketEntry& e) {
+  const IpAddress& a = e.local.addr;
+  if (s.family != Family::kIpv4 || !a.is_v6() || a.is_any() || a.is_v4_mapped() ||
+      !e.v4_rcv_saddr || e.v6only == true) {
+    return std::nullopt;
+  }
+  bool overlap = true;
+  if (!s.local.addr.is_any()) {
+    overlap = is_udp_like(s.table) && s.local.addr == *e.v4_rcv_saddr;
+  }
+  if (!overlap) {
+    return known(false);  // nor when v6only: the same answer either way
+  }
+  return field(e.v6only.has_value() ? std::optional<bool>(!*e.v6only) : std::nullopt,
+               "IPV6_V6ONLY");
+}
+
 Judgement addresses_overlap(const Subject& s, const SocketEntry& e) {
+  if (const auto j = connected_dual_stack_overlap(s, e)) {
+    return *j;
+  }
   const bool same = same_address(s.local.addr, e.local.addr);
   const auto e_kind = kind_of(e.local.addr, to_tristate(e.v6only));
   if (e_kind) {
@@ -206,15 +243,25 @@ Judgement tcp_bind_conflict(const Subject& s, const SocketEntry& e) {
                  negate(tcp_reuseaddr_shares(s, e)), negate(tcp_reuseport_shares(s, e))});
 }
 
-// udp_lib_lport_inuse(): state plays no part; SO_REUSEADDR on both shares across uids,
-// SO_REUSEPORT on both only with the same uid.
-Judgement udp_bind_conflict(const Subject& s, const SocketEntry& e) {
+// udp_lib_lport_inuse(): the test an owner must pass to decide the walk over the port's sockets:
+// same device rule, overlapping addresses, not SO_REUSEADDR on both. State plays no part.
+Judgement udp_contends(const Subject& s, const SocketEntry& e) {
   const Judgement reuseaddr =
       all_of({known(s.options.reuseaddr), field(e.reuseaddr, "SO_REUSEADDR")});
-  const Judgement reuseport =
-      all_of({known(s.options.reuseport), field(e.reuseport, "SO_REUSEPORT"), same_uid(s, e)});
-  return all_of(
-      {devices_compatible(s, e), addresses_overlap(s, e), negate(reuseaddr), negate(reuseport)});
+  return all_of({devices_compatible(s, e), addresses_overlap(s, e), negate(reuseaddr)});
+}
+
+// udp_lib_lport_inuse(): a contending owner with SO_REUSEPORT on both and the same uid ends the
+// walk with "port not in use" (S, a new socket, has no sk_reuseport_cb yet).
+Judgement udp_reuseport_shares(const Subject& s, const SocketEntry& e) {
+  return all_of({known(s.options.reuseport), field(e.reuseport, "SO_REUSEPORT"), same_uid(s, e)});
+}
+
+// Whether E would refuse S if it were the only owner: SO_REUSEADDR on both shares across uids,
+// SO_REUSEPORT on both only with the same uid. With several owners the first contending one in
+// the hash chain decides (udp_port_conflicts).
+Judgement udp_bind_conflict(const Subject& s, const SocketEntry& e) {
+  return all_of({udp_contends(s, e), negate(udp_reuseport_shares(s, e))});
 }
 
 Judgement bind_conflict(const Subject& s, const SocketEntry& e) {
@@ -324,7 +371,14 @@ Cause classify(const Subject& s, const SocketEntry& e) {
   if (s.table == PortTable::kTcp && e.state == TcpState::kTimeWait) {
     return Cause::kTimeWait;
   }
-  if (!same_address(s.local.addr, e.local.addr)) {
+  // An overlapping, different address is the story when a listener is involved on either side:
+  // R1 (SO_REUSEADDR on both) never clears a LISTEN, so only other addresses or SO_REUSEPORT
+  // help. When neither listens, SO_REUSEADDR on both clears it whatever the addresses: then
+  // the blocker is an old connection or bound socket like any other (kernel-rules.md
+  // section 1's table; issue 3, question 7: an old instance's accepted connection).
+  const bool r1_could_clear =
+      s.table == PortTable::kTcp && e.state != TcpState::kListen && !s.listening;
+  if (!same_address(s.local.addr, e.local.addr) && !r1_could_clear) {
     return Cause::kWildcardConflict;
   }
   if (s.options.reuseport && e.reuseport == true && e.uid && *e.uid != s.uid) {
@@ -394,7 +448,92 @@ void rank(std::vector<Blocker>& blockers) {
   });
 }
 
+// What udp_lib_lport_inuse2() sees when udp_lib_get_port() looks up the hash2 slots instead of
+// the port's slot: S's address's slot and the wildcard one (ipv4_portaddr_hash and
+// ipv6_portaddr_hash hash 0.0.0.0, [::] and ::ffff:0.0.0.0 alike, and X like ::ffff:X).
+bool in_hash2_view(const Subject& s, const SocketEntry& e) {
+  const IpAddress a = e.local.addr.unmapped();
+  return a.is_any() || a == s.local.addr.unmapped();
+}
+
+// udp_lib_get_port() -> udp_lib_lport_inuse(): the port's sockets are walked in hash chain order
+// and the FIRST contending one decides: the port is free if it shares through SO_REUSEPORT (same
+// uid), in use otherwise; later sockets are never looked at. With the chain positions from the
+// snapshot, that walk is replayed; without them, an answer that depends on the order is left
+// undecided. With more than 10 sockets in the port's slot the kernel may walk the hash2 slots
+// instead (udp_lib_lport_inuse2, first contender per slot, S's slot then the wildcard one), in an
+// order the snapshot does not record: then only what holds in any order is definite.
+std::vector<Blocker> udp_port_conflicts(const Subject& s, const SocketTable& table) {
+  struct Contender {
+    const SocketEntry* e;
+    Judgement contends;
+    Judgement shares;
+  };
+  std::vector<Contender> contenders;
+  bool ordered = true;
+  std::uint32_t slot_count = 0;
+  for (const SocketEntry& e : table.sockets) {
+    if (!may_own_port(s, e) || e.local.port != s.local.port) {
+      continue;
+    }
+    slot_count = std::max(slot_count, e.udp_slot_count.value_or(0));
+    Judgement contends = udp_contends(s, e);
+    if (contends.value == Tristate::kNo) {
+      continue;
+    }
+    contenders.push_back(Contender{&e, std::move(contends), udp_reuseport_shares(s, e)});
+    ordered = ordered && e.udp_chain_position.has_value();
+  }
+  constexpr std::uint32_t kPrimaryScanMax = 10;  // udp_lib_get_port(): hslot->count > 10
+  const bool hash2_possible = slot_count > kPrimaryScanMax;
+  ordered = ordered && !hash2_possible;
+
+  std::vector<Blocker> blockers;
+  const auto add = [&](const Contender& c, const Judgement& j) {
+    const Cause cause = classify(s, *c.e);
+    blockers.push_back(make_blocker(*c.e, cause, why_blocks(s, *c.e, cause), j));
+  };
+  if (ordered) {
+    std::stable_sort(contenders.begin(), contenders.end(), [](const auto& a, const auto& b) {
+      return *a.e->udp_chain_position < *b.e->udp_chain_position;
+    });
+    Judgement reached = known(true);  // whether the walk gets as far as this socket
+    for (const Contender& c : contenders) {
+      if (c.shares.value != Tristate::kYes) {
+        add(c, all_of({reached, c.contends, negate(c.shares)}));
+      }
+      if (c.contends.value == Tristate::kYes) {
+        break;  // it decides, whichever way
+      }
+      reached = all_of({reached, negate(c.contends)});
+    }
+  } else {
+    for (const Contender& c : contenders) {
+      if (c.shares.value == Tristate::kYes) {
+        continue;
+      }
+      Judgement j = all_of({c.contends, negate(c.shares)});
+      const bool another_may_share = std::any_of(
+          contenders.begin(), contenders.end(),
+          [&](const Contender& d) { return &d != &c && d.shares.value != Tristate::kNo; });
+      if (another_may_share) {
+        j = all_of({j, Judgement{Tristate::kUnknown, {"the UDP hash chain order"}}});
+      }
+      if (hash2_possible && !in_hash2_view(s, *c.e)) {
+        j = all_of({j, Judgement{Tristate::kUnknown,
+                                 {"the UDP lookup (over 10 sockets share the port's hash slot)"}}});
+      }
+      add(c, j);
+    }
+  }
+  rank(blockers);
+  return blockers;
+}
+
 std::vector<Blocker> port_conflicts(const Subject& s, const SocketTable& table) {
+  if (is_udp_like(s.table)) {
+    return udp_port_conflicts(s, table);
+  }
   std::vector<Blocker> blockers;
   for (const SocketEntry& e : table.sockets) {
     if (!may_own_port(s, e) || e.local.port != s.local.port) {
@@ -565,7 +704,59 @@ bool tw_reuse_blocked_by_sysctl(const NetnsPortConfig& config, const Destination
          (config.tcp_tw_reuse == 2 && !d.source.is_loopback() && !d.remote.addr.is_loopback());
 }
 
-std::string connect_exhaustion_hint(const EphemeralAccount& a, const NetnsPortConfig& config) {
+// Why tcp_tw_reuse reuses none of the TIME_WAITs toward a destination, when it is on: said
+// from what the TIME_WAITs themselves show (tcp_twsk_unique()'s conditions, one by one).
+std::string tw_reuse_obstacles(const SocketTable& table, const Destination& d,
+                               const NetnsPortConfig& config) {
+  std::uint32_t young = 0;
+  std::uint32_t no_timestamps = 0;
+  std::uint32_t fin_wait2 = 0;
+  std::optional<std::chrono::milliseconds> first_ready;
+  for (const SocketEntry& e : table.sockets) {
+    if (e.netns != d.netns || e.state != TcpState::kTimeWait || !e.remote ||
+        !same_address(e.remote->addr, d.remote.addr) || e.remote->port != d.remote.port) {
+      continue;
+    }
+    if (e.time_wait_substate == TcpState::kFinWait2) {
+      ++fin_wait2;
+    } else if (e.timestamps == false) {
+      ++no_timestamps;
+    } else if (e.time_wait_remaining) {
+      const auto age = kTimeWaitLength - *e.time_wait_remaining;
+      if (age <= config.tcp_tw_reuse_delay) {
+        ++young;
+        const auto wait = config.tcp_tw_reuse_delay - age;
+        first_ready = first_ready ? std::min(*first_ready, wait) : wait;
+      }
+    }
+  }
+  std::vector<std::string> reasons;
+  if (young > 0) {
+    reasons.push_back(std::to_string(young) + " are younger than tcp_tw_reuse_delay (" +
+                      std::to_string(config.tcp_tw_reuse_delay.count()) +
+                      " ms): the first becomes reusable in " + seconds_text(*first_ready));
+  }
+  if (no_timestamps > 0) {
+    reasons.push_back(std::to_string(no_timestamps) +
+                      " carry no TCP timestamps, which reuse needs: enable "
+                      "net.ipv4.tcp_timestamps on both ends");
+  }
+  if (fin_wait2 > 0) {
+    reasons.push_back(std::to_string(fin_wait2) +
+                      " are in the FIN_WAIT2 substate, which is never reused");
+  }
+  if (reasons.empty()) {
+    return "tcp_tw_reuse is on, but none of these TIME_WAITs is reusable yet";
+  }
+  std::string out = "tcp_tw_reuse is on, but of these TIME_WAITs ";
+  for (std::size_t i = 0; i < reasons.size(); ++i) {
+    out += (i == 0 ? "" : ", ") + reasons[i];
+  }
+  return out;
+}
+
+std::string connect_exhaustion_hint(const EphemeralAccount& a, const NetnsPortConfig& config,
+                                    const SocketTable& table) {
   const Destination& d = *a.destination;
   std::vector<std::string> parts;
   if (a.time_wait > 0 && a.time_wait * 2 >= a.in_use) {
@@ -574,10 +765,7 @@ std::string connect_exhaustion_hint(const EphemeralAccount& a, const NetnsPortCo
     if (tw_reuse_blocked_by_sysctl(config, d)) {
       parts.push_back("enable net.ipv4.tcp_tw_reuse=1" + share);
     } else {
-      parts.push_back(
-          "tcp_tw_reuse is on but reuses only TIME_WAITs with TCP timestamps older than "
-          "tcp_tw_reuse_delay: enable TCP timestamps on both ends" +
-          share);
+      parts.push_back(tw_reuse_obstacles(table, d, config) + share);
     }
   }
   if (a.explicit_owned * 10 >= a.range_size && a.explicit_owned > 0) {
@@ -664,7 +852,7 @@ Diagnosis connect_exhaustion_diagnosis(const Call& call, const SocketTable& tabl
     if (d.blockers.empty()) {
       d.blockers = explicit_owner_blockers(call.netns, table);
     }
-    d.hint = connect_exhaustion_hint(*tightest, config);
+    d.hint = connect_exhaustion_hint(*tightest, config, table);
   }
   d.ephemeral = std::move(tightest);
   return d;
@@ -862,6 +1050,232 @@ Diagnosis diagnose_connect(const Call& call, const SocketTable& table) {
     return autobind_diagnosis(call, table);  // inet_autobind() failed: -EAGAIN
   }
   return unknown_diagnosis("portlens has no rule for this connect() error");
+}
+
+// ---------------------------------------------------------------------------------------------
+// inet_csk_get_port()'s fast paths. When the port's bind bucket already has owners,
+//   if (sk->sk_reuse == SK_FORCE_REUSE || (tb->fastreuse > 0 && reuse) ||
+//       sk_reuseport_match(tb, sk))
+//           check_bind_conflict = false;
+// with reuse = sk->sk_reuse && sk->sk_state != TCP_LISTEN: the conflict check (and
+// inet_bhash2_addr_any_conflict) is skipped altogether. The bucket's fast* state is what
+// inet_csk_update_fastreuse() left after each successful get_port, so the answer depends on the
+// order the owners came in. SK_FORCE_REUSE is never set from user space.
+
+// The receive addresses sk_reuseport_match() and inet_csk_update_fastreuse() use.
+struct RcvAddresses {
+  Family family = Family::kIpv4;
+  IpAddress v4 = IpAddress::any_v4();  // inet_rcv_saddr
+  std::optional<IpAddress> v6;         // inet6_rcv_saddr(): AF_INET6 sockets only
+  bool ipv6_only = false;
+};
+
+// __inet6_bind(): a mapped address gives its IPv4 receive address, [::] gives 0, a specific IPv6
+// address LOOPBACK4_IPV6 and sk_ipv6only.
+RcvAddresses rcv_addresses(Family family, const IpAddress& address, std::optional<bool> v6only,
+                           const std::optional<IpAddress>& v4_rcv_saddr) {
+  RcvAddresses r;
+  if (family == Family::kIpv4 || address.is_v4()) {
+    r.v4 = address.unmapped();
+    return r;
+  }
+  r.family = Family::kIpv6;
+  r.v6 = address;
+  const bool specific = !address.is_v4_mapped() && !address.is_any();
+  if (address.is_v4_mapped()) {
+    r.v4 = address.unmapped();
+  } else if (specific) {
+    r.v4 = loopback4_ipv6();
+  }
+  r.v4 = v4_rcv_saddr.value_or(r.v4);
+  r.ipv6_only = v6only.value_or(specific) || specific;
+  return r;
+}
+
+RcvAddresses subject_addresses(const Subject& s) {
+  return rcv_addresses(s.family, s.local.addr, s.options.v6only, std::nullopt);
+}
+
+// ipv4_rcv_saddr_equal() (net/ipv4/inet_connection_sock.c).
+bool ipv4_rcv_saddr_equal(const IpAddress& sk1, const IpAddress& sk2, bool sk2_ipv6only,
+                          bool match_sk1_wildcard, bool match_sk2_wildcard) {
+  if (sk2_ipv6only) {
+    return false;
+  }
+  return sk1 == sk2 || (match_sk1_wildcard && sk1.is_any()) || (match_sk2_wildcard && sk2.is_any());
+}
+
+enum class V6Type : std::uint8_t { kAny, kMapped, kOther };
+
+// ipv6_addr_type() as ipv6_rcv_saddr_equal() uses it; no IPv6 address (an AF_INET socket) counts
+// as mapped.
+V6Type v6_type(const std::optional<IpAddress>& a) {
+  if (!a || a->is_v4() || a->is_v4_mapped()) {
+    return V6Type::kMapped;
+  }
+  return a->is_any() ? V6Type::kAny : V6Type::kOther;
+}
+
+// ipv6_rcv_saddr_equal() (net/ipv4/inet_connection_sock.c).
+bool ipv6_rcv_saddr_equal(const RcvAddresses& sk1, const RcvAddresses& sk2, bool match_sk1_wildcard,
+                          bool match_sk2_wildcard) {
+  const V6Type t1 = v6_type(sk1.v6);
+  const V6Type t2 = v6_type(sk2.v6);
+  if (t1 == V6Type::kMapped && t2 == V6Type::kMapped) {
+    return ipv4_rcv_saddr_equal(sk1.v4, sk2.v4, sk2.ipv6_only, match_sk1_wildcard,
+                                match_sk2_wildcard);
+  }
+  if (t1 == V6Type::kAny && t2 == V6Type::kAny) {
+    return true;
+  }
+  if (t2 == V6Type::kAny && match_sk2_wildcard && !(sk2.ipv6_only && t1 == V6Type::kMapped)) {
+    return true;
+  }
+  if (t1 == V6Type::kAny && match_sk1_wildcard && !(sk1.ipv6_only && t2 == V6Type::kMapped)) {
+    return true;
+  }
+  return sk1.v6 && sk2.v6 && *sk1.v6 == *sk2.v6;
+}
+
+RcvAddresses fast_addresses(const TcpBindBucket& tb) {
+  return RcvAddresses{tb.fast_family, tb.fast_rcv_saddr, tb.fast_v6_rcv_saddr, tb.fast_ipv6_only};
+}
+
+// sk_reuseport_match() (net/ipv4/inet_connection_sock.c); S is a new socket, so it is in no
+// reuseport group (sk_reuseport_cb is NULL).
+bool sk_reuseport_match(const TcpBindBucket& tb, const Subject& s, const RcvAddresses& a) {
+  if (tb.fastreuseport <= 0 || !s.options.reuseport || tb.fastuid != s.uid) {
+    return false;
+  }
+  if (tb.fastreuseport == TcpBindBucket::kFastreuseportAny) {
+    return true;
+  }
+  if (tb.fast_family == Family::kIpv6) {
+    return ipv6_rcv_saddr_equal(fast_addresses(tb), a, true, false);
+  }
+  return ipv4_rcv_saddr_equal(tb.fast_rcv_saddr, a.v4, a.ipv6_only, true, false);
+}
+
+// inet_csk_update_fastreuse() for S joining a bucket that has owners, at bind() (not LISTEN).
+TcpBindBucket update_fastreuse(TcpBindBucket tb, const Subject& s, const RcvAddresses& a) {
+  if (!s.options.reuseaddr) {
+    tb.fastreuse = 0;
+  }
+  if (!s.options.reuseport) {
+    tb.fastreuseport = 0;
+  } else if (!sk_reuseport_match(tb, s, a)) {
+    tb.fastreuseport = TcpBindBucket::kFastreuseportStrict;
+    tb.fastuid = s.uid;
+    tb.fast_family = a.family;
+    tb.fast_rcv_saddr = a.v4;
+    tb.fast_v6_rcv_saddr = a.v6.value_or(IpAddress::any_v6());
+    tb.fast_ipv6_only = a.ipv6_only;
+  }
+  return tb;
+}
+
+struct PortBucket {
+  bool owners = false;                  // !hlist_empty(&tb->bhash2)
+  std::optional<TcpBindBucket> bucket;  // nullopt: no owner's entry carries it
+};
+
+// Every owner of the port in one netns shares the bucket (inet_bind_bucket_match: net, port,
+// l3mdev); portlens does not model VRFs, so it takes the bucket outside them.
+PortBucket port_bucket(const Subject& s, const SocketTable& table) {
+  PortBucket out;
+  for (const SocketEntry& e : table.sockets) {
+    if (!may_own_port(s, e) || e.local.port != s.local.port) {
+      continue;
+    }
+    out.owners = true;
+    if (!out.bucket && e.bind_bucket && e.bind_bucket->l3mdev == 0) {
+      out.bucket = e.bind_bucket;
+    }
+  }
+  return out;
+}
+
+// With the bucket unknown: could an owner have left it in a state that lets S through?
+// fastreuse > 0 needs every owner to have come with SO_REUSEADDR outside LISTEN
+// (inet_csk_update_fastreuse clears it otherwise), and R1 already lets S share with those, so
+// only sk_reuseport_match() can change an answer. FASTREUSEPORT_ANY with S's uid implies every
+// owner bound with SO_REUSEPORT and that uid, which R2 lets S share with too; STRICT was set by an
+// SO_REUSEPORT owner of S's uid and remembers its bound address, which S must match (a connected
+// owner may have bound a wildcard before connect() changed it: any address then). A departed
+// owner's leftover state is not considered.
+bool reuseport_fast_path_possible(const Subject& s, const SocketTable& table,
+                                  const RcvAddresses& a) {
+  if (!s.options.reuseport) {
+    return false;
+  }
+  for (const SocketEntry& e : table.sockets) {
+    if (!may_own_port(s, e) || e.local.port != s.local.port || e.reuseport == false ||
+        (e.uid && *e.uid != s.uid)) {
+      continue;
+    }
+    if (e.remote) {
+      return true;
+    }
+    const Family family = e.local.addr.is_v6() ? Family::kIpv6 : Family::kIpv4;
+    const RcvAddresses ea = rcv_addresses(family, e.local.addr, e.v6only, e.v4_rcv_saddr);
+    TcpBindBucket tb;
+    tb.fastreuseport = TcpBindBucket::kFastreuseportStrict;
+    tb.fastuid = s.uid;
+    tb.fast_family = ea.family;
+    tb.fast_rcv_saddr = ea.v4;
+    tb.fast_v6_rcv_saddr = ea.v6.value_or(IpAddress::any_v6());
+    tb.fast_ipv6_only = ea.ipv6_only;
+    if (sk_reuseport_match(tb, s, a)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+constexpr std::string_view kBucketUnknown = "the port's bind bucket (inet_csk_get_port fast path)";
+
+// Whether bind() takes a fast path past the conflict check.
+Judgement tcp_bind_fast_path(const Subject& s, const SocketTable& table) {
+  const PortBucket pb = port_bucket(s, table);
+  if (!pb.owners) {
+    return known(false);  // a new bucket: the conflict check finds nothing anyway
+  }
+  const RcvAddresses a = subject_addresses(s);
+  if (pb.bucket) {
+    const bool reuse = s.options.reuseaddr;  // S is not LISTEN at bind()
+    return known((pb.bucket->fastreuse > 0 && reuse) || sk_reuseport_match(*pb.bucket, s, a));
+  }
+  if (reuseport_fast_path_possible(s, table, a)) {
+    return Judgement{Tristate::kUnknown, {kBucketUnknown}};
+  }
+  return known(false);
+}
+
+// Whether listen() takes a fast path: inet_csk_listen_start() sets LISTEN and calls get_port()
+// again, so reuse is false and only sk_reuseport_match() can apply, against the bucket as S's own
+// bind() left it (inet_csk_update_fastreuse). That always matches an SO_REUSEPORT S: the update
+// either found a match or reset STRICT to S's own uid and address. So listen() after a
+// successful bind() skips the conflict check exactly when S has SO_REUSEPORT, whatever the
+// bucket; with the bucket known this is computed rather than assumed.
+bool tcp_listen_fast_path(const Subject& s, const SocketTable& table) {
+  const PortBucket pb = port_bucket(s, table);
+  if (!pb.owners) {
+    return false;
+  }
+  if (!pb.bucket) {
+    return s.options.reuseport;
+  }
+  const RcvAddresses a = subject_addresses(s);
+  return sk_reuseport_match(update_fastreuse(*pb.bucket, s, a), s, a);
+}
+
+void mark_unknown(std::vector<Blocker>& blockers, std::string_view what) {
+  for (Blocker& b : blockers) {
+    if (b.definite) {
+      b.definite = false;
+      b.why += "; may not block: " + std::string(what) + " unknown";
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1066,6 +1480,7 @@ Prediction predict(const Call& bind_call, bool then_listen, const SocketTable& t
     return fails(Syscall::kBind, EACCES, privileged_port_diagnosis(call, config));
   }
 
+  std::string fast_path_note;
   const bool autobind_at_bind = call.local.port == 0 && !call.options.bind_address_no_port;
   const bool autobind_at_listen =
       then_listen && call.local.port == 0 && call.options.bind_address_no_port;
@@ -1090,9 +1505,22 @@ Prediction predict(const Call& bind_call, bool then_listen, const SocketTable& t
       return *p;
     }
   } else if (call.local.port != 0) {
+    const Subject s = subject_of(call, false);
+    const Judgement fast = s.table == PortTable::kTcp ? tcp_bind_fast_path(s, table) : known(false);
     Diagnosis d = conflict_diagnosis(call, table, false);
     if (!d.blockers.empty()) {
-      return fails(Syscall::kBind, EADDRINUSE, std::move(d));
+      if (fast.value == Tristate::kYes) {
+        fast_path_note =
+            "bind() skips the conflict check: the port's bind bucket lets this socket "
+            "in (inet_csk_get_port fast path), although " +
+            owner_text(d.blockers.front().socket) + " overlaps it";
+      } else {
+        if (fast.value == Tristate::kUnknown) {
+          mark_unknown(d.blockers, kBucketUnknown);
+          rank(d.blockers);
+        }
+        return fails(Syscall::kBind, EADDRINUSE, std::move(d));
+      }
     }
   }
   if (autobind_at_listen) {
@@ -1101,9 +1529,12 @@ Prediction predict(const Call& bind_call, bool then_listen, const SocketTable& t
     }
   } else if (then_listen && call.local.port != 0) {
     // inet_csk_listen_start() runs get_port() again with the socket now in LISTEN.
-    Diagnosis d = conflict_diagnosis(call, table, true);
-    if (!d.blockers.empty()) {
-      return fails(Syscall::kListen, EADDRINUSE, std::move(d));
+    const Subject s = subject_of(call, true);
+    if (s.table != PortTable::kTcp || !tcp_listen_fast_path(s, table)) {
+      Diagnosis d = conflict_diagnosis(call, table, true);
+      if (!d.blockers.empty()) {
+        return fails(Syscall::kListen, EADDRINUSE, std::move(d));
+      }
     }
   }
 
@@ -1119,6 +1550,9 @@ Prediction predict(const Call& bind_call, bool then_listen, const SocketTable& t
   }
   if (call.local.port != 0) {
     p.note = reuseaddr_cohabitants_note(subject_of(call, then_listen), table, then_listen);
+  }
+  if (!fast_path_note.empty()) {
+    p.note = p.note.empty() ? fast_path_note : fast_path_note + "; " + p.note;
   }
   return p;
 }

@@ -269,6 +269,30 @@ std::optional<SocketEntry> decode_sock_record(const pl_sock_record& r, unsigned 
   }
   if ((r.flags & PL_SR_F_BUCKET_READ) != 0) {
     e.explicit_port = (r.flags & PL_SR_F_BUCKET_BOUND) != 0;
+    TcpBindBucket b;
+    // __s8 fields holding -1, 0, 1 or 2: the sign extension is what is meant.
+    b.fastreuse = r.fastreuse;          // NOLINT(bugprone-signed-char-misuse)
+    b.fastreuseport = r.fastreuseport;  // NOLINT(bugprone-signed-char-misuse)
+    b.fastuid = r.fastuid;
+    b.fast_family = r.fast_sk_family == PL_AF_INET6 ? Family::kIpv6 : Family::kIpv4;
+    std::array<std::uint8_t, 4> v4{};
+    std::memcpy(v4.data(), r.fast_rcv_saddr, v4.size());
+    b.fast_rcv_saddr = IpAddress::v4(v4);
+    std::array<std::uint8_t, 16> v6{};
+    std::memcpy(v6.data(), r.fast_v6_rcv_saddr, v6.size());
+    b.fast_v6_rcv_saddr = IpAddress::v6(v6);
+    b.fast_ipv6_only = r.fast_ipv6_only != 0;
+    b.l3mdev = r.bucket_l3mdev;
+    e.bind_bucket = b;
+  }
+  if ((r.flags & PL_SR_F_V4_RCV_SADDR) != 0 && r.local.family == PL_AF_INET6) {
+    std::array<std::uint8_t, 4> v4{};
+    std::memcpy(v4.data(), r.v4_rcv_saddr, v4.size());
+    e.v4_rcv_saddr = IpAddress::v4(v4);
+  }
+  if ((r.flags & PL_SR_F_UDP_CHAIN) != 0 && e.proto == Proto::kUdp) {
+    e.udp_chain_position = r.udp_chain_pos;
+    e.udp_slot_count = r.udp_slot_count;
   }
   e.sock_id = r.sk;
   return e;

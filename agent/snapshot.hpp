@@ -20,7 +20,7 @@ struct snapshot_bpf;
 
 namespace portlens {
 
-static_assert(sizeof(pl_sock_record) == 112 && alignof(pl_sock_record) == 8,
+static_assert(sizeof(pl_sock_record) == 152 && alignof(pl_sock_record) == 8,
               "pl_sock_record differs from BPF");
 
 enum class SnapshotSource : std::uint8_t { kBpfIterator, kSockDiag };

@@ -38,6 +38,27 @@ struct SocketOptions {
   bool operator==(const SocketOptions&) const = default;
 };
 
+// A TCP port's bind bucket (struct inet_bind_bucket) as far as inet_csk_get_port()'s fast paths
+// read it: inet_csk_update_fastreuse() sets it on every successful bind()/listen() on the port, so
+// it remembers the order the owners came in, which no owner's own fields tell.
+struct TcpBindBucket {
+  static constexpr int kFastreuseportAny = 1;     // FASTREUSEPORT_ANY
+  static constexpr int kFastreuseportStrict = 2;  // FASTREUSEPORT_STRICT
+
+  int fastreuse = -1;      // -1: made by connect(); 0; 1: every owner bound with SO_REUSEADDR
+  int fastreuseport = -1;  // -1, 0, kFastreuseportAny or kFastreuseportStrict
+  std::uint32_t fastuid = 0;
+  // The socket that set fastreuseport last: its family, addresses and v6only (STRICT compares
+  // them with a new socket's through ipv4_rcv_saddr_equal / ipv6_rcv_saddr_equal).
+  Family fast_family = Family::kIpv4;
+  IpAddress fast_rcv_saddr = IpAddress::any_v4();  // fast_rcv_saddr, IPv4
+  IpAddress fast_v6_rcv_saddr = IpAddress::any_v6();
+  bool fast_ipv6_only = false;
+  int l3mdev = 0;  // the VRF the bucket belongs to; 0 outside VRFs
+
+  bool operator==(const TcpBindBucket&) const = default;
+};
+
 struct SocketOwner {
   std::uint32_t pid = 0;
   std::string comm;
@@ -72,6 +93,17 @@ struct SocketEntry {
   // timestamps (tw_ts_recent_stamp != 0), which tcp_twsk_unique requires for reuse.
   std::optional<std::chrono::milliseconds> time_wait_remaining;
   std::optional<bool> timestamps;
+  // TCP: the port's bind bucket (icsk_bind_hash, or tw_tb for TIME_WAIT); every owner of the
+  // port in one netns (outside VRFs) shares it. nullopt when the source cannot see it.
+  std::optional<TcpBindBucket> bind_bucket;
+  // AF_INET6 sockets: the IPv4 receive address (inet_rcv_saddr) the kernel keeps beside the IPv6
+  // one: the mapped address, 0.0.0.0 for [::], 127.0.0.6 (LOOPBACK4_IPV6) for a specific IPv6
+  // address. A dual-stack socket that connect()ed over IPv6 still covers it for IPv4 binds.
+  std::optional<IpAddress> v4_rcv_saddr;
+  // UDP: the 0-based position in the port's primary hash chain, which udp_lib_lport_inuse()
+  // walks from the head, and that slot's socket count (every netns's sockets that hash there).
+  std::optional<std::uint32_t> udp_chain_position;
+  std::optional<std::uint32_t> udp_slot_count;
 };
 
 // An address configured in a network namespace.

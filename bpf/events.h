@@ -130,6 +130,13 @@ PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, comm) == 156, "pl_event lay
  * share their listener's bucket; connect() makes buckets with both at -1.
  */
 #define PL_SR_F_BUCKET_BOUND (1u << 8)
+/* AF_INET6: v4_rcv_saddr holds skc_rcv_saddr (LOOPBACK4_IPV6 after an IPv6 connect()) */
+#define PL_SR_F_V4_RCV_SADDR (1u << 9)
+/*
+ * UDP: udp_chain_pos and udp_slot_count are valid: the socket was found in its port's primary
+ * hash slot (udptable->hash[udp_hashfn(net, port, mask)]), the chain udp_lib_lport_inuse() walks.
+ */
+#define PL_SR_F_UDP_CHAIN (1u << 10)
 
 struct pl_sock_record {
 	__u64 sk;	   /* kernel address of the struct sock or timewait sock: identity only */
@@ -148,16 +155,38 @@ struct pl_sock_record {
 	__u8 tw_substate;	   /* TIME_WAIT: tw_substate (TCP_TIME_WAIT or TCP_FIN_WAIT2) */
 	__u8 reuse;		   /* skc_reuse: SK_NO_REUSE, SK_CAN_REUSE or SK_FORCE_REUSE */
 	__u8 _pad;
-	__u32 _reserved; /* explicit tail padding to 8-byte alignment */
+	/* UDP (PL_SR_F_UDP_CHAIN): 0-based position in the primary slot's chain, from its head */
+	__u32 udp_chain_pos;
+	__u32 udp_slot_count; /* UDP (PL_SR_F_UDP_CHAIN): that slot's count, all netns included */
+	__u8 v4_rcv_saddr[4]; /* AF_INET6 (PL_SR_F_V4_RCV_SADDR): skc_rcv_saddr, network order */
+	/*
+	 * TCP (PL_SR_F_BUCKET_READ): the port's inet_bind_bucket, the state inet_csk_get_port()'s
+	 * fast paths test (inet_csk_update_fastreuse() keeps it).
+	 */
+	__u32 fastuid;
+	__u8 fast_v6_rcv_saddr[16];
+	__u8 fast_rcv_saddr[4]; /* network order */
+	__s32 bucket_l3mdev;
+	__u16 fast_sk_family; /* AF_INET or AF_INET6 */
+	__s8 fastreuse;
+	__s8 fastreuseport; /* -1, 0, FASTREUSEPORT_ANY (1) or FASTREUSEPORT_STRICT (2) */
+	__u8 fast_ipv6_only;
+	__u8 _pad2[3]; /* explicit tail padding to 8-byte alignment */
 };
 
-PL_STATIC_ASSERT(sizeof(struct pl_sock_record) == 112,
+PL_STATIC_ASSERT(sizeof(struct pl_sock_record) == 152,
 		 "pl_sock_record layout changed: bump PL_ABI_VERSION");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, local) == 32,
 		 "pl_sock_record layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, netns) == 80,
 		 "pl_sock_record layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, family) == 96,
+		 "pl_sock_record layout changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, udp_chain_pos) == 104,
+		 "pl_sock_record layout changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, fast_v6_rcv_saddr) == 120,
+		 "pl_sock_record layout changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, fast_sk_family) == 144,
 		 "pl_sock_record layout changed");
 
 #endif /* PORTLENS_BPF_EVENTS_H */

@@ -42,10 +42,20 @@ static __always_inline void read_endpoints(const struct sock_common *skc, __u16 
 		__builtin_memcpy(r->local.addr, &saddr, sizeof(saddr));
 		__builtin_memcpy(r->remote.addr, &daddr, sizeof(daddr));
 	} else {
+		/*
+		 * An AF_INET6 socket keeps an IPv4 receive address too: the mapped address, 0 for
+		 * [::], LOOPBACK4_IPV6 (127.0.0.6) for a specific IPv6 address (__inet6_bind(),
+		 * tcp_v6_connect(), ip6_datagram_dst_update()). inet_rcv_saddr_equal() compares it
+		 * with a new AF_INET socket's address unless the socket is v6only.
+		 */
+		__be32 v4 = BPF_CORE_READ(skc, skc_rcv_saddr);
+
 		r->local.family = PL_AF_INET6;
 		r->remote.family = PL_AF_INET6;
 		BPF_CORE_READ_INTO(&r->local.addr, skc, skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&r->remote.addr, skc, skc_v6_daddr);
+		__builtin_memcpy(r->v4_rcv_saddr, &v4, sizeof(v4));
+		r->flags |= PL_SR_F_V4_RCV_SADDR;
 	}
 }
 
@@ -91,15 +101,66 @@ static __always_inline void fill_full(struct sock *sk, struct pl_sock_record *r)
 
 /*
  * The TCP port's bind bucket (icsk_bind_hash, or tw_tb for a timewait sock): whether bind() or
- * listen() made or joined it, the test __inet_hash_connect() applies before reusing a port.
+ * listen() made or joined it, the test __inet_hash_connect() applies before reusing a port; and
+ * the fast-path state inet_csk_get_port() tests before any conflict check (fastreuse,
+ * sk_reuseport_match()), which inet_csk_update_fastreuse() updates on every successful
+ * get_port, so it depends on the order the owners came in.
  */
 static __always_inline void read_bucket(const struct inet_bind_bucket *tb, struct pl_sock_record *r)
 {
 	if (!tb)
 		return;
 	r->flags |= PL_SR_F_BUCKET_READ;
-	if (BPF_CORE_READ(tb, fastreuse) >= 0 || BPF_CORE_READ(tb, fastreuseport) >= 0)
+	r->fastreuse = BPF_CORE_READ(tb, fastreuse);
+	r->fastreuseport = BPF_CORE_READ(tb, fastreuseport);
+	if (r->fastreuse >= 0 || r->fastreuseport >= 0)
 		r->flags |= PL_SR_F_BUCKET_BOUND;
+	r->fastuid = BPF_CORE_READ(tb, fastuid.val);
+	r->bucket_l3mdev = BPF_CORE_READ(tb, l3mdev);
+	r->fast_sk_family = BPF_CORE_READ(tb, fast_sk_family);
+	r->fast_ipv6_only = BPF_CORE_READ(tb, fast_ipv6_only);
+	BPF_CORE_READ_INTO(&r->fast_v6_rcv_saddr, tb, fast_v6_rcv_saddr);
+	BPF_CORE_READ_INTO(&r->fast_rcv_saddr, tb, fast_rcv_saddr);
+}
+
+/* Chain steps walked to find a UDP socket in its slot; a longer chain leaves it unknown. */
+#define PL_UDP_CHAIN_MAX 256
+
+/*
+ * The UDP socket's place in its port's primary hash slot: udp_lib_lport_inuse() walks that chain
+ * from its head and the first conflicting socket decides (udp_lib_get_port() adds most sockets
+ * at the head, IPv6 SO_REUSEPORT ones at the tail), and the slot's count decides whether the
+ * kernel walks it at all (more than 10: udp_lib_lport_inuse2() on the hash2 slots). iter/udp
+ * walks the hash2 slots, so the primary slot is found here as udp_lib_get_port() finds it:
+ * udptable->hash[udp_hashfn(net, port, mask)], udp_hashfn = (port + net_hash_mix(net)) & mask.
+ */
+static __always_inline void read_udp_chain(struct sock *sk, struct pl_sock_record *r)
+{
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	struct udp_table *table;
+	struct hlist_node *node;
+	struct hlist_node *self = &sk->__sk_common.skc_node;
+	struct udp_hslot *slot;
+	__u32 index;
+
+	if (!bpf_core_field_exists(net->ipv4.udp_table) || !bpf_core_field_exists(net->hash_mix))
+		return;
+	table = BPF_CORE_READ(net, ipv4.udp_table);
+	if (!table)
+		return;
+	index = ((__u32)r->local.port + BPF_CORE_READ(net, hash_mix)) & BPF_CORE_READ(table, mask);
+	slot = (struct udp_hslot *)((char *)BPF_CORE_READ(table, hash) +
+				    (__u64)index * bpf_core_type_size(struct udp_hslot));
+	node = BPF_CORE_READ(slot, head.first);
+	for (__u32 i = 0; i < PL_UDP_CHAIN_MAX && node; i++) {
+		if (node == self) {
+			r->udp_chain_pos = i;
+			r->udp_slot_count = BPF_CORE_READ(slot, count);
+			r->flags |= PL_SR_F_UDP_CHAIN;
+			return;
+		}
+		node = BPF_CORE_READ(node, next);
+	}
 }
 
 SEC("iter/tcp")
@@ -158,6 +219,8 @@ int snapshot_udp(struct bpf_iter__udp *ctx)
 	if (fill_common(&sk->__sk_common, IPPROTO_UDP, &r))
 		return 0;
 	fill_full(sk, &r);
+	if (r.local.port)
+		read_udp_chain(sk, &r);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

@@ -251,6 +251,158 @@ TEST_F(SnapshotKernelTest, ContainsExactlyTheSocketsMadeInTheNamespaceWithTheirF
   EXPECT_TRUE(snap.table.netns_config.contains(ns().inode()));
 }
 
+// What inet_csk_get_port()'s fast paths, udp_lib_lport_inuse()'s chain walk and
+// ipv4_rcv_saddr_equal() read, as the iterators report it for real sockets.
+struct OrderSensitive {
+  std::vector<TestSocket> sockets;
+  int accepted = -1;
+  std::uint16_t client_port = 0;
+
+  OrderSensitive() = default;
+  ~OrderSensitive() {
+    if (accepted >= 0) {
+      ::close(accepted);
+    }
+  }
+  OrderSensitive(const OrderSensitive&) = delete;
+  OrderSensitive& operator=(const OrderSensitive&) = delete;
+  OrderSensitive(OrderSensitive&&) = delete;
+  OrderSensitive& operator=(OrderSensitive&&) = delete;
+};
+
+std::unique_ptr<OrderSensitive> make_order_sensitive(NetnsSandbox& ns) {
+  return ns.run([] {
+    auto o = std::make_unique<OrderSensitive>();
+    auto& s = o->sockets;
+    s.reserve(16);  // references below must survive every emplace_back
+    // TCP 7000: SO_REUSEADDR on 127.0.0.2, then SO_REUSEADDR+SO_REUSEPORT on 0.0.0.0:
+    // fastreuseport becomes STRICT with 0.0.0.0 and uid 0.
+    check(s.emplace_back(AF_INET, SOCK_STREAM).reuseaddr().bind("127.0.0.2", 7000), "bind 7000");
+    check(s.emplace_back(AF_INET, SOCK_STREAM).reuseaddr().reuseport().bind("0.0.0.0", 7000),
+          "bind 7000 wildcard");
+    // TCP 7001: one SO_REUSEPORT listener of another uid: STRICT with its uid and address.
+    s.push_back(as_uid(kOtherUid, [] { return TestSocket(AF_INET, SOCK_STREAM); }));
+    check(s.back().reuseaddr().reuseport().bind("127.0.0.1", 7001), "bind 7001");
+    check(s.back().listen(), "listen 7001");
+    // A client of a [::] dual-stack listener on 7002, connected over IPv6 from [::]: its
+    // address becomes ::1, its IPv4 receive address LOOPBACK4_IPV6, v6only stays 0.
+    TestSocket& server = s.emplace_back(AF_INET6, SOCK_STREAM);
+    check(server.bind("::", 7002), "bind 7002");
+    check(server.listen(), "listen 7002");
+    TestSocket& client = s.emplace_back(AF_INET6, SOCK_STREAM);
+    check(client.bind("::", 7003), "bind 7003");
+    check(client.connect("::1", 7002), "connect 7002");
+    o->accepted = server.accept_one();
+    if (o->accepted < 0) {
+      throw std::runtime_error("accept");
+    }
+    // A connect()-picked port: the bucket comes from __inet_hash_connect (both fast* -1).
+    TestSocket& picked = s.emplace_back(AF_INET, SOCK_STREAM);
+    check(picked.connect("127.0.0.1", 7001), "connect 7001");
+    o->client_port = picked.local_port();
+    // UDP 7100, in creation order: 0.0.0.0 SO_REUSEADDR, 0.0.0.0 SO_REUSEADDR+SO_REUSEPORT,
+    // [::] SO_REUSEADDR+SO_REUSEPORT. udp_lib_get_port() puts the first two at the head of the
+    // chain and the IPv6 SO_REUSEPORT one at the tail.
+    check(s.emplace_back(AF_INET, SOCK_DGRAM).reuseaddr().bind("0.0.0.0", 7100), "udp 1");
+    check(s.emplace_back(AF_INET, SOCK_DGRAM).reuseaddr().reuseport().bind("0.0.0.0", 7100),
+          "udp 2");
+    check(s.emplace_back(AF_INET6, SOCK_DGRAM).reuseaddr().reuseport().bind("::", 7100), "udp 3");
+    // UDP [::] dual-stack connected over IPv6, and UDP bound to ::1.
+    TestSocket& udp_dual = s.emplace_back(AF_INET6, SOCK_DGRAM);
+    check(udp_dual.bind("::", 7101), "udp dual");
+    check(udp_dual.connect("::1", 7002), "udp dual connect");
+    check(s.emplace_back(AF_INET6, SOCK_DGRAM).bind("::1", 7102), "udp ::1");
+    return o;
+  });
+}
+
+TEST_F(SnapshotKernelTest, IteratorsReadBindBucketsUdpChainsAndIpv4ReceiveAddresses) {
+  PORTLENS_START_SNAPSHOTTER(snapshotter, SnapshotMode::kBpfIterator);
+  const auto o = make_order_sensitive(ns());
+  const Snapshot snap = snapshotter->take({ns().path(), ns().inode()});
+  const auto& sockets = snap.table.sockets;
+
+  const SocketEntry* specific = find(sockets, Proto::kTcp, ep("127.0.0.2", 7000));
+  const SocketEntry* wildcard = find(sockets, Proto::kTcp, ep("0.0.0.0", 7000));
+  ASSERT_NE(specific, nullptr);
+  ASSERT_NE(wildcard, nullptr);
+  ASSERT_TRUE(specific->bind_bucket.has_value());
+  EXPECT_EQ(specific->bind_bucket, wildcard->bind_bucket);  // one bucket per port
+  const TcpBindBucket& strict = *specific->bind_bucket;
+  // On this kernel inet_csk_get_port() links the new bind2 bucket into tb->bhash2 before
+  // inet_csk_update_fastreuse() tests hlist_empty(&tb->bhash2), so even the first owner takes
+  // the "bucket has owners" branch: fastreuse keeps inet_bind_bucket_create()'s 0, and the
+  // first SO_REUSEPORT socket sets STRICT, never ANY.
+  EXPECT_EQ(strict.fastreuse, 0);
+  EXPECT_EQ(strict.fastreuseport, TcpBindBucket::kFastreuseportStrict);
+  EXPECT_EQ(strict.fastuid, 0U);
+  EXPECT_EQ(strict.fast_family, Family::kIpv4);
+  EXPECT_EQ(strict.fast_rcv_saddr, *IpAddress::parse("0.0.0.0"));
+  EXPECT_EQ(strict.l3mdev, 0);
+  EXPECT_FALSE(specific->v4_rcv_saddr.has_value());  // AF_INET: local is the IPv4 address
+
+  const SocketEntry* other = find(sockets, Proto::kTcp, ep("127.0.0.1", 7001));
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->bind_bucket.has_value());
+  EXPECT_EQ(other->bind_bucket->fastreuse, 0);
+  EXPECT_EQ(other->bind_bucket->fastreuseport, TcpBindBucket::kFastreuseportStrict);
+  EXPECT_EQ(other->bind_bucket->fastuid, kOtherUid);
+  EXPECT_EQ(other->bind_bucket->fast_rcv_saddr, *IpAddress::parse("127.0.0.1"));
+
+  const SocketEntry* picked =
+      find(sockets, Proto::kTcp, ep("127.0.0.1", o->client_port), ep("127.0.0.1", 7001));
+  ASSERT_NE(picked, nullptr);
+  ASSERT_TRUE(picked->bind_bucket.has_value());
+  EXPECT_EQ(picked->bind_bucket->fastreuse, -1);
+  EXPECT_EQ(picked->bind_bucket->fastreuseport, -1);
+
+  const SocketEntry* dual = find(sockets, Proto::kTcp, ep("::1", 7003), ep("::1", 7002));
+  ASSERT_NE(dual, nullptr);
+  EXPECT_EQ(dual->v6only, false);
+  EXPECT_EQ(dual->v4_rcv_saddr, *IpAddress::parse("127.0.0.6"));
+  const SocketEntry* dual_listener = find(sockets, Proto::kTcp, ep("::", 7002));
+  ASSERT_NE(dual_listener, nullptr);
+  EXPECT_EQ(dual_listener->v4_rcv_saddr, *IpAddress::parse("0.0.0.0"));
+  ASSERT_TRUE(dual_listener->bind_bucket.has_value());
+  EXPECT_EQ(dual_listener->bind_bucket->fastreuseport, 0);
+
+  const SocketEntry* udp_dual = find(sockets, Proto::kUdp, ep("::1", 7101), ep("::1", 7002));
+  ASSERT_NE(udp_dual, nullptr);
+  EXPECT_EQ(udp_dual->v6only, false);
+  EXPECT_EQ(udp_dual->v4_rcv_saddr, *IpAddress::parse("127.0.0.6"));
+  EXPECT_FALSE(udp_dual->bind_bucket.has_value());
+  const SocketEntry* udp_lo6 = find(sockets, Proto::kUdp, ep("::1", 7102));
+  ASSERT_NE(udp_lo6, nullptr);
+  EXPECT_EQ(udp_lo6->v6only, true);  // __inet6_bind() sets it for a specific address
+  EXPECT_EQ(udp_lo6->v4_rcv_saddr, *IpAddress::parse("127.0.0.6"));
+
+  // UDP 7100: chain positions give the walk order udp_lib_lport_inuse() follows.
+  std::vector<const SocketEntry*> udp;
+  for (const SocketEntry& e : sockets) {
+    if (e.proto == Proto::kUdp && e.local.port == 7100) {
+      udp.push_back(&e);
+    }
+  }
+  ASSERT_EQ(udp.size(), 3U);
+  for (const SocketEntry* e : udp) {
+    ASSERT_TRUE(e->udp_chain_position.has_value());
+    ASSERT_TRUE(e->udp_slot_count.has_value());
+    EXPECT_GE(*e->udp_slot_count, 3U);
+    EXPECT_EQ(e->udp_slot_count, udp.front()->udp_slot_count);
+  }
+  const auto position = [&](const std::string& addr, bool reuseport) {
+    const auto it = std::find_if(udp.begin(), udp.end(), [&](const SocketEntry* e) {
+      return e->local.addr == *IpAddress::parse(addr) && e->reuseport == reuseport;
+    });
+    return it == udp.end() ? ~0U : *(*it)->udp_chain_position;
+  };
+  const std::uint32_t first = position("0.0.0.0", false);
+  const std::uint32_t second = position("0.0.0.0", true);
+  const std::uint32_t v6 = position("::", true);
+  EXPECT_LT(second, first);  // added at the head
+  EXPECT_LT(first, v6);      // IPv6 SO_REUSEPORT: added at the tail
+}
+
 // Closes n connections actively (client first, then the server after the FIN), so each client
 // side goes FIN_WAIT2 -> TIME_WAIT with substate TIME_WAIT. Client i gets options[i % 3].
 std::vector<std::uint16_t> make_time_waits(NetnsSandbox& ns, int n) {

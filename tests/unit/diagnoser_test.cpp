@@ -923,7 +923,8 @@ TEST(PrecedenceTest, MostSevereBlockerWins) {
   // Each step adds a more severe blocker on 127.0.0.1:8080 or an overlapping address.
   SocketEntry tw = tcp(TcpState::kTimeWait, "127.0.0.1:8080");
   SocketEntry established = tcp(TcpState::kEstablished, "127.0.0.1:8080");
-  SocketEntry wildcard = tcp(TcpState::kClose, "0.0.0.0:8080");
+  // A listener: with neither side listening SO_REUSEADDR would clear a different address.
+  SocketEntry wildcard = tcp(TcpState::kListen, "0.0.0.0:8080");
   SocketEntry other_uid = tcp(TcpState::kClose, "127.0.0.1:8080");
   other_uid.reuseport = true;
   other_uid.uid = kOtherUid;
@@ -955,6 +956,26 @@ TEST(PrecedenceTest, MostSevereBlockerWins) {
   EXPECT_EQ(order, (std::vector<Cause>{Cause::kPortInUse, Cause::kReuseportUidMismatch,
                                        Cause::kWildcardConflict, Cause::kMissingReuseaddr,
                                        Cause::kTimeWait}));
+}
+
+TEST(ClassifyTest, DifferentAddressWithoutAListenerIsMissingReuseaddr) {
+  // Issue 3, question 7: the old instance's accepted connection holds 127.0.0.1:8080 after its
+  // listener closed; the new server binds 0.0.0.0:8080. SO_REUSEADDR on both fixes it (R1).
+  SocketEntry old_conn = tcp(TcpState::kEstablished, "127.0.0.1:8080");
+  old_conn.remote = ep("127.0.0.1:51000");
+  const Diagnosis d = diagnose(failed(bind_call("0.0.0.0:8080"), EADDRINUSE), table_of({old_conn}));
+  EXPECT_EQ(d.cause, Cause::kMissingReuseaddr);
+  ASSERT_EQ(d.blockers.size(), 1U);
+  EXPECT_EQ(d.blockers[0].cause, Cause::kMissingReuseaddr);
+  // The same socket against a listen(): R1 never helps a listener, the overlap is the story.
+  Call listen_call = bind_call("0.0.0.0:8080", reuseaddr());
+  listen_call.syscall = Syscall::kListen;
+  SocketEntry old_listener = tcp(TcpState::kListen, "127.0.0.1:8080");
+  EXPECT_EQ(diagnose(failed(listen_call, EADDRINUSE), table_of({old_listener})).cause,
+            Cause::kWildcardConflict);
+  // And a different-address listener blocks a plain bind as an overlap too.
+  EXPECT_EQ(diagnose(failed(bind_call("0.0.0.0:8080"), EADDRINUSE), table_of({old_listener})).cause,
+            Cause::kWildcardConflict);
 }
 
 TEST(HintTest, PortInUseNamesTheOwner) {
@@ -1091,6 +1112,310 @@ TEST(UnknownFieldsTest, DefiniteBlockersRankBeforePossibleOnes) {
   EXPECT_TRUE(d.blockers[0].definite);
   EXPECT_EQ(d.cause, Cause::kTimeWait);
   EXPECT_EQ(d.blockers[1].cause, Cause::kPortInUse);
+}
+
+// ---------------------------------------------------------------------------------------------
+// inet_csk_get_port()'s fast paths: with owners on the port, a bucket whose fast* state matches
+// the new socket skips the conflict check. inet_csk_update_fastreuse() sets that state on every
+// bind()/listen(), so the answer depends on the order the owners came in.
+
+TcpBindBucket strict_bucket(std::string_view address, std::uint32_t uid) {
+  TcpBindBucket b;
+  b.fastreuse = 0;
+  b.fastreuseport = TcpBindBucket::kFastreuseportStrict;
+  b.fastuid = uid;
+  b.fast_rcv_saddr = ip(address);
+  return b;
+}
+
+// The differential test's case: tcp 127.0.0.2 SO_REUSEADDR bound, tcp 0.0.0.0
+// SO_REUSEADDR+SO_REUSEPORT bound, both uid 0, sharing one bucket.
+std::vector<SocketEntry> fast_path_owners(const std::optional<TcpBindBucket>& bucket) {
+  SocketEntry specific = tcp(TcpState::kClose, "127.0.0.2:9000");
+  specific.reuseaddr = true;
+  specific.uid = 0;
+  SocketEntry wildcard = tcp(TcpState::kClose, "0.0.0.0:9000");
+  wildcard.reuseaddr = true;
+  wildcard.reuseport = true;
+  wildcard.uid = 0;
+  specific.bind_bucket = bucket;
+  wildcard.bind_bucket = bucket;
+  return {specific, wildcard};
+}
+
+TEST(TcpFastPathTest, StrictBucketLetsAMatchingReuseportSocketPastTheConflictCheck) {
+  // 127.0.0.2 first, then 0.0.0.0: the SO_REUSEPORT socket left STRICT 0.0.0.0 uid 0, which the
+  // new 0.0.0.0 SO_REUSEPORT socket matches (sk_reuseport_match): bind() and listen() succeed
+  // although 127.0.0.2 (no SO_REUSEPORT, and no SO_REUSEADDR here) overlaps.
+  const Call c = bind_call("0.0.0.0:9000", reuseport(), 0);
+  const Prediction p = predict(c, true, table_of(fast_path_owners(strict_bucket("0.0.0.0", 0))));
+  EXPECT_EQ(p.outcome, Outcome::kSucceeds);
+  EXPECT_NE(p.note.find("fast path"), std::string::npos) << p.note;
+  // 0.0.0.0 first, then 127.0.0.2: the SO_REUSEPORT-less socket reset fastreuseport to 0, so
+  // the conflict check runs and 127.0.0.2 blocks.
+  TcpBindBucket reset = strict_bucket("0.0.0.0", 0);
+  reset.fastreuseport = 0;
+  const Prediction q = predict(c, true, table_of(fast_path_owners(reset)));
+  EXPECT_EQ(q.outcome, Outcome::kFails);
+  EXPECT_EQ(q.failing_syscall, Syscall::kBind);
+  EXPECT_EQ(q.expected_result, -EADDRINUSE);
+  ASSERT_TRUE(q.diagnosis.has_value());
+  EXPECT_EQ(q.diagnosis->blockers.front().socket.local, ep("127.0.0.2:9000"));
+  // STRICT compares the remembered address: 127.0.0.2 matches the wildcard 0.0.0.0 too
+  // (ipv4_rcv_saddr_equal with match_sk1_wildcard), a remembered 127.0.0.2 does not match a
+  // new 0.0.0.0, and a v6only [::] never matches a remembered IPv4 address.
+  EXPECT_EQ(predict(bind_call("127.0.0.2:9000", reuseport(), 0), false,
+                    table_of(fast_path_owners(strict_bucket("0.0.0.0", 0))))
+                .outcome,
+            Outcome::kSucceeds);
+  EXPECT_EQ(predict(c, false, table_of(fast_path_owners(strict_bucket("127.0.0.2", 0)))).outcome,
+            Outcome::kFails);
+  EXPECT_EQ(predict(bind_call("[::]:9000", SocketOptions{.reuseport = true, .v6only = true}, 0),
+                    false, table_of(fast_path_owners(strict_bucket("0.0.0.0", 0))))
+                .outcome,
+            Outcome::kSucceeds);  // no overlap with IPv4 owners anyway
+}
+
+TEST(TcpFastPathTest, TheBucketRemembersTheUidOfTheLastReuseportSocket) {
+  // tcp 127.0.0.1 SO_REUSEADDR+SO_REUSEPORT uid 1000, then the same with uid 0: STRICT uid 0,
+  // and a new SO_REUSEPORT-only socket of uid 0 gets in past the uid-1000 owner.
+  SocketEntry first = tcp(TcpState::kClose, "127.0.0.1:9000");
+  first.reuseaddr = true;
+  first.reuseport = true;
+  first.uid = 1000;
+  SocketEntry second = first;
+  second.uid = 0;
+  second.inode = first.inode + 1;
+  const Call c = bind_call("127.0.0.1:9000", reuseport(), 0);
+  first.bind_bucket = second.bind_bucket = strict_bucket("127.0.0.1", 0);
+  EXPECT_EQ(predict(c, true, table_of({first, second})).outcome, Outcome::kSucceeds);
+  // The other way round the bucket remembers uid 1000: the conflict check runs.
+  first.bind_bucket = second.bind_bucket = strict_bucket("127.0.0.1", 1000);
+  const Prediction p = predict(c, true, table_of({first, second}));
+  EXPECT_EQ(p.outcome, Outcome::kFails);
+  ASSERT_TRUE(p.diagnosis.has_value());
+  EXPECT_EQ(p.diagnosis->cause, Cause::kReuseportUidMismatch);
+}
+
+TEST(TcpFastPathTest, FastreuseSkipsTheCheckAtBindButNotAtListen) {
+  // tb->fastreuse > 0 && reuse: reuse is false once the socket is LISTEN, so listen() runs the
+  // check. (A bucket keeps fastreuse > 0 only while every owner bound with SO_REUSEADDR outside
+  // LISTEN; here the owner cleared SO_REUSEADDR after its bind().)
+  SocketEntry owner = tcp(TcpState::kClose, "127.0.0.1:9000");
+  TcpBindBucket bucket;
+  bucket.fastreuse = 1;
+  bucket.fastreuseport = 0;
+  owner.bind_bucket = bucket;
+  const Prediction p = predict(bind_call("127.0.0.1:9000", reuseaddr()), true, table_of({owner}));
+  EXPECT_EQ(p.outcome, Outcome::kFails);
+  EXPECT_EQ(p.failing_syscall, Syscall::kListen);
+  EXPECT_EQ(predict(bind_call("127.0.0.1:9000", reuseaddr()), false, table_of({owner})).outcome,
+            Outcome::kSucceeds);
+  // Without SO_REUSEADDR on the new socket the fast path does not apply at bind() either.
+  EXPECT_EQ(predict(bind_call("127.0.0.1:9000"), false, table_of({owner})).outcome,
+            Outcome::kFails);
+}
+
+TEST(TcpFastPathTest, UnknownBucketIsUndeterminedOnlyWhenAnOwnerCouldHaveOpenedTheFastPath) {
+  const Call c = bind_call("0.0.0.0:9000", reuseport(), 0);
+  // The SO_REUSEPORT owner of uid 0 at 0.0.0.0 may have left STRICT 0.0.0.0 uid 0.
+  const Prediction p = predict(c, true, table_of(fast_path_owners(std::nullopt)));
+  EXPECT_EQ(p.outcome, Outcome::kUndetermined);
+  ASSERT_TRUE(p.diagnosis.has_value());
+  ASSERT_FALSE(p.diagnosis->blockers.empty());
+  EXPECT_FALSE(p.diagnosis->blockers.front().definite);
+  EXPECT_NE(p.diagnosis->blockers.front().why.find("bind bucket"), std::string::npos)
+      << p.diagnosis->blockers.front().why;
+  // No owner of this uid has SO_REUSEPORT, or the new socket has none: the conflict is definite.
+  EXPECT_EQ(predict(bind_call("0.0.0.0:9000", reuseport(), 1000), true,
+                    table_of(fast_path_owners(std::nullopt)))
+                .outcome,
+            Outcome::kFails);
+  EXPECT_EQ(
+      predict(bind_call("0.0.0.0:9000", {}, 0), true, table_of(fast_path_owners(std::nullopt)))
+          .outcome,
+      Outcome::kFails);
+  // The SO_REUSEPORT owner's address does not match this one (STRICT compares it).
+  std::vector<SocketEntry> owners = fast_path_owners(std::nullopt);
+  owners[1].local = ep("127.0.0.3:9000");
+  owners[0].local = ep("0.0.0.0:9000");
+  EXPECT_EQ(predict(c, false, table_of(owners)).outcome, Outcome::kFails);
+}
+
+TEST(TcpFastPathTest, ListenAfterAReuseportBindSkipsTheCheckWhateverTheBucket) {
+  // S's own bind() left the bucket matching S (inet_csk_update_fastreuse), so listen() takes
+  // sk_reuseport_match() whenever S has SO_REUSEPORT: known and unknown buckets agree.
+  for (const auto& bucket : {std::optional<TcpBindBucket>(strict_bucket("0.0.0.0", 0)),
+                             std::optional<TcpBindBucket>()}) {
+    SocketEntry owner = tcp(TcpState::kClose, "127.0.0.1:9000");
+    owner.reuseaddr = true;
+    owner.reuseport = true;
+    owner.uid = 0;
+    owner.bind_bucket = bucket;
+    const Prediction p =
+        predict(bind_call("127.0.0.1:9000", SocketOptions{.reuseaddr = true, .reuseport = true}, 0),
+                true, table_of({owner}));
+    EXPECT_EQ(p.outcome, Outcome::kSucceeds);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// udp_lib_lport_inuse(): the first contending socket in the port's hash chain decides.
+
+SocketEntry udp_at(std::string_view local, bool reuseaddr_flag, bool reuseport_flag,
+                   std::uint32_t uid, std::optional<std::uint32_t> position) {
+  SocketEntry e = udp(local);
+  e.reuseaddr = reuseaddr_flag;
+  e.reuseport = reuseport_flag;
+  e.uid = uid;
+  e.udp_chain_position = position;
+  e.udp_slot_count = position ? std::optional<std::uint32_t>(2) : std::nullopt;
+  e.inode = 7000 + position.value_or(9);
+  return e;
+}
+
+Call udp_call(std::string_view local, SocketOptions options, std::uint32_t uid = kUid) {
+  Call c = bind_call(local, options, uid);
+  c.proto = Proto::kUdp;
+  return c;
+}
+
+TEST(UdpChainOrderTest, TheFirstContendingSocketDecides) {
+  const Call c = udp_call("0.0.0.0:5000", reuseport());
+  // udp 0.0.0.0 SO_REUSEADDR, then 0.0.0.0 SO_REUSEADDR+SO_REUSEPORT: the later one is at the
+  // head, shares through SO_REUSEPORT, and the walk stops there: bind() succeeds.
+  const SocketTable later_shares = table_of(
+      {udp_at("0.0.0.0:5000", true, false, kUid, 1), udp_at("0.0.0.0:5000", true, true, kUid, 0)});
+  EXPECT_EQ(predict(c, false, later_shares).outcome, Outcome::kSucceeds);
+  // Created the other way round, the SO_REUSEADDR-only socket is first: EADDRINUSE.
+  const SocketTable first_blocks = table_of(
+      {udp_at("0.0.0.0:5000", true, false, kUid, 0), udp_at("0.0.0.0:5000", true, true, kUid, 1)});
+  const Prediction p = predict(c, false, first_blocks);
+  EXPECT_EQ(p.outcome, Outcome::kFails);
+  EXPECT_EQ(p.expected_result, -EADDRINUSE);
+  ASSERT_TRUE(p.diagnosis.has_value());
+  ASSERT_EQ(p.diagnosis->blockers.size(), 1U);
+  EXPECT_EQ(p.diagnosis->blockers[0].socket.reuseport, false);
+  // A socket that does not contend (SO_REUSEADDR on both) is walked past.
+  const SocketTable skipped = table_of(
+      {udp_at("0.0.0.0:5000", true, false, kUid, 0), udp_at("0.0.0.0:5000", true, true, kUid, 1)});
+  EXPECT_EQ(predict(udp_call("0.0.0.0:5000", SocketOptions{.reuseaddr = true, .reuseport = true}),
+                    false, skipped)
+                .outcome,
+            Outcome::kSucceeds);
+}
+
+TEST(UdpChainOrderTest, UidVariant) {
+  // udp 0.0.0.0 SO_REUSEADDR of another uid, then 127.0.0.1 SO_REUSEADDR+SO_REUSEPORT: the
+  // later one is first and shares with a new 127.0.0.1 SO_REUSEPORT socket of its uid.
+  const Call c = udp_call("127.0.0.1:5000", reuseport());
+  EXPECT_EQ(predict(c, false,
+                    table_of({udp_at("0.0.0.0:5000", true, false, kOtherUid, 1),
+                              udp_at("127.0.0.1:5000", true, true, kUid, 0)}))
+                .outcome,
+            Outcome::kSucceeds);
+  EXPECT_EQ(predict(c, false,
+                    table_of({udp_at("0.0.0.0:5000", true, false, kOtherUid, 0),
+                              udp_at("127.0.0.1:5000", true, true, kUid, 1)}))
+                .outcome,
+            Outcome::kFails);
+  // Same order, but the sharer is of another uid than the new socket: it blocks itself.
+  EXPECT_EQ(predict(udp_call("127.0.0.1:5000", reuseport(), kOtherUid), false,
+                    table_of({udp_at("0.0.0.0:5000", true, false, kOtherUid, 1),
+                              udp_at("127.0.0.1:5000", true, true, kUid, 0)}))
+                .outcome,
+            Outcome::kFails);
+}
+
+TEST(UdpChainOrderTest, UnknownOrderIsUndeterminedOnlyWhenItMatters) {
+  const Call c = udp_call("0.0.0.0:5000", reuseport());
+  // A sharer and a blocker, order unknown (sock_diag, hand-built tables).
+  const Prediction p = predict(c, false,
+                               table_of({udp_at("0.0.0.0:5000", true, false, kUid, std::nullopt),
+                                         udp_at("0.0.0.0:5000", true, true, kUid, std::nullopt)}));
+  EXPECT_EQ(p.outcome, Outcome::kUndetermined);
+  ASSERT_TRUE(p.diagnosis.has_value());
+  EXPECT_NE(p.diagnosis->blockers.front().why.find("hash chain order"), std::string::npos);
+  // Only blockers, or only sharers: any order gives the same answer.
+  EXPECT_EQ(predict(c, false,
+                    table_of({udp_at("0.0.0.0:5000", true, false, kUid, std::nullopt),
+                              udp_at("0.0.0.0:5000", false, false, kUid, std::nullopt)}))
+                .outcome,
+            Outcome::kFails);
+  EXPECT_EQ(predict(c, false,
+                    table_of({udp_at("0.0.0.0:5000", true, true, kUid, std::nullopt),
+                              udp_at("0.0.0.0:5000", false, true, kUid, std::nullopt)}))
+                .outcome,
+            Outcome::kSucceeds);
+}
+
+TEST(UdpChainOrderTest, OverTenSocketsInTheSlotTheHash2LookupMayDecide) {
+  // udp_lib_get_port() with hslot->count > 10 may walk the hash2 slots (S's address, then the
+  // wildcard) instead, in an order the snapshot does not record.
+  const auto crowded = [](SocketEntry e) {
+    e.udp_slot_count = 11;
+    return e;
+  };
+  const Call c = udp_call("0.0.0.0:5000", reuseport());
+  EXPECT_EQ(predict(c, false,
+                    table_of({crowded(udp_at("0.0.0.0:5000", true, false, kUid, 1)),
+                              crowded(udp_at("0.0.0.0:5000", true, true, kUid, 0))}))
+                .outcome,
+            Outcome::kUndetermined);
+  // Only blockers, one on the wildcard slot: both lookups see it.
+  EXPECT_EQ(
+      predict(c, false, table_of({crowded(udp_at("0.0.0.0:5000", true, false, kUid, 0))})).outcome,
+      Outcome::kFails);
+  // A 0.0.0.0 bind and a 127.0.0.1 owner: only the primary walk sees it.
+  EXPECT_EQ(predict(c, false, table_of({crowded(udp_at("127.0.0.1:5000", false, false, kUid, 0))}))
+                .outcome,
+            Outcome::kUndetermined);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A [::] dual-stack socket that connect()ed over IPv6 keeps LOOPBACK4_IPV6 as its IPv4 receive
+// address (tcp_v6_connect, ip6_datagram_dst_update).
+
+SocketEntry connected_dual_stack(Proto proto, TcpState state = TcpState::kEstablished) {
+  SocketEntry e = proto == Proto::kTcp ? tcp(state, "[::1]:9000") : udp("[::1]:9000");
+  e.remote = ep("[::1]:9100");
+  e.v6only = false;
+  e.v4_rcv_saddr = ip("127.0.0.6");
+  return e;
+}
+
+TEST(DualStackConnectedTest, Ipv4WildcardOverlapsLoopback4Ipv6) {
+  for (const TcpState state : {TcpState::kEstablished, TcpState::kTimeWait}) {
+    const SocketTable t = table_of({connected_dual_stack(Proto::kTcp, state)});
+    const Prediction p = predict(bind_call("0.0.0.0:9000"), false, t);
+    EXPECT_EQ(p.outcome, Outcome::kFails);
+    EXPECT_EQ(p.expected_result, -EADDRINUSE);
+    EXPECT_EQ(predict(bind_call("127.0.0.1:9000"), false, t).outcome, Outcome::kSucceeds);
+    // TCP binds a specific address through bhash2: 127.0.0.6 never meets the [::1] bucket.
+    EXPECT_EQ(predict(bind_call("127.0.0.6:9000"), false, t).outcome, Outcome::kSucceeds);
+    // An AF_INET6 socket compares IPv6 addresses: ::ffff:0.0.0.0 is not [::].
+    EXPECT_EQ(predict(bind_call("[::ffff:0.0.0.0]:9000"), false, t).outcome, Outcome::kSucceeds);
+    // IPv6 binds: unchanged.
+    EXPECT_EQ(predict(bind_call("[::]:9000"), false, t).outcome, Outcome::kFails);
+  }
+  const SocketTable u = table_of({connected_dual_stack(Proto::kUdp)});
+  EXPECT_EQ(predict(udp_call("0.0.0.0:9000", {}), false, u).outcome, Outcome::kFails);
+  // udp_lib_lport_inuse() compares every socket of the port: 127.0.0.6 is its address.
+  EXPECT_EQ(predict(udp_call("127.0.0.6:9000", {}), false, u).outcome, Outcome::kFails);
+  EXPECT_EQ(predict(udp_call("127.0.0.1:9000", {}), false, u).outcome, Outcome::kSucceeds);
+  EXPECT_EQ(predict(udp_call("[::ffff:127.0.0.6]:9000", {}), false, u).outcome, Outcome::kSucceeds);
+}
+
+TEST(DualStackConnectedTest, BoundToASpecificIpv6AddressIsV6only) {
+  // bind() to ::1 sets sk_ipv6only (__inet6_bind): its 127.0.0.6 covers nothing.
+  SocketEntry bound = connected_dual_stack(Proto::kTcp);
+  bound.v6only = true;
+  EXPECT_EQ(predict(bind_call("0.0.0.0:9000"), false, table_of({bound})).outcome,
+            Outcome::kSucceeds);
+  // Live v6only unknown beside a live receive address: undecided.
+  bound.v6only = std::nullopt;
+  EXPECT_EQ(predict(bind_call("0.0.0.0:9000"), false, table_of({bound})).outcome,
+            Outcome::kUndetermined);
 }
 
 }  // namespace

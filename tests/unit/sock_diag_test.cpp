@@ -226,6 +226,76 @@ TEST(SockRecordDecode, UdpAndIpv6) {
   EXPECT_EQ(e->v6only, true);
 }
 
+TEST(SockRecordDecode, TheBindBucketsFastPathState) {
+  pl_sock_record r = tcp_record(7 /* CLOSE: bound only */);
+  r.flags = PL_SR_F_FULL | PL_SR_F_BUCKET_READ | PL_SR_F_BUCKET_BOUND;
+  r.fastreuse = 0;
+  r.fastreuseport = 2;  // FASTREUSEPORT_STRICT
+  r.fastuid = 1000;
+  r.fast_sk_family = AF_INET6;
+  r.fast_ipv6_only = 1;
+  const std::array<std::uint8_t, 16> lo6{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  std::memcpy(r.fast_v6_rcv_saddr, lo6.data(), lo6.size());
+  const std::array<std::uint8_t, 4> lo4_ipv6{127, 0, 0, 6};
+  std::memcpy(r.fast_rcv_saddr, lo4_ipv6.data(), lo4_ipv6.size());
+  r.bucket_l3mdev = 0;
+  const auto e = decode_sock_record(r, 250);
+  ASSERT_TRUE(e.has_value());
+  ASSERT_TRUE(e->bind_bucket.has_value());
+  EXPECT_EQ(e->bind_bucket->fastreuse, 0);
+  EXPECT_EQ(e->bind_bucket->fastreuseport, TcpBindBucket::kFastreuseportStrict);
+  EXPECT_EQ(e->bind_bucket->fastuid, 1000U);
+  EXPECT_EQ(e->bind_bucket->fast_family, Family::kIpv6);
+  EXPECT_EQ(e->bind_bucket->fast_v6_rcv_saddr, *IpAddress::parse("::1"));
+  EXPECT_EQ(e->bind_bucket->fast_rcv_saddr, *IpAddress::parse("127.0.0.6"));
+  EXPECT_TRUE(e->bind_bucket->fast_ipv6_only);
+  EXPECT_EQ(e->bind_bucket->l3mdev, 0);
+  EXPECT_TRUE(e->explicit_port);
+  // A connect()-made bucket: both fast fields -1.
+  r.fastreuse = -1;
+  r.fastreuseport = -1;
+  r.flags = PL_SR_F_FULL | PL_SR_F_BUCKET_READ;
+  EXPECT_EQ(decode_sock_record(r, 250)->bind_bucket->fastreuse, -1);
+  EXPECT_EQ(decode_sock_record(r, 250)->bind_bucket->fastreuseport, -1);
+  // Not read: unknown, not zero.
+  r.flags = PL_SR_F_FULL;
+  EXPECT_FALSE(decode_sock_record(r, 250)->bind_bucket.has_value());
+  EXPECT_FALSE(decode_sock_record(r, 250)->v4_rcv_saddr.has_value());
+  EXPECT_FALSE(decode_sock_record(r, 250)->udp_chain_position.has_value());
+}
+
+TEST(SockRecordDecode, UdpChainPositionAndIpv4ReceiveAddressOfAnIpv6Socket) {
+  pl_sock_record r{};
+  r.protocol = IPPROTO_UDP;
+  r.family = AF_INET6;
+  r.state = 1;
+  r.local.family = PL_AF_INET6;
+  r.remote.family = PL_AF_INET6;
+  const std::array<std::uint8_t, 16> lo6{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  std::memcpy(r.local.addr, lo6.data(), lo6.size());
+  std::memcpy(r.remote.addr, lo6.data(), lo6.size());
+  r.local.port = 5353;
+  r.remote.port = 9000;
+  const std::array<std::uint8_t, 4> lo4_ipv6{127, 0, 0, 6};
+  std::memcpy(r.v4_rcv_saddr, lo4_ipv6.data(), lo4_ipv6.size());
+  r.udp_chain_pos = 3;
+  r.udp_slot_count = 5;
+  r.flags = PL_SR_F_FULL | PL_SR_F_V4_RCV_SADDR | PL_SR_F_UDP_CHAIN;
+  const auto e = decode_sock_record(r, 250);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->local, ep("::1", 5353));
+  EXPECT_EQ(e->v6only, false);
+  EXPECT_EQ(e->v4_rcv_saddr, *IpAddress::parse("127.0.0.6"));
+  EXPECT_EQ(e->udp_chain_position, 3U);
+  EXPECT_EQ(e->udp_slot_count, 5U);
+  EXPECT_FALSE(e->bind_bucket.has_value());
+  // Without the flags the fields stay unknown.
+  r.flags = PL_SR_F_FULL;
+  EXPECT_FALSE(decode_sock_record(r, 250)->v4_rcv_saddr.has_value());
+  EXPECT_FALSE(decode_sock_record(r, 250)->udp_chain_position.has_value());
+  EXPECT_FALSE(decode_sock_record(r, 250)->udp_slot_count.has_value());
+}
+
 TEST(SockRecordDecode, RejectsOddRecords) {
   pl_sock_record r = tcp_record(1);
   r.protocol = 132;  // SCTP: not from these iterators

@@ -14,126 +14,12 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/kernel/harness.hpp"
+#include "tests/kernel/process.hpp"
 
 namespace portlens::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// A child process with its stdout and stderr captured.
-class Process {
- public:
-  explicit Process(const std::vector<std::string>& argv) {
-    int out[2];
-    int err[2];
-    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-      throw std::runtime_error("pipe");
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) {
-      args.push_back(const_cast<char*>(a.c_str()));  // NOLINT: execv's signature
-    }
-    args.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      dup2(err[1], STDERR_FILENO);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    ::close(out[1]);
-    ::close(err[1]);
-    out_fd_ = out[0];
-    err_fd_ = err[0];
-  }
-  ~Process() {
-    if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    ::close(out_fd_);
-    ::close(err_fd_);
-  }
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  Process(Process&&) = delete;
-  Process& operator=(Process&&) = delete;
-
-  // Reads output until stderr contains needle or timeout passes.
-  bool wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (err_.find(needle) == std::string::npos) {
-      if (std::chrono::steady_clock::now() >= deadline || !pump(50ms)) {
-        return err_.find(needle) != std::string::npos;
-      }
-    }
-    return true;
-  }
-
-  // Waits for exit (SIGKILL after timeout); returns the exit code, or 128+signal.
-  int wait(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    int status = 0;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() >= deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      pump(20ms);
-    }
-    exited_ = true;
-    while (pump(0ms)) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
-  void signal(int signo) const { kill(pid_, signo); }
-  [[nodiscard]] const std::string& out() const { return out_; }
-  [[nodiscard]] const std::string& err() const { return err_; }
-
- private:
-  // Reads what is available; false when both pipes are closed.
-  bool pump(std::chrono::milliseconds timeout) {
-    std::array<pollfd, 2> fds{{{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}}};
-    if (::poll(fds.data(), fds.size(), static_cast<int>(timeout.count())) < 0) {
-      return errno == EINTR;
-    }
-    bool open = false;
-    for (std::size_t i = 0; i < fds.size(); ++i) {
-      if ((fds[i].revents & (POLLIN | POLLHUP)) == 0) {
-        open = open || fds[i].fd >= 0;
-        continue;
-      }
-      std::array<char, 4096> buf{};
-      const ssize_t n = read(fds[i].fd, buf.data(), buf.size());
-      if (n > 0) {
-        (i == 0 ? out_ : err_).append(buf.data(), static_cast<std::size_t>(n));
-        open = true;
-      }
-    }
-    return open;
-  }
-
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  bool exited_ = false;
-  std::string out_;
-  std::string err_;
-};
-
-std::vector<nlohmann::json> json_lines(const std::string& text) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) {
-      out.push_back(nlohmann::json::parse(line));
-    }
-  }
-  return out;
-}
 
 // Skips (or fails, in CI) when this process cannot load BPF at all.
 #define PORTLENS_REQUIRE_ROOT()                                                     \

@@ -1,0 +1,50 @@
+// A child process with its stdout and stderr captured, for tests that run the portlens binary.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace portlens::testing {
+
+class Process {
+ public:
+  // Starts argv[0] (a path) with the given arguments.
+  explicit Process(const std::vector<std::string>& argv);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  Process(Process&&) = delete;
+  Process& operator=(Process&&) = delete;
+
+  // Reads output until done() holds or timeout passes; returns done()'s last answer.
+  bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout);
+  bool wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout);
+  // Waits for exit (SIGKILL after timeout); returns the exit code, or 128+signal.
+  int wait(std::chrono::milliseconds timeout);
+
+  void signal(int signo) const;
+  [[nodiscard]] const std::string& out() const { return out_; }
+  [[nodiscard]] const std::string& err() const { return err_; }
+
+ private:
+  bool pump(std::chrono::milliseconds timeout);  // false when both pipes are closed
+
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int err_fd_ = -1;
+  bool exited_ = false;
+  std::string out_;
+  std::string err_;
+};
+
+// The complete JSON lines of text; a line still being written is not parsed, and a line that is
+// not JSON becomes a discarded value (is_discarded()) rather than an exception.
+std::vector<nlohmann::json> json_lines(const std::string& text);
+
+}  // namespace portlens::testing

@@ -9,9 +9,11 @@ packages=(
   # BPF: libbpf (CO-RE loader), bpftool (skeletons), libelf/zlib (libbpf's own needs)
   libbpf-dev bpftool libelf-dev zlib1g-dev
   # C++ libraries
-  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libmnl-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libmnl-dev prometheus-cpp-dev libcivetweb-dev
   # tests: GoogleTest; iproute2 for `ip netns`; util-linux for setpriv
   googletest libgtest-dev libgmock-dev iproute2 util-linux
+  # tests of the exporter: promtool (Prometheus) and curl
+  prometheus curl
 )
 
 missing=()

@@ -1,0 +1,525 @@
+#include "exporters/collector.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_type.h>
+#include <prometheus/text_serializer.h>
+
+#include "agent/ephemeral.hpp"
+#include "agent/inet.hpp"
+
+namespace portlens {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using Labels = std::vector<ClientMetric::Label>;
+
+constexpr std::size_t kPortCount = 65536;
+
+MetricFamily make_family(std::string name, std::string help, MetricType type) {
+  MetricFamily family;
+  family.name = std::move(name);
+  family.help = std::move(help);
+  family.type = type;
+  return family;
+}
+
+void add_sample(MetricFamily& family, Labels labels, double value) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  if (family.type == MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  family.metric.push_back(std::move(metric));
+}
+
+// The length of the well-formed UTF-8 sequence at s[i] (as Go's utf8.ValidString, which the
+// Prometheus parser applies to label values, sees it: no overlong forms, no surrogates), or 0.
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char lead = byte(0);
+  std::size_t length = 0;
+  unsigned char lo = 0x80;  // the range allowed for the first continuation byte
+  unsigned char hi = 0xBF;
+  if (lead < 0x80) {
+    return 1;
+  }
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    lo = lead == 0xE0 ? 0xA0 : lo;  // overlong
+    hi = lead == 0xED ? 0x9F : hi;  // surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    lo = lead == 0xF0 ? 0x90 : lo;  // overlong
+    hi = lead == 0xF4 ? 0x8F : hi;  // beyond U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + length > s.size() || byte(1) < lo || byte(1) > hi) {
+    return 0;
+  }
+  for (std::size_t k = 2; k < length; ++k) {
+    if (byte(k) < 0x80 || byte(k) > 0xBF) {
+      return 0;
+    }
+  }
+  return length;
+}
+
+// Label values must be UTF-8; a comm is whatever bytes a process put there. Bytes that are not
+// UTF-8 become U+FFFD.
+std::string label_value(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size();) {
+    const std::size_t length = utf8_sequence_length(raw, i);
+    if (length == 0) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    } else {
+      out.append(raw.substr(i, length));
+      i += length;
+    }
+  }
+  return out;
+}
+
+// Passes counters through with their labels. Keys that only differ in bytes label_value()
+// replaced would make duplicate series, so values are summed by final label values.
+template <typename Map, typename ToValues>
+void add_counters(MetricFamily& family, const std::vector<std::string>& names, const Map& counters,
+                  ToValues to_values) {
+  std::map<std::vector<std::string>, double> merged;
+  for (const auto& [key, value] : counters) {
+    std::vector<std::string> values = to_values(key);
+    for (std::string& v : values) {
+      v = label_value(v);
+    }
+    merged[std::move(values)] += static_cast<double>(value);
+  }
+  for (auto& [values, value] : merged) {
+    Labels labels;
+    labels.reserve(names.size());
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      labels.push_back({names[i], values[i]});
+    }
+    add_sample(family, std::move(labels), value);
+  }
+}
+
+template <typename Tuple>
+std::vector<std::string> tuple_values(const Tuple& key) {
+  return std::apply([](const auto&... v) { return std::vector<std::string>{v...}; }, key);
+}
+
+// A remote endpoint as a hash key: the address unmapped, as the labels show it. Two 64-bit
+// loads and multiplications: the per-socket loop of a scrape hashes 200,000 of them.
+struct EndpointHash {
+  std::size_t operator()(const Endpoint& e) const {
+    constexpr std::uint64_t kMul = 0x9E3779B97F4A7C15ULL;
+    std::uint64_t hi = 0;
+    std::uint64_t lo = 0;
+    std::memcpy(&hi, e.addr.bytes().data(), sizeof hi);
+    std::memcpy(&lo, e.addr.bytes().data() + sizeof hi, sizeof lo);
+    std::uint64_t h = (hi ^ (lo * kMul) ^ (std::uint64_t{e.port} << 48U) ^
+                       static_cast<std::uint64_t>(e.addr.family())) *
+                      kMul;
+    h ^= h >> 32U;
+    return static_cast<std::size_t>(h);
+  }
+};
+
+// Sorts the best k items to the front (partial_sort: O(n log k)) and returns how many they are.
+template <typename Item, typename Better>
+std::size_t cut_top_k(std::vector<Item>& items, std::size_t top_k, Better better) {
+  const std::size_t kept = std::min(top_k, items.size());
+  std::partial_sort(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(kept), items.end(),
+                    better);
+  return kept;
+}
+
+// The states portlens_tcp_sockets always has a series for (0 when no socket is in them), named
+// as ss shows them: bound-only sockets are CLOSE, request sockets SYN_RECV.
+constexpr std::array<TcpState, 11> kExportedStates = {
+    TcpState::kEstablished, TcpState::kSynSent,  TcpState::kSynRecv, TcpState::kFinWait1,
+    TcpState::kFinWait2,    TcpState::kTimeWait, TcpState::kClose,   TcpState::kCloseWait,
+    TcpState::kLastAck,     TcpState::kListen,   TcpState::kClosing};
+
+// The state a TCP socket is counted under. A timewait minisocket counts under its substate, as
+// inet_diag reports it (ss shows a FIN_WAIT2-substate minisocket as FIN-WAIT-2, and `ss state
+// time-wait` leaves it out), so TIME_WAIT here agrees with `ss -tan state time-wait`.
+TcpState exported_state(const SocketEntry& entry) {
+  if (!entry.state) {
+    return TcpState::kClose;  // a TCP socket seen bound, before any state change
+  }
+  switch (*entry.state) {
+    case TcpState::kTimeWait:
+      return entry.time_wait_substate == TcpState::kFinWait2 ? TcpState::kFinWait2
+                                                             : TcpState::kTimeWait;
+    case TcpState::kBoundInactive:
+      return TcpState::kClose;
+    case TcpState::kNewSynRecv:
+      return TcpState::kSynRecv;
+    default:
+      return *entry.state;
+  }
+}
+
+// Per-destination ephemeral accounting, folded to the labels the metrics carry. An
+// EphemeralAccount's destination also has the local source address; when several source
+// addresses reach the same remote endpoint, each has the whole range toward it, so ports in
+// use, capacity and reusable TIME_WAIT add up, and the ratio is the worst source's (the one whose
+// connect() fails first).
+struct RemoteAccount {
+  Endpoint remote;
+  std::uint64_t in_use = 0;
+  std::uint64_t capacity = 0;
+  std::uint64_t time_wait_reusable = 0;
+  double utilization = 0.0;
+};
+
+double ratio_0_1(double value) { return std::clamp(value, 0.0, 1.0); }
+
+// The metric families, in the order of architecture.md.
+struct Families {
+  MetricFamily bind_failures = make_family(
+      "portlens_bind_failures_total",
+      "Failed bind() and listen() calls, by protocol, syscall, diagnosed cause and process name "
+      "(names beyond the agent's top-k are summed under comm=\"other\").",
+      MetricType::Counter);
+  MetricFamily connect_failures = make_family(
+      "portlens_connect_failures_total",
+      "Failed connect() calls, by protocol, errno name, diagnosed cause and process name "
+      "(names beyond the agent's top-k are summed under comm=\"other\").",
+      MetricType::Counter);
+  MetricFamily tcp_sockets = make_family(
+      "portlens_tcp_sockets",
+      "TCP sockets by network namespace (inode) and state as ss shows it, TIME_WAIT included; "
+      "bound-only sockets are CLOSE.",
+      MetricType::Gauge);
+  MetricFamily time_wait = make_family(
+      "portlens_time_wait_sockets",
+      "TCP sockets in TIME_WAIT (as `ss state time-wait` counts them) by local port: the top-k "
+      "ports of each network namespace, the rest summed under local_port=\"other\".",
+      MetricType::Gauge);
+  MetricFamily time_wait_by_remote = make_family(
+      "portlens_time_wait_sockets_by_remote",
+      "TCP sockets in TIME_WAIT by remote address and port: the top-k destinations of each "
+      "network namespace, the rest summed under remote_addr=\"other\",remote_port=\"other\".",
+      MetricType::Gauge);
+  MetricFamily range_size = make_family(
+      "portlens_ephemeral_port_range_size",
+      "Ports in net.ipv4.ip_local_port_range of the network namespace.", MetricType::Gauge);
+  MetricFamily in_use = make_family(
+      "portlens_ephemeral_ports_in_use",
+      "Ephemeral ports held toward a destination, in any state (TIME_WAIT included), summed "
+      "over local source addresses: the top-k destinations by utilization of each network "
+      "namespace, the rest summed under remote_addr=\"other\",remote_port=\"other\".",
+      MetricType::Gauge);
+  MetricFamily utilization = make_family(
+      "portlens_ephemeral_port_utilization_ratio",
+      "Share (0..1) of the usable ephemeral ports toward a destination that connect() cannot "
+      "take now (in use, minus TIME_WAIT it could reuse); with several local source addresses, "
+      "the highest. Top-k destinations only: ratios do not add up, so there is no \"other\" "
+      "series; see portlens_ephemeral_port_utilization_max_ratio for all of them.",
+      MetricType::Gauge);
+  MetricFamily max_utilization =
+      make_family("portlens_ephemeral_port_utilization_max_ratio",
+                  "Highest ephemeral port utilization (0..1) over every destination of the network "
+                  "namespace, none left out; 0 without destinations.",
+                  MetricType::Gauge);
+  // Named like portlens_ephemeral_ports_in_use, after the Prometheus rules: a gauge of a count
+  // carries the counted unit (ports) in its name, and in_use, capacity and reusable TIME_WAIT
+  // share it, so they combine in PromQL (a "portlens_ephemeral_port_capacity" or
+  // "portlens_ephemeral_time_wait_reusable" would not say what they count).
+  MetricFamily capacity = make_family(
+      "portlens_ephemeral_ports_capacity",
+      "Ephemeral ports connect() can use toward a destination: range size minus reserved ports "
+      "minus ports held by bind()/listen() owners, summed over local source addresses. Same "
+      "destinations as portlens_ephemeral_ports_in_use; no \"other\" series, since every "
+      "destination has the whole range.",
+      MetricType::Gauge);
+  MetricFamily reusable = make_family(
+      "portlens_ephemeral_ports_time_wait_reusable",
+      "Ephemeral ports toward a destination held only by TIME_WAIT sockets that connect() may "
+      "take over now (tcp_tw_reuse), summed over local source addresses. Same destinations as "
+      "portlens_ephemeral_ports_in_use, the rest summed under remote_addr=\"other\","
+      "remote_port=\"other\".",
+      MetricType::Gauge);
+  MetricFamily transitions =
+      make_family("portlens_tcp_state_transitions_total",
+                  "TCP state changes seen, by old and new state.", MetricType::Counter);
+  MetricFamily events = make_family(
+      "portlens_events_total", "Kernel events the agent processed, by type.", MetricType::Counter);
+  MetricFamily events_lost = make_family(
+      "portlens_events_lost_total",
+      "Kernel events lost before the agent read them (ring buffer or in-flight table full).",
+      MetricType::Counter);
+  MetricFamily corrections = make_family(
+      "portlens_reconcile_corrections_total",
+      "Differences between the tracked socket table and a periodic sock_diag snapshot, by kind.",
+      MetricType::Counter);
+  MetricFamily evictions =
+      make_family("portlens_evictions_total",
+                  "Sockets not tracked because a table was full, by table.", MetricType::Counter);
+  MetricFamily tracked =
+      make_family("portlens_tracked_sockets", "Sockets the agent tracks, TIME_WAIT included.",
+                  MetricType::Gauge);
+  MetricFamily scrape_duration =
+      make_family("portlens_scrape_duration_seconds", "Time the previous /metrics scrape took.",
+                  MetricType::Gauge);
+  MetricFamily build_info =
+      make_family("portlens_build_info", "Always 1: the portlens version and the running kernel.",
+                  MetricType::Gauge);
+
+  std::vector<MetricFamily> take() {
+    std::vector<MetricFamily> out;
+    out.reserve(19);
+    for (MetricFamily* f :
+         {&bind_failures, &connect_failures, &tcp_sockets, &time_wait, &time_wait_by_remote,
+          &range_size, &in_use, &utilization, &max_utilization, &capacity, &reusable, &transitions,
+          &events, &events_lost, &corrections, &evictions, &tracked, &scrape_duration,
+          &build_info}) {
+      out.push_back(std::move(*f));
+    }
+    return out;
+  }
+};
+
+// Scratch space reused across network namespaces: TIME_WAIT counts by local port, and the ports
+// touched, so that clearing costs what was counted rather than 65536 slots.
+struct PortCounts {
+  std::vector<std::uint32_t> count = std::vector<std::uint32_t>(kPortCount);
+  std::vector<std::uint16_t> touched;
+
+  void add(std::uint16_t port) {
+    if (count[port]++ == 0) {
+      touched.push_back(port);
+    }
+  }
+  // (port, count) of every counted port, and the counts reset.
+  std::vector<std::pair<std::uint16_t, std::uint32_t>> drain() {
+    std::vector<std::pair<std::uint16_t, std::uint32_t>> out;
+    out.reserve(touched.size());
+    for (const std::uint16_t port : touched) {
+      out.emplace_back(port, count[port]);
+      count[port] = 0;
+    }
+    touched.clear();
+    return out;
+  }
+};
+
+Labels remote_labels(const std::string& netns, const Endpoint& remote) {
+  return {{"netns", netns},
+          {"remote_addr", remote.addr.to_string()},
+          {"remote_port", std::to_string(remote.port)}};
+}
+
+Labels other_remote_labels(const std::string& netns) {
+  return {{"netns", netns}, {"remote_addr", kOtherLabel}, {"remote_port", kOtherLabel}};
+}
+
+void collect_sockets(Families& f, const NetnsScrape& ns, const std::string& netns,
+                     std::size_t top_k, PortCounts& by_port) {
+  std::array<std::uint64_t, 16> states{};
+  std::unordered_map<Endpoint, std::uint32_t, EndpointHash> by_remote;
+  for (const SocketEntry& entry : ns.table.sockets) {
+    if (entry.proto != Proto::kTcp) {
+      continue;
+    }
+    const TcpState state = exported_state(entry);
+    ++states[static_cast<std::size_t>(state)];
+    if (state != TcpState::kTimeWait) {
+      continue;
+    }
+    by_port.add(entry.local.port);
+    if (entry.remote) {
+      ++by_remote[Endpoint{entry.remote->addr.unmapped(), entry.remote->port}];
+    }
+  }
+  for (const TcpState state : kExportedStates) {
+    add_sample(f.tcp_sockets, {{"netns", netns}, {"state", state_name(static_cast<int>(state))}},
+               static_cast<double>(states[static_cast<std::size_t>(state)]));
+  }
+
+  // Most TIME_WAIT first; ties by label value (port number, address then port).
+  auto ports = by_port.drain();
+  const std::size_t kept_ports = cut_top_k(ports, top_k, [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  std::uint64_t rest = 0;
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    if (i < kept_ports) {
+      add_sample(f.time_wait, {{"netns", netns}, {"local_port", std::to_string(ports[i].first)}},
+                 ports[i].second);
+    } else {
+      rest += ports[i].second;
+    }
+  }
+  if (kept_ports < ports.size()) {
+    add_sample(f.time_wait, {{"netns", netns}, {"local_port", kOtherLabel}},
+               static_cast<double>(rest));
+  }
+
+  std::vector<std::pair<Endpoint, std::uint32_t>> remotes(by_remote.begin(), by_remote.end());
+  const std::size_t kept_remotes = cut_top_k(remotes, top_k, [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  rest = 0;
+  for (std::size_t i = 0; i < remotes.size(); ++i) {
+    if (i < kept_remotes) {
+      add_sample(f.time_wait_by_remote, remote_labels(netns, remotes[i].first), remotes[i].second);
+    } else {
+      rest += remotes[i].second;
+    }
+  }
+  if (kept_remotes < remotes.size()) {
+    add_sample(f.time_wait_by_remote, other_remote_labels(netns), static_cast<double>(rest));
+  }
+}
+
+void collect_ephemeral(Families& f, const NetnsScrape& ns, const std::string& netns,
+                       std::size_t top_k) {
+  const std::uint32_t lo = ns.config.port_range_lo;
+  const std::uint32_t hi = ns.config.port_range_hi;
+  add_sample(f.range_size, {{"netns", netns}}, hi >= lo ? hi - lo + 1 : 0);
+
+  std::vector<RemoteAccount> remotes;
+  std::unordered_map<Endpoint, std::size_t, EndpointHash> index;
+  double max_utilization = 0.0;
+  for (const EphemeralAccount& account : account_by_destination(ns.table)) {
+    if (!account.destination) {
+      continue;
+    }
+    const Endpoint& remote = account.destination->remote;  // already unmapped
+    const auto [it, inserted] = index.try_emplace(remote, remotes.size());
+    if (inserted) {
+      remotes.push_back(RemoteAccount{remote});
+    }
+    RemoteAccount& r = remotes[it->second];
+    r.in_use += account.in_use;
+    r.capacity += account.capacity;
+    r.time_wait_reusable += account.time_wait_reusable;
+    r.utilization = std::max(r.utilization, ratio_0_1(account.utilization));
+    max_utilization = std::max(max_utilization, r.utilization);
+  }
+  add_sample(f.max_utilization, {{"netns", netns}}, max_utilization);
+
+  // Highest utilization first, then most ports in use; ties by label value (address, port).
+  const std::size_t kept =
+      cut_top_k(remotes, top_k, [](const RemoteAccount& a, const RemoteAccount& b) {
+        if (a.utilization != b.utilization) {
+          return a.utilization > b.utilization;
+        }
+        if (a.in_use != b.in_use) {
+          return a.in_use > b.in_use;
+        }
+        return a.remote < b.remote;
+      });
+  std::uint64_t rest_in_use = 0;
+  std::uint64_t rest_reusable = 0;
+  for (std::size_t i = 0; i < remotes.size(); ++i) {
+    const RemoteAccount& r = remotes[i];
+    if (i >= kept) {
+      rest_in_use += r.in_use;
+      rest_reusable += r.time_wait_reusable;
+      continue;
+    }
+    const Labels labels = remote_labels(netns, r.remote);
+    add_sample(f.in_use, labels, static_cast<double>(r.in_use));
+    add_sample(f.utilization, labels, r.utilization);
+    add_sample(f.capacity, labels, static_cast<double>(r.capacity));
+    add_sample(f.reusable, labels, static_cast<double>(r.time_wait_reusable));
+  }
+  if (kept < remotes.size()) {
+    add_sample(f.in_use, other_remote_labels(netns), static_cast<double>(rest_in_use));
+    add_sample(f.reusable, other_remote_labels(netns), static_cast<double>(rest_reusable));
+  }
+}
+
+// Label values the agent documents: a counter that has not moved yet still has a 0 series, so
+// that rate() and increase() see its first increment.
+constexpr std::array<std::string_view, 5> kCorrectionKinds = {"socket_missing", "socket_stale",
+                                                              "socket_state", "time_wait_missing",
+                                                              "time_wait_stale"};  // tracker.hpp
+constexpr std::array<std::string_view, 2> kEvictionTables = {"sockets", "time_wait"};
+
+template <typename Map, std::size_t N>
+Map with_zeros(Map counters, const std::array<std::string_view, N>& keys) {
+  for (const std::string_view key : keys) {
+    counters.try_emplace(std::string(key), 0);
+  }
+  return counters;
+}
+
+void collect_agent(Families& f, const ScrapeInput& input) {
+  const AgentCounters& c = input.counters;
+  const auto tuple_key = [](const auto& key) { return tuple_values(key); };
+  const auto string_key = [](const std::string& key) { return std::vector<std::string>{key}; };
+  add_counters(f.bind_failures, {"proto", "syscall", "cause", "comm"}, c.bind_failures, tuple_key);
+  add_counters(f.connect_failures, {"proto", "errno", "cause", "comm"}, c.connect_failures,
+               tuple_key);
+  add_counters(f.transitions, {"from", "to"}, c.state_transitions, tuple_key);
+  add_counters(f.events, {"type"}, c.events_by_type, string_key);
+  add_sample(f.events_lost, {}, static_cast<double>(c.events_lost));
+  add_counters(f.corrections, {"kind"}, with_zeros(c.reconcile_corrections, kCorrectionKinds),
+               string_key);
+  add_counters(f.evictions, {"table"}, with_zeros(c.evictions, kEvictionTables), string_key);
+  add_sample(f.tracked, {}, static_cast<double>(input.tracked_sockets));
+  add_sample(f.scrape_duration, {}, input.last_scrape_duration_seconds);
+  add_sample(f.build_info,
+             {{"version", label_value(input.version)}, {"kernel", label_value(input.kernel)}}, 1);
+}
+
+}  // namespace
+
+PortlensCollector::PortlensCollector(std::function<ScrapeInput()> source, std::size_t top_k)
+    : source_(std::move(source)), top_k_(top_k) {}
+
+std::vector<MetricFamily> PortlensCollector::Collect() const { return build(source_(), top_k_); }
+
+std::vector<MetricFamily> PortlensCollector::build(ScrapeInput input, std::size_t top_k) {
+  Families f;
+  PortCounts by_port;
+  for (NetnsScrape& ns : input.namespaces) {
+    // account_by_destination() reads each entry's netns config from the table; the tracker's
+    // tables carry none, so the namespace's own sysctls go in (the input is ours to change).
+    ns.table.default_config = ns.config;
+    ns.table.netns_config.clear();
+    ns.table.netns_config.emplace(ns.inode, ns.config);
+    const std::string netns = std::to_string(ns.inode);
+    collect_sockets(f, ns, netns, top_k, by_port);
+    collect_ephemeral(f, ns, netns, top_k);
+  }
+  collect_agent(f, input);
+  return f.take();
+}
+
+std::string render_text(const std::vector<MetricFamily>& families) {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
+  return out.str();
+}
+
+}  // namespace portlens

@@ -20,6 +20,7 @@
 #include "agent/format.hpp"
 #include "agent/live.hpp"
 #include "agent/report.hpp"
+#include "exporters/local_api.hpp"
 
 namespace portlens {
 namespace {
@@ -253,8 +254,41 @@ json sockets_json(const std::vector<const SocketEntry*>& sockets, std::size_t li
   return arr;
 }
 
-constexpr const char* kHistoryNote =
-    "recent failures need the agent (portlens agent keeps a history); none without it";
+// Recent failures on the port, from a running agent's local API: {"history": [...] or null,
+// "history_note": why there are none, or null}.
+json ask_agent(const WhyOptions& o, std::uint64_t netns) {
+  json h = {{"history", nullptr}, {"history_note", nullptr}};
+  try {
+    const auto response = api_request(
+        o.api_socket, json{{"op", "failures"}, {"port", o.port}, {"netns", netns}, {"limit", 20}},
+        std::chrono::seconds(2));
+    if (!response) {
+      h["history_note"] = "no agent answers on " + o.api_socket +
+                          ": recent failures need `portlens agent`, which keeps a history";
+    } else if (response->contains("failures")) {
+      h["history"] = (*response)["failures"];
+    } else {
+      h["history_note"] =
+          "the agent answered: " + response->value("error", std::string("no failures"));
+    }
+  } catch (const Error& e) {
+    h["history_note"] = std::string("cannot ask the agent: ") + e.what();
+  }
+  return h;
+}
+
+std::string failure_line(const json& f) {
+  const auto endpoint = [](const json& ep) {
+    return ep.is_object()
+               ? ep.value("addr", std::string("?")) + ":" + std::to_string(ep.value("port", 0))
+               : std::string("-");
+  };
+  return fmt::format(
+      "  {} {} pid {} {} {} {}: {}", f.value("time", std::string("?")),
+      f.value("comm", std::string("?")), f.value("pid", 0), f.value("event", std::string("?")),
+      endpoint(f["local"]), f.value("errno", std::string("?")),
+      f.contains("diagnosis") ? f["diagnosis"].value("cause", std::string("?")) : std::string("?"));
+}
 
 }  // namespace
 
@@ -281,6 +315,7 @@ int run_why(const WhyOptions& o, std::ostream& out) {
   const Prediction p_reuse =
       predict(bind_call(o.proto, any, reuse, getuid(), ns.inode), then_listen, table);
 
+  const json history = ask_agent(o, ns.inode);
   std::optional<std::chrono::milliseconds> soonest;
   std::optional<std::chrono::milliseconds> latest;
   for (const auto* s : h.time_wait) {
@@ -310,8 +345,8 @@ int run_why(const WhyOptions& o, std::ostream& out) {
         {"predictions",
          {{"bind", prediction_to_json(p_plain)}, {"bind_reuseaddr", prediction_to_json(p_reuse)}}},
         {"listen_after_bind", then_listen},
-        {"history", nullptr},
-        {"history_note", kHistoryNote},
+        {"history", history["history"]},
+        {"history_note", history["history_note"]},
         {"snapshot", snapshot_json(live.snapshot)},
     };
     out << j.dump() << '\n';
@@ -348,7 +383,15 @@ int run_why(const WhyOptions& o, std::ostream& out) {
       fmt::format("bind({}){}", any.to_string(), then_listen ? " + listen()" : "");
   out << '\n' << call << " now: " << prediction_text(p_plain, "  ");
   out << call << " with SO_REUSEADDR: " << prediction_text(p_reuse, "  ");
-  out << '\n' << kHistoryNote << '\n';
+  if (history["history"].is_array()) {
+    out << "\nrecent failures on port " << o.port
+        << " (from the agent): " << history["history"].size() << '\n';
+    for (const auto& f : history["history"]) {
+      out << failure_line(f) << '\n';
+    }
+  } else {
+    out << '\n' << history["history_note"].get<std::string>() << '\n';
+  }
   return 0;
 }
 

@@ -33,6 +33,7 @@ inline constexpr int kCheckFails = 1;
 int run_check(const CheckOptions& options, std::ostream& out);
 
 struct WhyOptions {
+  std::string api_socket = "/run/portlens/api.sock";  // where a running agent answers
   std::uint16_t port = 0;
   Proto proto = Proto::kTcp;
   std::optional<std::string> netns;

@@ -19,8 +19,10 @@ namespace portlens {
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reopen{false};
 
 void on_stop_signal(int /*signo*/) { g_stop.store(true); }
+void on_hangup_signal(int /*signo*/) { g_reopen.store(true); }
 
 void install_stop_handlers() {
   struct sigaction sa {};
@@ -29,6 +31,8 @@ void install_stop_handlers() {
   sa.sa_flags = 0;  // no SA_RESTART: the ring-buffer wait returns at once on a signal
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = on_hangup_signal;  // the agent reopens its event log
+  sigaction(SIGHUP, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a closed stdout shows up as a failed write instead
 }
 
@@ -48,6 +52,59 @@ void build_app(CLI::App& app, CommandLine& cl) {
   app.fallthrough();
   app.add_flag("-v,--verbose", cl.verbosity,
                "more detail on stderr (-v debug, including libbpf's messages; -vv trace)");
+
+  CLI::App* agent = app.add_subcommand("agent", "the daemon: trace, diagnose, export metrics");
+  agent->description(
+      "Follow every bind/listen/connect and TCP state change on the host, keep the socket table "
+      "of every network namespace, diagnose every failure, and serve Prometheus metrics, a JSON "
+      "event log and a local API for `portlens why`. Runs until SIGTERM or SIGINT; SIGHUP "
+      "reopens the event log. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for setns).");
+  agent->callback([&cl] { cl.command = Command::kAgent; });
+  AgentOptions& a = cl.agent;
+  agent
+      ->add_option("--web.listen-address", a.listen_addresses,
+                   "where to serve HTTP: :PORT (every IPv4 address) or IPv4:PORT; repeatable")
+      ->capture_default_str()
+      ->type_name("ADDR");
+  agent->add_option("--web.telemetry-path", a.telemetry_path, "path of the metrics")
+      ->capture_default_str();
+  agent
+      ->add_option("--top-k", a.top_k,
+                   "series kept per port, destination and comm label; the rest sum into other")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10'000}))
+      ->capture_default_str();
+  agent->add_option("--event-log", a.event_log, "append every diagnosed failure as JSON Lines")
+      ->type_name("PATH");
+  agent
+      ->add_option("--event-log.max-size", a.event_log_max_bytes,
+                   "rotate the event log at this size (default 64MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(std::uint64_t{4096}, std::uint64_t{1} << 40))
+      ->type_name("BYTES");
+  agent->add_option("--event-log.keep", a.event_log_keep, "rotated event logs kept")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100}))
+      ->capture_default_str();
+  agent->add_option("--api.socket", a.api_socket, "the local API's Unix socket (root only)")
+      ->capture_default_str()
+      ->type_name("PATH");
+  agent->add_option("--log.level", a.log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  agent->add_option("--log.format", a.log_format, "logfmt or json")
+      ->check(CLI::IsMember({"logfmt", "json"}))
+      ->capture_default_str();
+  agent
+      ->add_option("--reconcile-interval", a.reconcile_interval_s,
+                   "seconds between snapshots that correct the socket table")
+      ->check(CLI::Range(0.1, 86400.0))
+      ->capture_default_str()
+      ->type_name("S");
+  agent
+      ->add_option("--ring-buffer-size", a.ring_bytes,
+                   "kernel-to-user ring buffer size; rounded up to a power of two (default 8MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
+      ->type_name("BYTES");
 
   CLI::App* trace = app.add_subcommand("trace", "stream bind/listen/connect calls live");
   trace->description(kTraceDescription);
@@ -140,6 +197,10 @@ void build_app(CLI::App& app, CommandLine& cl) {
   why->add_option("port", w.port, "the port")->required()->check(CLI::Range(1, 65535));
   proto_option(why, "--proto", w.proto, "tcp (default) or udp");
   why->add_option("--netns", w.netns, "in this network namespace")->type_name("NS");
+  why->add_option("--api.socket", w.api_socket,
+                  "where a running agent answers (for the recent failures)")
+      ->capture_default_str()
+      ->type_name("PATH");
   why->add_flag("--json", w.json, "one JSON object");
   why->add_option("--snapshot", w.snapshot_mode, snapshot_help)
       ->transform(CLI::CheckedTransformer(snapshot_modes));
@@ -181,7 +242,7 @@ ParseOutcome parse_command_line(const std::vector<std::string>& args) {
     // "A subcommand is required" hides a mistyped or not-yet-built command: name it.
     if (app.get_subcommands().empty() && !app.remaining().empty()) {
       message = "unknown command '" + app.remaining().front() +
-                "' (commands: trace, check, why, explain)";
+                "' (commands: agent, trace, check, why, explain)";
     }
     outcome.stderr_text = std::string("portlens: ") + message +
                           "\nRun 'portlens --help' or 'portlens COMMAND --help' for usage.\n";
@@ -214,10 +275,16 @@ int run_main(int argc, char** argv) {
     std::cout << explain(*cause);
     return 0;
   }
-  setup_logging(cl.verbosity);
   install_stop_handlers();
   try {
+    if (cl.command == Command::kAgent) {
+      setup_logging(cl.agent.log_level, cl.agent.log_format);
+    } else {
+      setup_logging(cl.verbosity);
+    }
     switch (cl.command) {
+      case Command::kAgent:
+        return run_agent(cl.agent, g_stop, g_reopen);
       case Command::kTrace: {
         const TraceSummary s = run_trace(cl.trace, std::cout, std::cerr, g_stop);
         std::cerr << "portlens: " << s.shown << " events shown, " << s.seen << " seen, "

@@ -6,15 +6,17 @@
 #include <vector>
 
 #include "agent/check.hpp"
+#include "agent/daemon.hpp"
 #include "agent/trace.hpp"
 
 namespace portlens {
 
-enum class Command { kTrace, kCheck, kWhy, kExplain };
+enum class Command { kAgent, kTrace, kCheck, kWhy, kExplain };
 
 struct CommandLine {
   Command command = Command::kTrace;
   int verbosity = 0;
+  AgentOptions agent;
   TraceOptions trace;
   CheckOptions check;
   WhyOptions why;

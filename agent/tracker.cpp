@@ -427,6 +427,10 @@ void SocketTracker::reconcile(std::uint64_t netns, const SocketTable& snapshot,
   merge_snapshot(netns, snapshot, snapshot_ns, true);
 }
 
+void SocketTracker::forget_namespace(std::uint64_t netns, std::uint64_t now_ns) {
+  merge_snapshot(netns, SocketTable{}, now_ns, false);
+}
+
 void SocketTracker::bootstrap(std::uint64_t netns, const SocketTable& snapshot,
                               std::uint64_t snapshot_ns) {
   merge_snapshot(netns, snapshot, snapshot_ns, false);

@@ -63,6 +63,8 @@ class SocketTracker {
   // Makes what is known of netns match a snapshot taken at snapshot_ns, counting differences.
   // Owners the tracker learned from events are kept: the snapshot cannot know TIME_WAIT owners.
   void reconcile(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns);
+  // A namespace that no longer exists: its sockets went with it. Not a correction.
+  void forget_namespace(std::uint64_t netns, std::uint64_t now_ns);
   // The first look at a namespace: the same merge, but nothing it adds is a correction.
   void bootstrap(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns);
 

@@ -1,0 +1,445 @@
+// Kernel tests of `portlens agent`: the real binary runs, real sockets are made in a private
+// network namespace, and the test scrapes /metrics over HTTP on loopback.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "tests/kernel/harness.hpp"
+#include "tests/kernel/process.hpp"
+
+namespace portlens::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Labels = std::map<std::string, std::string>;
+
+// A free TCP port on 127.0.0.1 in this (the host's) namespace, for the agent to listen on.
+std::uint16_t free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len) != 0) {
+    close(fd);
+    throw std::runtime_error("cannot find a free port");
+  }
+  close(fd);
+  return ntohs(sin.sin_port);
+}
+
+// GET http://127.0.0.1:port/path; returns the body ("" on failure).
+std::string http_get(std::uint16_t port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  std::array<char, 65536> buf{};
+  for (;;) {
+    const ssize_t n = read(fd, buf.data(), buf.size());
+    if (n <= 0) {
+      break;
+    }
+    response.append(buf.data(), static_cast<std::size_t>(n));
+  }
+  close(fd);
+  const auto body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+// The value of the series name{labels...} (all given labels must match), or nullopt.
+std::optional<double> metric(const std::string& exposition, const std::string& name,
+                             const Labels& labels = {}) {
+  std::istringstream in(exposition);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#' || !line.starts_with(name)) {
+      continue;
+    }
+    const std::size_t after = name.size();
+    if (after < line.size() && line[after] != '{' && line[after] != ' ') {
+      continue;  // a longer name with this prefix
+    }
+    bool all = true;
+    for (const auto& [k, v] : labels) {
+      all = all && line.find(k + "=\"" + v + "\"") != std::string::npos;
+    }
+    if (all) {
+      return std::stod(line.substr(line.rfind(' ') + 1));
+    }
+  }
+  return std::nullopt;
+}
+
+std::string ss_count_time_wait(const NetnsSandbox& ns, const std::string& filter = "") {
+  const std::string cmd =
+      "ip netns exec " + ns.name() + " ss -Htan state time-wait " + filter + " | wc -l";
+  FILE* p = popen(cmd.c_str(), "r");  // NOLINT(cert-env33-c): our own command
+  std::array<char, 64> buf{};
+  std::string out;
+  if (p != nullptr) {
+    while (fgets(buf.data(), buf.size(), p) != nullptr) {
+      out += buf.data();
+    }
+    pclose(p);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) {
+    out.pop_back();
+  }
+  return out;
+}
+
+// The running agent, on a free loopback port, with its API socket and event log in a temp dir.
+class Agent {
+ public:
+  explicit Agent(std::vector<std::string> extra = {})
+      : dir_(std::filesystem::temp_directory_path() /
+             ("portlens-agent-" + std::to_string(getpid()) + "-" + std::to_string(counter_++))),
+        port_(free_port()) {
+    std::filesystem::create_directories(dir_);
+    std::vector<std::string> argv = {PORTLENS_BINARY,        "agent",
+                                     "--web.listen-address", "127.0.0.1:" + std::to_string(port_),
+                                     "--api.socket",         (dir_ / "api.sock").string(),
+                                     "--event-log",          (dir_ / "events.log").string(),
+                                     "--reconcile-interval", "1",
+                                     "--log.level",          "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process_ = std::make_unique<Process>(argv);
+  }
+  ~Agent() {
+    process_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+  Agent(Agent&&) = delete;
+  Agent& operator=(Agent&&) = delete;
+
+  bool ready() { return process_->wait_for_stderr("serving", 30s); }
+  [[nodiscard]] std::string scrape() const { return http_get(port_, "/metrics"); }
+  // Scrapes until ok(exposition) holds (bounded); returns the last scrape.
+  [[nodiscard]] std::string scrape_until(const std::function<bool(const std::string&)>& ok,
+                                         std::chrono::milliseconds timeout = 15s) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string text = scrape();
+    while (!ok(text) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(200ms);
+      text = scrape();
+    }
+    return text;
+  }
+  int stop() {
+    process_->signal(SIGTERM);
+    return process_->wait(10s);
+  }
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+  [[nodiscard]] std::filesystem::path dir() const { return dir_; }
+  Process& process() { return *process_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path dir_;
+  std::uint16_t port_;
+  std::unique_ptr<Process> process_;
+};
+
+// Makes `count` loopback connections to 127.0.0.1:port in ns that the client closes first:
+// each leaves a TIME_WAIT on the client side, toward port.
+void make_time_waits(NetnsSandbox& ns, std::uint16_t port, int count) {
+  ns.run([port, count] {
+    TestSocket server(AF_INET, SOCK_STREAM);
+    server.reuseaddr();
+    server.bind("127.0.0.1", port);
+    server.listen(128);
+    for (int i = 0; i < count; ++i) {
+      TestSocket client(AF_INET, SOCK_STREAM);
+      client.connect("127.0.0.1", port);
+      const int accepted = server.accept_one();
+      client.close();
+      if (accepted >= 0) {
+        ::close(accepted);
+      }
+    }
+  });
+}
+
+#define PORTLENS_START_AGENT(var, ...) \
+  Agent var{__VA_ARGS__};              \
+  ASSERT_TRUE(var.ready()) << var.process().err();
+
+using AgentTest = KernelTest;
+
+TEST_F(AgentTest, TimeWaitGaugesAgreeWithSs) {
+  PORTLENS_START_AGENT(agent);
+  make_time_waits(ns(), 7100, 12);
+  const std::string netns = std::to_string(ns().inode());
+  ASSERT_EQ(ss_count_time_wait(ns()), "12");
+  const std::string text = agent.scrape_until([&](const std::string& t) {
+    return metric(t, "portlens_tcp_sockets", {{"netns", netns}, {"state", "TIME_WAIT"}}) == 12;
+  });
+  EXPECT_EQ(metric(text, "portlens_tcp_sockets", {{"netns", netns}, {"state", "TIME_WAIT"}}), 12)
+      << text;
+  // The TIME_WAITs are on the clients' ephemeral ports, toward 127.0.0.1:7100.
+  EXPECT_EQ(metric(text, "portlens_time_wait_sockets_by_remote",
+                   {{"netns", netns}, {"remote_addr", "127.0.0.1"}, {"remote_port", "7100"}}),
+            12)
+      << text;
+  double per_port = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("portlens_time_wait_sockets{") &&
+        line.find("netns=\"" + netns + "\"") != std::string::npos) {
+      per_port += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+  }
+  EXPECT_EQ(per_port, 12) << "per-port series must add up to ss's count";
+  EXPECT_EQ(metric(text, "portlens_events_lost_total"), 0);
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST_F(AgentTest, BindFailureIsCountedWithCauseAndComm) {
+  PORTLENS_START_AGENT(agent);
+  const auto rcs = ns().run([] {
+    TestSocket a(AF_INET, SOCK_STREAM);
+    TestSocket b(AF_INET, SOCK_STREAM);
+    const int r1 = a.bind("0.0.0.0", 7200);
+    const int r2 = a.listen();
+    const int r3 = b.bind("0.0.0.0", 7200);
+    return std::array<int, 3>{r1, r2, r3};
+  });
+  ASSERT_EQ(rcs, (std::array<int, 3>{0, 0, EADDRINUSE}));
+  std::ifstream comm_file("/proc/self/comm");
+  std::string comm;
+  std::getline(comm_file, comm);
+  const Labels labels = {
+      {"proto", "tcp"}, {"syscall", "bind"}, {"cause", "port_in_use"}, {"comm", comm}};
+  const std::string text = agent.scrape_until(
+      [&](const std::string& t) { return metric(t, "portlens_bind_failures_total", labels) >= 1; });
+  EXPECT_EQ(metric(text, "portlens_bind_failures_total", labels), 1) << text;
+  // The event log carries the diagnosed failure.
+  std::ifstream log(agent.dir() / "events.log");
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  const auto record = nlohmann::json::parse(line);
+  EXPECT_EQ(record["diagnosis"]["cause"], "port_in_use");
+  EXPECT_EQ(record["local"]["port"], 7200);
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST_F(AgentTest, WhyShowsTheAgentsRecentFailuresOnThePort) {
+  PORTLENS_START_AGENT(agent);
+  ASSERT_EQ(ns().run([] {
+    TestSocket a(AF_INET, SOCK_STREAM);
+    TestSocket b(AF_INET, SOCK_STREAM);
+    a.bind("127.0.0.1", 7250);
+    return b.bind("127.0.0.1", 7250);
+  }),
+            EADDRINUSE);
+  const std::string counted = agent.scrape_until([](const std::string& t) {
+    return metric(t, "portlens_bind_failures_total", {{"cause", "missing_reuseaddr"}}).has_value();
+  });
+  ASSERT_TRUE(metric(counted, "portlens_bind_failures_total", {{"cause", "missing_reuseaddr"}}));
+  const std::string api = (agent.dir() / "api.sock").string();
+  Process why(
+      {PORTLENS_BINARY, "why", "7250", "--netns", ns().name(), "--api.socket", api, "--json"});
+  ASSERT_EQ(why.wait(30s), 0) << why.err();
+  const auto j = nlohmann::json::parse(why.out());
+  ASSERT_TRUE(j["history"].is_array()) << j.dump();
+  ASSERT_EQ(j["history"].size(), 1U) << j.dump();
+  EXPECT_EQ(j["history"][0]["diagnosis"]["cause"], "missing_reuseaddr");
+  EXPECT_EQ(j["history"][0]["local"]["port"], 7250);
+  EXPECT_EQ(j["history"][0]["pid"], getpid());
+  // Another port has no history, and the agent says so by an empty list.
+  Process other(
+      {PORTLENS_BINARY, "why", "7251", "--netns", ns().name(), "--api.socket", api, "--json"});
+  ASSERT_EQ(other.wait(30s), 0) << other.err();
+  EXPECT_TRUE(nlohmann::json::parse(other.out())["history"].empty());
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST_F(AgentTest, ExhaustionClimbsToOneTowardOneDestinationOnly) {
+  ns().sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+  ns().sysctl("net.ipv4.tcp_tw_reuse", "0");
+  PORTLENS_START_AGENT(agent);
+  make_time_waits(ns(), 7300, 10);  // every port of the range toward 127.0.0.1:7300
+  // Another destination, reached and kept open while the test scrapes: sockets stay in the
+  // namespace they were made in after the thread that made them is gone.
+  struct Held {
+    std::unique_ptr<TestSocket> server;
+    std::unique_ptr<TestSocket> other;
+    int other_rc = -1;
+    int exhausted_rc = -1;
+  };
+  const Held held = ns().run([] {
+    Held h;
+    h.server = std::make_unique<TestSocket>(AF_INET, SOCK_STREAM);
+    h.server->bind("127.0.0.1", 7301);
+    h.server->listen();
+    h.other = std::make_unique<TestSocket>(AF_INET, SOCK_STREAM);
+    h.other_rc = h.other->connect("127.0.0.1", 7301);
+    TestSocket more(AF_INET, SOCK_STREAM);
+    h.exhausted_rc = more.connect("127.0.0.1", 7300);
+    return h;
+  });
+  ASSERT_EQ(held.other_rc, 0);
+  ASSERT_EQ(held.exhausted_rc, EADDRNOTAVAIL);
+  const std::string netns = std::to_string(ns().inode());
+  const Labels dest = {{"netns", netns}, {"remote_addr", "127.0.0.1"}, {"remote_port", "7300"}};
+  const std::string text = agent.scrape_until([&](const std::string& t) {
+    return metric(t, "portlens_ephemeral_port_utilization_ratio", dest) == 1.0 &&
+           metric(t, "portlens_connect_failures_total",
+                  {{"cause", "ephemeral_exhausted"}, {"errno", "EADDRNOTAVAIL"}}) >= 1;
+  });
+  EXPECT_EQ(metric(text, "portlens_ephemeral_port_utilization_ratio", dest), 1.0) << text;
+  EXPECT_EQ(metric(text, "portlens_ephemeral_ports_in_use", dest), 10) << text;
+  EXPECT_EQ(metric(text, "portlens_ephemeral_port_range_size", {{"netns", netns}}), 10) << text;
+  EXPECT_EQ(metric(text, "portlens_ephemeral_port_utilization_max_ratio", {{"netns", netns}}), 1.0);
+  EXPECT_GE(metric(text, "portlens_connect_failures_total",
+                   {{"cause", "ephemeral_exhausted"}, {"errno", "EADDRNOTAVAIL"}})
+                .value_or(0),
+            1)
+      << text;
+  // The other destination has one connection of ten ports: 0.1, far from 1.
+  const std::string with_other = agent.scrape_until([&](const std::string& t) {
+    return metric(t, "portlens_ephemeral_port_utilization_ratio",
+                  {{"netns", netns}, {"remote_port", "7301"}})
+        .has_value();
+  });
+  const auto other = metric(with_other, "portlens_ephemeral_port_utilization_ratio",
+                            {{"netns", netns}, {"remote_port", "7301"}});
+  ASSERT_TRUE(other.has_value()) << with_other;
+  EXPECT_LE(*other, 0.2);
+
+  // Kill the TIME_WAITs (sock_diag SOCK_DESTROY): the reconcile path notices and the gauges fall.
+  const std::string kill =
+      "ip netns exec " + ns().name() + " ss -K -tan state time-wait >/dev/null";
+  ASSERT_EQ(std::system(kill.c_str()), 0);  // NOLINT(cert-env33-c)
+  ASSERT_EQ(ss_count_time_wait(ns()), "0");
+  const std::string after = agent.scrape_until([&](const std::string& t) {
+    return metric(t, "portlens_tcp_sockets", {{"netns", netns}, {"state", "TIME_WAIT"}})
+               .value_or(-1) == 0;
+  });
+  EXPECT_EQ(metric(after, "portlens_tcp_sockets", {{"netns", netns}, {"state", "TIME_WAIT"}})
+                .value_or(-1),
+            0)
+      << after;
+  EXPECT_LT(metric(after, "portlens_ephemeral_port_utilization_max_ratio", {{"netns", netns}})
+                .value_or(1),
+            0.5)
+      << after;
+  EXPECT_GE(metric(after, "portlens_reconcile_corrections_total", {{"kind", "time_wait_stale"}})
+                .value_or(0),
+            10);
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST_F(AgentTest, LiveScrapePassesPromtoolAndLandingPageLinksMetrics) {
+  PORTLENS_START_AGENT(agent);
+  make_time_waits(ns(), 7400, 3);
+  const std::string text = agent.scrape_until(
+      [](const std::string& t) { return metric(t, "portlens_build_info").has_value(); });
+  const auto file = agent.dir() / "scrape.txt";
+  std::ofstream(file) << text;
+  const std::string cmd = "promtool check metrics < " + file.string() + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");  // NOLINT(cert-env33-c)
+  ASSERT_NE(p, nullptr) << "promtool missing: run scripts/install-deps.sh";
+  std::string out;
+  std::array<char, 256> buf{};
+  while (fgets(buf.data(), buf.size(), p) != nullptr) {
+    out += buf.data();
+  }
+  EXPECT_EQ(pclose(p), 0) << out;
+  EXPECT_EQ(out, "") << out;
+  const std::string landing = http_get(agent.port(), "/");
+  EXPECT_NE(landing.find("href=\"/metrics\""), std::string::npos) << landing;
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST_F(AgentTest, RestartComesBackWithTheSameTimeWaitCountAndDetachesCleanly) {
+  const std::string netns = std::to_string(ns().inode());
+  const Labels tw = {{"netns", netns}, {"state", "TIME_WAIT"}};
+  {
+    PORTLENS_START_AGENT(first);
+    make_time_waits(ns(), 7500, 8);
+    const std::string text = first.scrape_until(
+        [&](const std::string& t) { return metric(t, "portlens_tcp_sockets", tw) == 8; });
+    ASSERT_EQ(metric(text, "portlens_tcp_sockets", tw), 8) << text;
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(first.stop(), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);  // detaches within a second or so
+  }
+  // Nothing of ours is left attached.
+  FILE* p = popen("bpftool prog show 2>/dev/null", "r");  // NOLINT(cert-env33-c)
+  ASSERT_NE(p, nullptr);
+  std::string progs;
+  std::array<char, 512> buf{};
+  while (fgets(buf.data(), buf.size(), p) != nullptr) {
+    progs += buf.data();
+  }
+  pclose(p);
+  for (const char* name : {"sys_enter_bind", "inet_sock_set_state", "tcp_destroy_sock"}) {
+    EXPECT_EQ(progs.find(name), std::string::npos) << name << " still loaded:\n" << progs;
+  }
+  // The second instance learns the TIME_WAITs from its bootstrap snapshot, not from events.
+  PORTLENS_START_AGENT(second);
+  const std::string text = second.scrape_until(
+      [&](const std::string& t) { return metric(t, "portlens_tcp_sockets", tw).has_value(); });
+  EXPECT_EQ(metric(text, "portlens_tcp_sockets", tw), 8) << text;
+  EXPECT_EQ(second.stop(), 0);
+}
+
+TEST(AgentCliTest, BadListenAddressesAreUsageErrors) {
+  for (const std::string address : {"[::]:10130", "localhost:10130", "10130", ":0", ":70000"}) {
+    Process p({PORTLENS_BINARY, "agent", "--web.listen-address", address});
+    EXPECT_EQ(p.wait(20s), 2) << address << ": " << p.err();
+    EXPECT_EQ(std::count(p.err().begin(), p.err().end(), '\n'), 1) << p.err();
+  }
+}
+
+TEST(AgentCliTest, PortInUseIsOneClearLine) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "needs root";
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof sin;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  const std::string port = std::to_string(ntohs(sin.sin_port));
+  Process p({PORTLENS_BINARY, "agent", "--web.listen-address", "127.0.0.1:" + port, "--api.socket",
+             "/tmp/portlens-test-unused.sock"});
+  EXPECT_EQ(p.wait(30s), 1) << p.err();
+  close(fd);
+  EXPECT_NE(p.err().find("Address already in use"), std::string::npos) << p.err();
+  EXPECT_NE(p.err().find("portlens why " + port), std::string::npos) << p.err();
+}
+
+}  // namespace
+}  // namespace portlens::testing

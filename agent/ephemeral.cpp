@@ -1,6 +1,7 @@
 #include "agent/ephemeral.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <string>
 #include <tuple>
@@ -85,7 +86,7 @@ bool same_remote(const Endpoint& a, const Endpoint& b) {
 
 // The 4-tuple sockets toward one destination whose ports lie in the capacity, in any order.
 EphemeralAccount account_group(const Destination& destination, const NetnsPorts& ports,
-                               std::vector<const SocketEntry*>& group) {
+                               std::vector<const SocketEntry*>& group, bool rank_holders) {
   EphemeralAccount account;
   account.destination = destination;
   account.range_size = ports.range_size;
@@ -117,14 +118,60 @@ EphemeralAccount account_group(const Destination& destination, const NetnsPorts&
         ++account.undecided;
       }
     }
-    const auto live =
-        std::find_if(first, last, [](const SocketEntry* e) { return !is_time_wait(*e); });
-    held.push_back(HeldPort{live == last ? *first : *live, only_time_wait});
+    if (rank_holders) {
+      const auto live =
+          std::find_if(first, last, [](const SocketEntry* e) { return !is_time_wait(*e); });
+      held.push_back(HeldPort{live == last ? *first : *live, only_time_wait});
+    }
     first = last;
   }
   finish_account(account);
-  account.holders = rank_port_holders(held);
+  if (rank_holders) {
+    account.holders = rank_port_holders(held);
+  }
   return account;
+}
+
+// Destinations as plain integers: sorting 200,000 sockets by this is several times faster than
+// by Destination, whose comparison walks byte arrays.
+struct DestinationKey {
+  std::uint64_t netns = 0;
+  std::uint64_t source_hi = 0;
+  std::uint64_t source_lo = 0;
+  std::uint64_t remote_hi = 0;
+  std::uint64_t remote_lo = 0;
+  std::uint32_t remote_port_and_families = 0;
+  auto operator<=>(const DestinationKey&) const = default;  // NOLINT(modernize-use-nullptr)
+};
+
+// splitmix64's finalizer over the key's words: a well-mixed 64-bit hash.
+std::uint64_t hash_of(const DestinationKey& k) {
+  const auto mix = [](std::uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  };
+  std::uint64_t h = mix(k.netns);
+  for (const std::uint64_t w : {k.source_hi, k.source_lo, k.remote_hi, k.remote_lo,
+                                std::uint64_t{k.remote_port_and_families}}) {
+    h = mix(h ^ w);
+  }
+  return h;
+}
+
+DestinationKey key_of(const Destination& d) {
+  DestinationKey k;
+  k.netns = d.netns;
+  std::memcpy(&k.source_hi, d.source.bytes().data(), 8);
+  std::memcpy(&k.source_lo, d.source.bytes().data() + 8, 8);
+  std::memcpy(&k.remote_hi, d.remote.addr.bytes().data(), 8);
+  std::memcpy(&k.remote_lo, d.remote.addr.bytes().data() + 8, 8);
+  k.remote_port_and_families = (std::uint32_t{d.remote.port} << 16) |
+                               (static_cast<std::uint32_t>(d.source.family()) << 8) |
+                               static_cast<std::uint32_t>(d.remote.addr.family());
+  return k;
 }
 
 Destination destination_of(const SocketEntry& entry) {
@@ -239,10 +286,12 @@ EphemeralAccount account_destination(const SocketTable& table, const Destination
   Destination normalized = destination;
   normalized.source = source;
   normalized.remote.addr = destination.remote.addr.unmapped();
-  return account_group(normalized, ports, group);
+  return account_group(normalized, ports, group, true);
 }
 
-std::vector<EphemeralAccount> account_by_destination(const SocketTable& table) {
+namespace {
+
+std::vector<EphemeralAccount> account_destinations(const SocketTable& table, bool rank_holders) {
   // One pass marks every netns's explicit owners; counting is O(range) per netns.
   std::map<std::uint64_t, NetnsPorts> netns_ports;
   for (const SocketEntry& entry : table.sockets) {
@@ -256,10 +305,14 @@ std::vector<EphemeralAccount> account_by_destination(const SocketTable& table) {
     ports.count();
   }
 
-  std::vector<std::pair<Destination, const SocketEntry*>> candidates;
+  // Sorted by a 64-bit hash of the destination: 16-byte elements sort several times faster than
+  // the full key. Equal hashes are then split by the full key, so a collision costs time, never
+  // correctness.
+  std::vector<std::pair<std::uint64_t, const SocketEntry*>> candidates;
+  candidates.reserve(table.sockets.size());
   for (const SocketEntry& entry : table.sockets) {
     if (occupies_four_tuple(entry) && netns_ports.at(entry.netns).in_capacity(entry.local.port)) {
-      candidates.emplace_back(destination_of(entry), &entry);
+      candidates.emplace_back(hash_of(key_of(destination_of(entry))), &entry);
     }
   }
   std::sort(candidates.begin(), candidates.end(),
@@ -267,17 +320,44 @@ std::vector<EphemeralAccount> account_by_destination(const SocketTable& table) {
 
   std::vector<EphemeralAccount> accounts;
   std::vector<const SocketEntry*> group;
+  std::vector<std::pair<DestinationKey, const SocketEntry*>> same_hash;
   for (auto first = candidates.begin(); first != candidates.end();) {
     const auto last = std::find_if(first, candidates.end(),
                                    [&](const auto& c) { return c.first != first->first; });
-    group.clear();
+    same_hash.clear();
     for (auto it = first; it != last; ++it) {
-      group.push_back(it->second);
+      same_hash.emplace_back(key_of(destination_of(*it->second)), it->second);
     }
-    accounts.push_back(account_group(first->first, netns_ports.at(first->first.netns), group));
+    std::sort(same_hash.begin(), same_hash.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto g = same_hash.begin(); g != same_hash.end();) {
+      const auto g_end =
+          std::find_if(g, same_hash.end(), [&](const auto& c) { return c.first != g->first; });
+      group.clear();
+      for (auto it = g; it != g_end; ++it) {
+        group.push_back(it->second);
+      }
+      const Destination destination = destination_of(*g->second);
+      accounts.push_back(
+          account_group(destination, netns_ports.at(destination.netns), group, rank_holders));
+      g = g_end;
+    }
     first = last;
   }
+  // Callers get destinations in order, as before; sorting 10,000 accounts is cheap.
+  std::sort(accounts.begin(), accounts.end(),
+            [](const auto& a, const auto& b) { return *a.destination < *b.destination; });
   return accounts;
+}
+
+}  // namespace
+
+std::vector<EphemeralAccount> account_by_destination(const SocketTable& table) {
+  return account_destinations(table, true);
+}
+
+std::vector<EphemeralAccount> count_by_destination(const SocketTable& table) {
+  return account_destinations(table, false);
 }
 
 }  // namespace portlens

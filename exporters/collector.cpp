@@ -408,7 +408,7 @@ void collect_ephemeral(Families& f, const NetnsScrape& ns, const std::string& ne
   std::vector<RemoteAccount> remotes;
   std::unordered_map<Endpoint, std::size_t, EndpointHash> index;
   double max_utilization = 0.0;
-  for (const EphemeralAccount& account : account_by_destination(ns.table)) {
+  for (const EphemeralAccount& account : count_by_destination(ns.table)) {
     if (!account.destination) {
       continue;
     }

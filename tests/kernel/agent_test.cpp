@@ -187,6 +187,18 @@ void make_time_waits(NetnsSandbox& ns, std::uint16_t port, int count) {
   });
 }
 
+// Polls cond every 100 ms until it holds or timeout passes; returns its last answer.
+bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = 15s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return cond();
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return true;
+}
+
 #define PORTLENS_START_AGENT(var, ...) \
   Agent var{__VA_ARGS__};              \
   ASSERT_TRUE(var.ready()) << var.process().err();
@@ -278,6 +290,43 @@ TEST_F(AgentTest, WhyShowsTheAgentsRecentFailuresOnThePort) {
       {PORTLENS_BINARY, "why", "7251", "--netns", ns().name(), "--api.socket", api, "--json"});
   ASSERT_EQ(other.wait(30s), 0) << other.err();
   EXPECT_TRUE(nlohmann::json::parse(other.out())["history"].empty());
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+TEST_F(AgentTest, SighupReopensTheEventLogAfterLogrotate) {
+  PORTLENS_START_AGENT(agent);
+  const auto conflict = [this](std::uint16_t port) {
+    return ns().run([port] {
+      TestSocket a(AF_INET, SOCK_STREAM);
+      TestSocket b(AF_INET, SOCK_STREAM);
+      a.bind("127.0.0.1", port);
+      return b.bind("127.0.0.1", port);
+    });
+  };
+  const auto log_lines = [](const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::vector<nlohmann::json> lines;
+    for (std::string line; std::getline(in, line);) {
+      lines.push_back(nlohmann::json::parse(line));
+    }
+    return lines;
+  };
+  const auto log = agent.dir() / "events.log";
+  ASSERT_EQ(conflict(7260), EADDRINUSE);
+  ASSERT_TRUE(eventually([&] { return log_lines(log).size() == 1; }));
+  // What logrotate does: move the file away, then tell the daemon.
+  std::filesystem::rename(log, agent.dir() / "events.log.1");
+  agent.process().signal(SIGHUP);
+  ASSERT_TRUE(agent.process().wait_for_stderr("reopened the event log", 10s))
+      << agent.process().err();
+  ASSERT_EQ(conflict(7261), EADDRINUSE);
+  ASSERT_TRUE(eventually([&] { return log_lines(log).size() == 1; }));
+  const auto fresh = log_lines(log);
+  ASSERT_EQ(fresh.size(), 1U);
+  EXPECT_EQ(fresh[0]["local"]["port"], 7261);
+  const auto rotated = log_lines(agent.dir() / "events.log.1");
+  ASSERT_EQ(rotated.size(), 1U);
+  EXPECT_EQ(rotated[0]["local"]["port"], 7260);
   EXPECT_EQ(agent.stop(), 0);
 }
 

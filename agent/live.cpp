@@ -228,6 +228,30 @@ std::vector<NetnsRef> discover_netns(std::size_t max_namespaces) {
   return out;
 }
 
+SocketTable table_for_call(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
+                           const SocketTable& snapshot, const SocketTracker* tracker) {
+  const std::optional<std::uint16_t> port =
+      call.syscall != Syscall::kConnect && call.local.port != 0
+          ? std::optional<std::uint16_t>(call.local.port)
+          : std::nullopt;
+  SocketTable table;
+  table.netns_config = snapshot.netns_config;
+  table.default_config = snapshot.default_config;
+  for (const SocketEntry& s : snapshot.sockets) {
+    if (!port || s.local.port == *port) {
+      table.sockets.push_back(s);
+    }
+  }
+  if (tracker == nullptr) {
+    return table;
+  }
+  return merge_for_event(table, tracker->table_at(call.netns, at_ns, now_ns, port),
+                         [tracker, at_ns](const SocketEntry& s) {
+                           const auto seen = tracker->first_seen(s);
+                           return seen && *seen > at_ns;
+                         });
+}
+
 LiveInspector::LiveInspector(SnapshotOptions options)
     : snapshotter_(std::make_unique<SocketSnapshotter>(options)) {}
 
@@ -287,15 +311,8 @@ Diagnosis LiveInspector::diagnose(const Event& event, const Call& call,
     cached = snapshots_.insert_or_assign(event.netns, std::move(fresh)).first;
   }
 
-  SocketTable table = cached->second.snapshot.table;
-  if (tracker != nullptr) {
-    const std::uint64_t at = event.ts_ns;
-    table = merge_for_event(table, tracker->table_at(event.netns, at, monotonic_ns()),
-                            [tracker, at](const SocketEntry& s) {
-                              const auto seen = tracker->first_seen(s);
-                              return seen && *seen > at;
-                            });
-  }
+  SocketTable table =
+      table_for_call(call, event.ts_ns, monotonic_ns(), cached->second.snapshot.table, tracker);
   owners_.attribute(table);
   Diagnosis d = portlens::diagnose(call, table);
   // A blocker created after the last /proc scan has no owner yet: look once more.

@@ -41,6 +41,13 @@ std::vector<NetnsRef> discover_netns(std::size_t max_namespaces = 4096);
 SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked,
                             const std::function<bool(const SocketEntry&)>& born_after);
 
+// The table a failed call made at at_ns is judged against: merge_for_event() of the snapshot and
+// the tracker's view at that moment (tracker may be null: the snapshot alone). A bind() or
+// listen() with a port can only conflict with sockets on that port, so only those are copied;
+// connect() and autobind need the whole namespace (the ephemeral range).
+SocketTable table_for_call(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
+                           const SocketTable& snapshot, const SocketTracker* tracker);
+
 // A snapshot of one namespace with owners attributed, for check and why.
 struct LiveTable {
   Snapshot snapshot;

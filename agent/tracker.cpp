@@ -555,8 +555,9 @@ SocketTable SocketTracker::table(std::optional<std::uint64_t> netns, std::uint64
   return out;
 }
 
-SocketTable SocketTracker::table_at(std::uint64_t netns, std::uint64_t at_ns,
-                                    std::uint64_t now_ns) const {
+SocketTable SocketTracker::table_at(std::uint64_t netns, std::uint64_t at_ns, std::uint64_t now_ns,
+                                    std::optional<std::uint16_t> port) const {
+  const auto wanted = [port](const SocketEntry& e) { return !port || e.local.port == *port; };
   const auto remaining = [now_ns](std::uint64_t expires_ns) {
     const std::uint64_t left = expires_ns > now_ns ? expires_ns - now_ns : 0;
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(left));
@@ -564,7 +565,8 @@ SocketTable SocketTracker::table_at(std::uint64_t netns, std::uint64_t at_ns,
   SocketTable out;
   for (const auto& [id, entry] : sockets_) {
     const auto seen = first_seen_ns_.find(id);
-    if (entry.netns == netns && (seen == first_seen_ns_.end() || seen->second <= at_ns)) {
+    if (entry.netns == netns && wanted(entry) &&
+        (seen == first_seen_ns_.end() || seen->second <= at_ns)) {
       out.sockets.push_back(entry);
       if (const auto h = history_.find(id); h != history_.end()) {
         out.sockets.back().state = h->second.state_at(at_ns, entry.state);
@@ -572,14 +574,15 @@ SocketTable SocketTracker::table_at(std::uint64_t netns, std::uint64_t at_ns,
     }
   }
   for (const auto& [key, tw] : time_wait_) {
-    if (key.netns == netns && tw.created_ns <= at_ns) {
+    if (key.netns == netns && tw.created_ns <= at_ns && wanted(tw.entry)) {
       SocketEntry e = tw.entry;
       e.time_wait_remaining = remaining(tw.expires_ns);
       out.sockets.push_back(std::move(e));
     }
   }
   for (const Tombstone& t : tombstones_) {
-    if (t.entry.netns == netns && t.first_seen_ns <= at_ns && t.erased_ns > at_ns) {
+    if (t.entry.netns == netns && t.first_seen_ns <= at_ns && t.erased_ns > at_ns &&
+        wanted(t.entry)) {
       SocketEntry e = t.entry;
       if (e.state == TcpState::kTimeWait) {
         e.time_wait_remaining = remaining(t.expires_ns);

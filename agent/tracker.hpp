@@ -73,8 +73,9 @@ class SocketTracker {
   [[nodiscard]] SocketTable table(std::optional<std::uint64_t> netns, std::uint64_t now_ns) const;
   // The sockets of netns as they were at at_ns: those first seen by then, including ones
   // removed since (kept for kTombstoneTtlNs). TIME_WAIT time left is computed at now_ns.
-  [[nodiscard]] SocketTable table_at(std::uint64_t netns, std::uint64_t at_ns,
-                                     std::uint64_t now_ns) const;
+  // With port, only the sockets on that local port: all a bind()/listen() conflict can involve.
+  [[nodiscard]] SocketTable table_at(std::uint64_t netns, std::uint64_t at_ns, std::uint64_t now_ns,
+                                     std::optional<std::uint16_t> port = std::nullopt) const;
   // When the tracker first saw this socket (full: by identity; TIME_WAIT: by 4-tuple), if it
   // did. A snapshot socket first seen after a failure did not exist when the call failed.
   [[nodiscard]] std::optional<std::uint64_t> first_seen(const SocketEntry& entry) const;

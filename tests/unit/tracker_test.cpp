@@ -402,6 +402,20 @@ TEST(SocketTrackerTest, TableAtTellsTheStateASocketHadThen) {
   EXPECT_EQ(t.table_at(kNetns, 4 * kSec + 1, 6 * kSec).sockets[0].state, TcpState::kFinWait2);
 }
 
+TEST(SocketTrackerTest, TableAtCanKeepJustOnePort) {
+  SocketTracker t;
+  t.apply(Ev::bind(0xe0, ep("0.0.0.0", 80), kSec));
+  t.apply(Ev::bind(0xe1, ep("0.0.0.0", 81), kSec));
+  t.apply(Ev::bind(0xe2, ep("127.0.0.1", 80), kSec));
+  t.apply(Ev::sk_event(EventType::kDestroy, 0xe2, 3 * kSec));  // a tombstone on port 80
+  const SocketTable port80 = t.table_at(kNetns, 2 * kSec, 4 * kSec, 80);
+  ASSERT_EQ(port80.sockets.size(), 2U);
+  for (const auto& s : port80.sockets) {
+    EXPECT_EQ(s.local.port, 80);
+  }
+  EXPECT_EQ(t.table_at(kNetns, 2 * kSec, 4 * kSec).sockets.size(), 3U);
+}
+
 TEST(SocketTrackerTest, FirstSeenTellsWhatCameAfterACall) {
   SocketTracker t;
   t.apply(Ev::bind(0xc0, ep("127.0.0.1", 80), 7 * kSec));

@@ -27,13 +27,6 @@ namespace {
 
 std::atomic<int> g_counter{0};
 
-void run_or_throw(const std::string& command) {
-  // Commands built from our own names only, never from input.
-  if (std::system(command.c_str()) != 0) {  // NOLINT(cert-env33-c)
-    throw BenchError("command failed: " + command);
-  }
-}
-
 std::string met_text(Met met) {
   switch (met) {
     case Met::kYes:
@@ -130,51 +123,6 @@ bool is_root() { return geteuid() == 0; }
 bool kernel_required() {
   const char* v = std::getenv("PORTLENS_REQUIRE_BPF");  // NOLINT(concurrency-mt-unsafe)
   return v != nullptr && std::string(v) == "1";
-}
-
-Netns::Netns()
-    : name_("portlens-bench-" + std::to_string(getpid()) + "-" +
-            std::to_string(g_counter.fetch_add(1))) {
-  run_or_throw("ip netns add " + name_);
-  run_or_throw("ip -n " + name_ + " link set lo up");
-  struct stat st {};
-  if (stat(path().c_str(), &st) != 0) {
-    throw BenchError("cannot stat " + path());
-  }
-  inode_ = static_cast<std::uint32_t>(st.st_ino);
-}
-
-Netns::~Netns() {
-  // Best effort: the kernel frees the namespace (and its TIME_WAITs) once nothing refers to it.
-  const std::string cmd = "ip netns delete " + name_ + " 2>/dev/null";
-  [[maybe_unused]] const int rc = std::system(cmd.c_str());  // NOLINT(cert-env33-c)
-}
-
-void Netns::enter() const {
-  const int fd = open(path().c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    throw BenchError("cannot open " + path() + ": " + std::strerror(errno));
-  }
-  const int rc = setns(fd, CLONE_NEWNET);
-  const int err = errno;
-  close(fd);
-  if (rc != 0) {
-    throw BenchError("setns " + path() + ": " + std::strerror(err));
-  }
-}
-
-void Netns::sysctl(const std::string& key, const std::string& value) const {
-  std::string rel = key;
-  std::replace(rel.begin(), rel.end(), '.', '/');
-  // /proc/sys/net follows the network namespace of the thread that opens it.
-  run([&] {
-    std::ofstream f("/proc/sys/" + rel);
-    f << value;
-    f.close();
-    if (!f) {
-      throw BenchError("cannot set " + key + " = " + value + " in " + name_);
-    }
-  });
 }
 
 AgentProcess::AgentProcess(const std::string& binary, const std::vector<std::string>& extra_args)
@@ -352,80 +300,6 @@ void AgentProcess::wait_idle(std::chrono::milliseconds quiet, std::chrono::secon
     }
     last = now;
   }
-}
-
-std::uint16_t free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len) != 0) {
-    close(fd);
-    throw BenchError("cannot find a free port");
-  }
-  close(fd);
-  return ntohs(sin.sin_port);
-}
-
-std::string http_get(std::uint16_t port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{30, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  std::array<char, 65536> buf{};
-  for (;;) {
-    const ssize_t n = read(fd, buf.data(), buf.size());
-    if (n <= 0) {
-      break;
-    }
-    response.append(buf.data(), static_cast<std::size_t>(n));
-  }
-  close(fd);
-  const auto body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
-std::optional<double> metric_sum(const std::string& exposition, const std::string& name,
-                                 const std::vector<std::string>& labels) {
-  std::optional<double> sum;
-  std::size_t start = 0;
-  while (start < exposition.size()) {
-    std::size_t end = exposition.find('\n', start);
-    if (end == std::string::npos) {
-      end = exposition.size();
-    }
-    const std::string_view line(exposition.data() + start, end - start);
-    start = end + 1;
-    if (line.empty() || line[0] == '#' || !line.starts_with(name)) {
-      continue;
-    }
-    const std::size_t after = name.size();
-    if (after < line.size() && line[after] != '{' && line[after] != ' ') {
-      continue;  // a longer name with this prefix
-    }
-    const bool all = std::all_of(labels.begin(), labels.end(), [&](const std::string& l) {
-      return line.find(l) != std::string_view::npos;
-    });
-    if (all) {
-      sum = sum.value_or(0) + std::stod(std::string(line.substr(line.rfind(' ') + 1)));
-    }
-  }
-  return sum;
 }
 
 }  // namespace portlens::bench

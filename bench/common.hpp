@@ -20,6 +20,9 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/loopback_http.hpp"
+#include "tests/support/netns_sandbox.hpp"
+
 namespace portlens::bench {
 
 using Clock = std::chrono::steady_clock;
@@ -86,56 +89,10 @@ bool is_root();
 // PORTLENS_REQUIRE_BPF=1: kernel sections fail instead of skipping when they cannot run.
 bool kernel_required();
 
-// A named network namespace (`ip netns add`) with loopback up, deleted on destruction.
-class Netns {
+// A private network namespace (tests/support), named portlens-bench-PID-N.
+class Netns : public testing::NetnsSandbox {
  public:
-  Netns();
-  ~Netns();
-  Netns(const Netns&) = delete;
-  Netns& operator=(const Netns&) = delete;
-  Netns(Netns&&) = delete;
-  Netns& operator=(Netns&&) = delete;
-
-  [[nodiscard]] const std::string& name() const { return name_; }
-  [[nodiscard]] std::string path() const { return "/run/netns/" + name_; }
-  [[nodiscard]] std::uint32_t inode() const { return inode_; }
-
-  // Writes /proc/sys/<key with dots as slashes> inside the namespace.
-  void sysctl(const std::string& key, const std::string& value) const;
-  // setns() the calling thread into this namespace.
-  void enter() const;
-
-  // Runs fn on a fresh thread inside the namespace; rethrows what fn throws.
-  template <class F>
-  auto run(F&& fn) const -> decltype(fn()) {
-    using R = decltype(fn());
-    std::exception_ptr error;
-    std::optional<std::conditional_t<std::is_void_v<R>, int, R>> result;
-    std::thread worker([&] {
-      try {
-        enter();
-        if constexpr (std::is_void_v<R>) {
-          fn();
-          result = 0;
-        } else {
-          result = fn();
-        }
-      } catch (...) {
-        error = std::current_exception();
-      }
-    });
-    worker.join();
-    if (error) {
-      std::rethrow_exception(error);
-    }
-    if constexpr (!std::is_void_v<R>) {
-      return std::move(*result);
-    }
-  }
-
- private:
-  std::string name_;
-  std::uint32_t inode_ = 0;
+  Netns() : NetnsSandbox("portlens-bench") {}
 };
 
 // The real `portlens agent`, on a free loopback port, its API socket in a private temp dir.
@@ -181,12 +138,8 @@ class AgentProcess {
   std::thread reader_;
 };
 
-// A free TCP port on 127.0.0.1 in the caller's namespace.
-std::uint16_t free_port();
-// GET http://127.0.0.1:port/path; the body, or "" on failure.
-std::string http_get(std::uint16_t port, const std::string& path);
-// The sum of every series `name` whose labels include all of `labels` ("k=\"v\"" fragments).
-std::optional<double> metric_sum(const std::string& exposition, const std::string& name,
-                                 const std::vector<std::string>& labels = {});
+using testing::free_port;
+using testing::http_get;
+using testing::metric_sum;
 
 }  // namespace portlens::bench

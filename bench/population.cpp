@@ -44,7 +44,7 @@ ChurnConfig population_config(const Options& options, std::size_t time_waits,
 
 double time_wait_in(const std::string& exposition, std::uint32_t inode) {
   return metric_sum(exposition, "portlens_tcp_sockets",
-                    {"netns=\"" + std::to_string(inode) + "\"", "state=\"TIME_WAIT\""})
+                    {{"netns", std::to_string(inode)}, {"state", "TIME_WAIT"}})
       .value_or(-1);
 }
 

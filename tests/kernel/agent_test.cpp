@@ -17,83 +17,12 @@
 
 #include "tests/kernel/harness.hpp"
 #include "tests/kernel/process.hpp"
+#include "tests/support/loopback_http.hpp"
 
 namespace portlens::testing {
 namespace {
 
 using namespace std::chrono_literals;
-using Labels = std::map<std::string, std::string>;
-
-// A free TCP port on 127.0.0.1 in this (the host's) namespace, for the agent to listen on.
-std::uint16_t free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len) != 0) {
-    close(fd);
-    throw std::runtime_error("cannot find a free port");
-  }
-  close(fd);
-  return ntohs(sin.sin_port);
-}
-
-// GET http://127.0.0.1:port/path; returns the body ("" on failure).
-std::string http_get(std::uint16_t port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  std::array<char, 65536> buf{};
-  for (;;) {
-    const ssize_t n = read(fd, buf.data(), buf.size());
-    if (n <= 0) {
-      break;
-    }
-    response.append(buf.data(), static_cast<std::size_t>(n));
-  }
-  close(fd);
-  const auto body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
-// The value of the series name{labels...} (all given labels must match), or nullopt.
-std::optional<double> metric(const std::string& exposition, const std::string& name,
-                             const Labels& labels = {}) {
-  std::istringstream in(exposition);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#' || !line.starts_with(name)) {
-      continue;
-    }
-    const std::size_t after = name.size();
-    if (after < line.size() && line[after] != '{' && line[after] != ' ') {
-      continue;  // a longer name with this prefix
-    }
-    bool all = true;
-    for (const auto& [k, v] : labels) {
-      all = all && line.find(k + "=\"" + v + "\"") != std::string::npos;
-    }
-    if (all) {
-      return std::stod(line.substr(line.rfind(' ') + 1));
-    }
-  }
-  return std::nullopt;
-}
 
 std::string ss_count_time_wait(const NetnsSandbox& ns, const std::string& filter = "") {
   const std::string cmd =
@@ -220,14 +149,7 @@ TEST_F(AgentTest, TimeWaitGaugesAgreeWithSs) {
                    {{"netns", netns}, {"remote_addr", "127.0.0.1"}, {"remote_port", "7100"}}),
             12)
       << text;
-  double per_port = 0;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("portlens_time_wait_sockets{") &&
-        line.find("netns=\"" + netns + "\"") != std::string::npos) {
-      per_port += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-  }
+  const auto per_port = metric_sum(text, "portlens_time_wait_sockets", {{"netns", netns}});
   EXPECT_EQ(per_port, 12) << "per-port series must add up to ss's count";
   EXPECT_EQ(metric(text, "portlens_events_lost_total"), 0);
   EXPECT_EQ(agent.stop(), 0);

@@ -21,15 +21,6 @@
 namespace portlens::testing {
 namespace {
 
-std::atomic<int> g_sandbox_counter{0};
-
-void run_or_throw(const std::string& command) {
-  // The commands are built from our own names only, never from input.
-  if (std::system(command.c_str()) != 0) {  // NOLINT(cert-env33-c)
-    throw std::runtime_error("command failed: " + command);
-  }
-}
-
 sockaddr_storage make_sockaddr(const std::string& addr, std::uint16_t port, socklen_t* len) {
   sockaddr_storage ss{};
   if (addr.find(':') == std::string::npos) {
@@ -62,55 +53,6 @@ int setopt(int fd, int level, int name) {
 bool bpf_required() {
   const char* v = std::getenv("PORTLENS_REQUIRE_BPF");  // NOLINT(concurrency-mt-unsafe)
   return v != nullptr && std::string(v) == "1";
-}
-
-NetnsSandbox::NetnsSandbox()
-    : name_("portlens-test-" + std::to_string(getpid()) + "-" +
-            std::to_string(g_sandbox_counter.fetch_add(1))) {
-  run_or_throw("ip netns add " + name_);
-  run_or_throw("ip -n " + name_ + " link set lo up");
-  struct stat st {};
-  if (stat(path().c_str(), &st) != 0) {
-    throw std::runtime_error("cannot stat " + path());
-  }
-  inode_ = static_cast<std::uint32_t>(st.st_ino);
-}
-
-NetnsSandbox::~NetnsSandbox() {
-  // Best effort: a leftover namespace must not fail the test that made it.
-  const std::string cmd = "ip netns delete " + name_ + " 2>/dev/null";
-  [[maybe_unused]] const int rc = std::system(cmd.c_str());  // NOLINT(cert-env33-c)
-}
-
-void NetnsSandbox::enter() const {
-  const int fd = open(path().c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    throw std::runtime_error("cannot open " + path() + ": " + errno_text(errno));
-  }
-  const int rc = setns(fd, CLONE_NEWNET);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    throw std::runtime_error("setns " + path() + ": " + errno_text(err));
-  }
-}
-
-void NetnsSandbox::sysctl(const std::string& key, const std::string& value) {
-  std::string rel = key;
-  for (char& c : rel) {
-    if (c == '.') {
-      c = '/';
-    }
-  }
-  // /proc/sys/net follows the network namespace of the thread that opens it.
-  run([&] {
-    std::ofstream f("/proc/sys/" + rel);
-    f << value;
-    f.close();
-    if (!f) {
-      throw std::runtime_error("cannot set " + key + " = " + value);
-    }
-  });
 }
 
 TestSocket::TestSocket(int family, int type) : fd_(::socket(family, type | SOCK_CLOEXEC, 0)) {

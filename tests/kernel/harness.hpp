@@ -17,62 +17,11 @@
 
 #include "agent/bpf_tracer.hpp"
 #include "agent/event.hpp"
+#include "tests/support/netns_sandbox.hpp"
 
 namespace portlens::testing {
 
 bool bpf_required();
-
-// A named network namespace (`ip netns add`) with loopback up, deleted on destruction.
-class NetnsSandbox {
- public:
-  NetnsSandbox();
-  ~NetnsSandbox();
-  NetnsSandbox(const NetnsSandbox&) = delete;
-  NetnsSandbox& operator=(const NetnsSandbox&) = delete;
-  NetnsSandbox(NetnsSandbox&&) = delete;
-  NetnsSandbox& operator=(NetnsSandbox&&) = delete;
-
-  [[nodiscard]] const std::string& name() const { return name_; }
-  [[nodiscard]] std::string path() const { return "/run/netns/" + name_; }
-  [[nodiscard]] std::uint32_t inode() const { return inode_; }
-
-  // Runs fn on a fresh thread that has entered this namespace; rethrows what fn throws.
-  template <class F>
-  auto run(F&& fn) -> decltype(fn()) {
-    using R = decltype(fn());
-    std::exception_ptr error;
-    std::optional<std::conditional_t<std::is_void_v<R>, int, R>> result;
-    std::thread worker([&] {
-      try {
-        enter();
-        if constexpr (std::is_void_v<R>) {
-          fn();
-          result = 0;
-        } else {
-          result = fn();
-        }
-      } catch (...) {
-        error = std::current_exception();
-      }
-    });
-    worker.join();
-    if (error) {
-      std::rethrow_exception(error);
-    }
-    if constexpr (!std::is_void_v<R>) {
-      return std::move(*result);
-    }
-  }
-
-  // Writes /proc/sys/<key with dots as slashes> inside the namespace.
-  void sysctl(const std::string& key, const std::string& value);
-
- private:
-  void enter() const;  // setns() the calling thread into this namespace
-
-  std::string name_;
-  std::uint32_t inode_ = 0;
-};
 
 // A socket file descriptor, closed on destruction. Every call returns 0 or an errno value.
 class TestSocket {

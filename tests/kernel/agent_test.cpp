@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
 #include "tests/kernel/process.hpp"
 #include "tests/support/loopback_http.hpp"
@@ -23,114 +24,6 @@ namespace portlens::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string ss_count_time_wait(const NetnsSandbox& ns, const std::string& filter = "") {
-  const std::string cmd =
-      "ip netns exec " + ns.name() + " ss -Htan state time-wait " + filter + " | wc -l";
-  FILE* p = popen(cmd.c_str(), "r");  // NOLINT(cert-env33-c): our own command
-  std::array<char, 64> buf{};
-  std::string out;
-  if (p != nullptr) {
-    while (fgets(buf.data(), buf.size(), p) != nullptr) {
-      out += buf.data();
-    }
-    pclose(p);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) {
-    out.pop_back();
-  }
-  return out;
-}
-
-// The running agent, on a free loopback port, with its API socket and event log in a temp dir.
-class Agent {
- public:
-  explicit Agent(std::vector<std::string> extra = {})
-      : dir_(std::filesystem::temp_directory_path() /
-             ("portlens-agent-" + std::to_string(getpid()) + "-" + std::to_string(counter_++))),
-        port_(free_port()) {
-    std::filesystem::create_directories(dir_);
-    std::vector<std::string> argv = {PORTLENS_BINARY,        "agent",
-                                     "--web.listen-address", "127.0.0.1:" + std::to_string(port_),
-                                     "--api.socket",         (dir_ / "api.sock").string(),
-                                     "--event-log",          (dir_ / "events.log").string(),
-                                     "--reconcile-interval", "1",
-                                     "--log.level",          "debug"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<Process>(argv);
-  }
-  ~Agent() {
-    process_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-  Agent(const Agent&) = delete;
-  Agent& operator=(const Agent&) = delete;
-  Agent(Agent&&) = delete;
-  Agent& operator=(Agent&&) = delete;
-
-  bool ready() { return process_->wait_for_stderr("serving", 30s); }
-  [[nodiscard]] std::string scrape() const { return http_get(port_, "/metrics"); }
-  // Scrapes until ok(exposition) holds (bounded); returns the last scrape.
-  [[nodiscard]] std::string scrape_until(const std::function<bool(const std::string&)>& ok,
-                                         std::chrono::milliseconds timeout = 15s) const {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string text = scrape();
-    while (!ok(text) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(200ms);
-      text = scrape();
-    }
-    return text;
-  }
-  int stop() {
-    process_->signal(SIGTERM);
-    return process_->wait(10s);
-  }
-  [[nodiscard]] std::uint16_t port() const { return port_; }
-  [[nodiscard]] std::filesystem::path dir() const { return dir_; }
-  Process& process() { return *process_; }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path dir_;
-  std::uint16_t port_;
-  std::unique_ptr<Process> process_;
-};
-
-// Makes `count` loopback connections to 127.0.0.1:port in ns that the client closes first:
-// each leaves a TIME_WAIT on the client side, toward port.
-void make_time_waits(NetnsSandbox& ns, std::uint16_t port, int count) {
-  ns.run([port, count] {
-    TestSocket server(AF_INET, SOCK_STREAM);
-    server.reuseaddr();
-    server.bind("127.0.0.1", port);
-    server.listen(128);
-    for (int i = 0; i < count; ++i) {
-      TestSocket client(AF_INET, SOCK_STREAM);
-      client.connect("127.0.0.1", port);
-      const int accepted = server.accept_one();
-      client.close();
-      if (accepted >= 0) {
-        ::close(accepted);
-      }
-    }
-  });
-}
-
-// Polls cond every 100 ms until it holds or timeout passes; returns its last answer.
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = 15s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return cond();
-    }
-    std::this_thread::sleep_for(100ms);
-  }
-  return true;
-}
-
-#define PORTLENS_START_AGENT(var, ...) \
-  Agent var{__VA_ARGS__};              \
-  ASSERT_TRUE(var.ready()) << var.process().err();
 
 using AgentTest = KernelTest;
 
@@ -335,16 +228,10 @@ TEST_F(AgentTest, LiveScrapePassesPromtoolAndLandingPageLinksMetrics) {
       [](const std::string& t) { return metric(t, "portlens_build_info").has_value(); });
   const auto file = agent.dir() / "scrape.txt";
   std::ofstream(file) << text;
-  const std::string cmd = "promtool check metrics < " + file.string() + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");  // NOLINT(cert-env33-c)
-  ASSERT_NE(p, nullptr) << "promtool missing: run scripts/install-deps.sh";
-  std::string out;
-  std::array<char, 256> buf{};
-  while (fgets(buf.data(), buf.size(), p) != nullptr) {
-    out += buf.data();
-  }
-  EXPECT_EQ(pclose(p), 0) << out;
-  EXPECT_EQ(out, "") << out;
+  const CommandResult promtool = run_command("promtool check metrics < " + file.string() + " 2>&1");
+  ASSERT_NE(promtool.status, 127) << "promtool missing: run scripts/install-deps.sh";
+  EXPECT_EQ(promtool.status, 0) << promtool.output;
+  EXPECT_EQ(promtool.output, "") << promtool.output;
   const std::string landing = http_get(agent.port(), "/");
   EXPECT_NE(landing.find("href=\"/metrics\""), std::string::npos) << landing;
   EXPECT_EQ(agent.stop(), 0);
@@ -364,14 +251,7 @@ TEST_F(AgentTest, RestartComesBackWithTheSameTimeWaitCountAndDetachesCleanly) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);  // detaches within a second or so
   }
   // Nothing of ours is left attached.
-  FILE* p = popen("bpftool prog show 2>/dev/null", "r");  // NOLINT(cert-env33-c)
-  ASSERT_NE(p, nullptr);
-  std::string progs;
-  std::array<char, 512> buf{};
-  while (fgets(buf.data(), buf.size(), p) != nullptr) {
-    progs += buf.data();
-  }
-  pclose(p);
+  const std::string progs = run_command("bpftool prog show 2>/dev/null").output;
   for (const char* name : {"sys_enter_bind", "inet_sock_set_state", "tcp_destroy_sock"}) {
     EXPECT_EQ(progs.find(name), std::string::npos) << name << " still loaded:\n" << progs;
   }

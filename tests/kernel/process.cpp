@@ -8,6 +8,7 @@
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <stdexcept>
 
 namespace portlens::testing {
@@ -118,6 +119,21 @@ std::vector<nlohmann::json> json_lines(const std::string& text) {
     }
   }
   return out;
+}
+
+CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");  // NOLINT(cert-env33-c): the test's own command
+  if (pipe == nullptr) {
+    return result;
+  }
+  std::array<char, 512> buf{};
+  while (fgets(buf.data(), buf.size(), pipe) != nullptr) {
+    result.output += buf.data();
+  }
+  const int status = pclose(pipe);
+  result.status = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+  return result;
 }
 
 }  // namespace portlens::testing

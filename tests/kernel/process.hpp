@@ -47,4 +47,12 @@ class Process {
 // not JSON becomes a discarded value (is_discarded()) rather than an exception.
 std::vector<nlohmann::json> json_lines(const std::string& text);
 
+struct CommandResult {
+  int status = -1;  // the exit code, or -1 when the shell could not run or was killed
+  std::string output;
+};
+// Runs a shell command line built by the test itself (never from outside input) and returns its
+// exit code and stdout; add 2>&1 to capture stderr too.
+CommandResult run_command(const std::string& command);
+
 }  // namespace portlens::testing

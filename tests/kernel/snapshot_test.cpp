@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "agent/error.hpp"
+#include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
 
 namespace portlens::testing {
@@ -82,21 +83,6 @@ void wait_eof(int fd) {
   if (poll(&p, 1, 2000) != 1 || ::read(fd, &byte, 1) != 0) {
     throw std::runtime_error("no FIN from the peer");
   }
-}
-
-std::string run_command(const std::string& command) {
-  std::string out;
-  // Built from our own sandbox names only.
-  FILE* pipe = popen(command.c_str(), "r");  // NOLINT(cert-env33-c)
-  if (pipe == nullptr) {
-    throw std::runtime_error("popen " + command);
-  }
-  std::array<char, 256> buf{};
-  while (fgets(buf.data(), buf.size(), pipe) != nullptr) {
-    out += buf.data();
-  }
-  pclose(pipe);
-  return out;
 }
 
 const SocketEntry* find(const std::vector<SocketEntry>& sockets, Proto proto, const Endpoint& local,
@@ -476,9 +462,7 @@ TEST_F(SnapshotKernelTest, TimeWaitMinisocketsCarryTimerTimestampsAndReuseFlags)
       std::count_if(snap.table.sockets.begin(), snap.table.sockets.end(), [](const SocketEntry& e) {
         return e.state == TcpState::kTimeWait && e.time_wait_substate == TcpState::kTimeWait;
       });
-  const std::string ss =
-      run_command("ip netns exec " + ns().name() + " ss -Htan state time-wait | wc -l");
-  EXPECT_EQ(std::stol(ss), all_tw);
+  EXPECT_EQ(std::stol(ss_count_time_wait(ns())), all_tw);
   EXPECT_EQ(static_cast<std::size_t>(all_tw), time_waits);
 }
 

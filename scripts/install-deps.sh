@@ -14,6 +14,9 @@ packages=(
   googletest libgtest-dev libgmock-dev iproute2 util-linux
   # tests of the exporter: promtool (Prometheus) and curl
   prometheus curl
+  # deployment checks (tests/deploy): PyYAML for the Kubernetes manifests, systemd-analyze for
+  # the unit, dpkg-shlibdeps (dpkg-dev, which needs file) for the .deb's Depends
+  python3-yaml systemd dpkg-dev file
 )
 
 missing=()

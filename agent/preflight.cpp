@@ -78,8 +78,9 @@ std::vector<PreflightProblem> run_preflight(const PreflightPaths& paths) {
   if (!root && !caps) {
     problems.push_back(
         {"portlens needs root, or CAP_BPF and CAP_PERFMON, to load its BPF "
-         "programs: run it with sudo, or grant them with "
-         "`setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_admin+ep`"});
+         "programs: run it with sudo, or grant them with `setcap cap_bpf,cap_perfmon+ep` "
+         "(enough for trace; the agent needs cap_sys_admin,cap_sys_ptrace,cap_dac_read_search "
+         "to see every namespace and socket owner)"});
   }
   if (!exists(paths.btf)) {
     problems.push_back({"this kernel has no BTF (" + paths.btf +

@@ -2,6 +2,7 @@
 // (kernel-rules.md section 6). Pure functions over a SocketTable.
 #pragma once
 
+#include <chrono>
 #include <compare>
 #include <cstdint>
 #include <optional>
@@ -58,19 +59,44 @@ struct EphemeralAccount {
   static constexpr std::size_t kMaxHolders = 5;
 };
 
+// A TCP or MPTCP socket reduced to what the metrics read of it (portlens_tcp_sockets, the
+// TIME_WAIT gauges, the per-destination accounting): the fields keep SocketEntry's names and
+// meaning, addresses are unmapped. A scrape copies these, not 264-byte SocketEntry values, while
+// it holds the agent's lock.
+struct SocketRow {
+  Endpoint local;
+  std::optional<Endpoint> remote;
+  std::optional<std::chrono::milliseconds> time_wait_remaining;
+  std::optional<int> bound_dev_if;
+  Proto proto = Proto::kTcp;
+  std::optional<TcpState> state;
+  std::optional<TcpState> time_wait_substate;
+  std::optional<bool> timestamps;
+  bool explicit_port = false;
+};
+
+// The row of a socket; nullopt when the socket is in no TCP table (UDP, SCTP).
+std::optional<SocketRow> row_of(const SocketEntry& entry);
+// The rows of every TCP-table socket among these, in order.
+std::vector<SocketRow> rows_of(const std::vector<SocketEntry>& sockets);
+
 // Whether connect() can take over this TIME_WAIT 4-tuple now (tcp_twsk_unique()).
 // port_bound_before_connect: the connecting socket's port was bound explicitly, so the kernel
 // passes twp == NULL and only the timestamps matter (tcp_tw_reuse and the delay do not).
 Tristate time_wait_reusable_by_connect(const SocketEntry& time_wait, const NetnsPortConfig& config,
                                        bool port_bound_before_connect);
+Tristate time_wait_reusable_by_connect(const SocketRow& time_wait, const NetnsPortConfig& config,
+                                       bool port_bound_before_connect);
 
 // Whether a socket holds its port as an explicit bind()/listen() owner, which takes the port
 // away from connect() on every address (__inet_hash_connect skips buckets with fastreuse >= 0).
 bool holds_port_explicitly(const SocketEntry& entry);
+bool holds_port_explicitly(const SocketRow& row);
 
 // Whether a socket occupies a 4-tuple in the established hash (what __inet_check_established
 // looks up): a connected TCP or MPTCP socket in any state but LISTEN and CLOSE.
 bool occupies_four_tuple(const SocketEntry& entry);
+bool occupies_four_tuple(const SocketRow& row);
 
 // One held port: a representative socket, and whether only TIME_WAIT sockets hold the port.
 struct HeldPort {
@@ -92,8 +118,10 @@ EphemeralAccount account_destination(const SocketTable& table, const Destination
 // local port lies outside the usable capacity (servers' accepted connections, explicitly bound
 // clients) do not form destinations: they do not draw on the ephemeral range.
 std::vector<EphemeralAccount> account_by_destination(const SocketTable& table);
-// The same, counts only: no port holders are ranked (holders stays empty). What a metrics
-// scrape needs, at a fraction of the cost.
-std::vector<EphemeralAccount> count_by_destination(const SocketTable& table);
+// The same over one netns's rows, counts only: no port holders are ranked (holders stays
+// empty). What a metrics scrape needs, at a fraction of the cost.
+std::vector<EphemeralAccount> count_by_destination(std::uint64_t netns,
+                                                   const NetnsPortConfig& config,
+                                                   const std::vector<SocketRow>& rows);
 
 }  // namespace portlens

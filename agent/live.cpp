@@ -10,6 +10,8 @@
 #include <set>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "agent/error.hpp"
@@ -228,8 +230,84 @@ std::vector<NetnsRef> discover_netns(std::size_t max_namespaces) {
   return out;
 }
 
+namespace {
+
+bool toward(const SocketEntry& s, const Endpoint& destination) {
+  return s.remote && s.remote->port == destination.port &&
+         s.remote->addr.unmapped() == destination.addr;
+}
+
+std::pair<Endpoint, Endpoint> unmapped_tuple(const SocketEntry& s) {
+  return {Endpoint{s.local.addr.unmapped(), s.local.port},
+          Endpoint{s.remote->addr.unmapped(), s.remote->port}};
+}
+
+// A connect() EADDRNOTAVAIL toward call.remote: diagnose_connect() reads the sockets toward the
+// destination and the explicit port owners only (four_tuple_diagnosis, and
+// connect_exhaustion_diagnosis with account_destination and explicit_owner_blockers). The table
+// keeps those, in the order the whole merge would give them, and whatever merges with them: a
+// snapshot row and a tracked socket are kept together, by sock_id or by 4-tuple, so that
+// merge_for_event() pairs them as it would with every row present.
+SocketTable connect_table(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
+                          const SocketTable& snapshot, const SocketTracker& tracker) {
+  ConnectScope scope;
+  scope.remote = Endpoint{call.remote->addr.unmapped(), call.remote->port};
+  std::vector<bool> kept(snapshot.sockets.size());
+  for (std::size_t i = 0; i < snapshot.sockets.size(); ++i) {
+    const SocketEntry& s = snapshot.sockets[i];
+    if (!scope.wants(s, s.state)) {
+      continue;
+    }
+    kept[i] = true;
+    if (s.state == TcpState::kTimeWait) {
+      // One toward the destination meets its tracked twin anyway; an explicit one may not.
+      if (s.remote && !toward(s, scope.remote)) {
+        scope.four_tuples.insert(unmapped_tuple(s));
+      }
+    } else if (s.sock_id != 0) {
+      scope.sock_ids.insert(s.sock_id);
+    }
+  }
+  SocketTable tracked = tracker.table_at(call.netns, at_ns, now_ns, scope);
+  // The other way round: snapshot rows that merge with a tracked socket kept.
+  std::unordered_set<std::uint64_t> tracked_ids;
+  std::set<std::pair<Endpoint, Endpoint>> tracked_time_waits;
+  for (const SocketEntry& t : tracked.sockets) {
+    if (t.state == TcpState::kTimeWait) {
+      if (t.remote) {
+        tracked_time_waits.insert(unmapped_tuple(t));
+      }
+    } else if (t.sock_id != 0) {
+      tracked_ids.insert(t.sock_id);
+    }
+  }
+  SocketTable table;
+  table.netns_config = snapshot.netns_config;
+  table.default_config = snapshot.default_config;
+  for (std::size_t i = 0; i < snapshot.sockets.size(); ++i) {
+    const SocketEntry& s = snapshot.sockets[i];
+    const bool partner = s.state == TcpState::kTimeWait
+                             ? s.remote && tracked_time_waits.contains(unmapped_tuple(s))
+                             : s.sock_id != 0 && tracked_ids.contains(s.sock_id);
+    if (kept[i] || partner) {
+      table.sockets.push_back(s);
+    }
+  }
+  return merge_for_event(table, tracked, [&tracker, at_ns](const SocketEntry& s) {
+    const auto seen = tracker.first_seen(s);
+    return seen && *seen > at_ns;
+  });
+}
+
+}  // namespace
+
 SocketTable table_for_call(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
                            const SocketTable& snapshot, const SocketTracker* tracker) {
+  const bool tcp_table = call.proto == Proto::kTcp || call.proto == Proto::kMptcp;
+  if (tracker != nullptr && call.syscall == Syscall::kConnect && tcp_table &&
+      call.result == -EADDRNOTAVAIL && call.remote) {
+    return connect_table(call, at_ns, now_ns, snapshot, *tracker);
+  }
   const std::optional<std::uint16_t> port =
       call.syscall != Syscall::kConnect && call.local.port != 0
           ? std::optional<std::uint16_t>(call.local.port)

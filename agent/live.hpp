@@ -44,7 +44,8 @@ SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& trac
 // The table a failed call made at at_ns is judged against: merge_for_event() of the snapshot and
 // the tracker's view at that moment (tracker may be null: the snapshot alone). A bind() or
 // listen() with a port can only conflict with sockets on that port, so only those are copied;
-// connect() and autobind need the whole namespace (the ephemeral range).
+// a TCP connect() EADDRNOTAVAIL only with sockets toward its destination and explicit port
+// owners (ConnectScope); autobind needs the whole namespace (the ephemeral range).
 SocketTable table_for_call(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
                            const SocketTable& snapshot, const SocketTracker* tracker);
 

@@ -9,13 +9,14 @@
 #include <deque>
 #include <map>
 #include <optional>
-#include <queue>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include "agent/ephemeral.hpp"
 #include "agent/event.hpp"
 #include "agent/socket_table.hpp"
 
@@ -49,6 +50,23 @@ struct TrackerCounters {
   std::map<std::string, std::uint64_t, std::less<>> corrections;
 };
 
+// Which of a namespace's sockets table_at() copies: what one connect() diagnosis can involve.
+// diagnose_connect() reads, for an EADDRNOTAVAIL toward a destination, only the sockets toward it
+// and the explicit port owners (the capacity, and the blockers when they hold the whole range);
+// the rest of the namespace is never looked at, so it is not copied either.
+struct ConnectScope {
+  Endpoint remote;  // unmapped
+  // Also kept, so that snapshot rows kept for the diagnosis meet their tracked counterparts in
+  // merge_for_event(): sockets by sock_id, and connections or TIME_WAITs by 4-tuple (local,
+  // remote; unmapped).
+  std::unordered_set<std::uint64_t> sock_ids;
+  std::set<std::pair<Endpoint, Endpoint>> four_tuples;
+
+  // The sockets the diagnosis reads (or that merge with one that it reads), judged in the
+  // state the socket had at the moment of the call.
+  [[nodiscard]] bool wants(const SocketEntry& entry, std::optional<TcpState> state) const;
+};
+
 // TCP_TIMEWAIT_LEN: hard-coded in the kernel (include/net/tcp.h).
 inline constexpr std::uint64_t kTimeWaitLenNs = 60ULL * 1'000'000'000ULL;
 
@@ -71,11 +89,19 @@ class SocketTracker {
   // The table the diagnoser reads: every tracked socket of netns (all when nullopt), with
   // TIME_WAIT time left computed at now_ns. Carries no sysctl configuration.
   [[nodiscard]] SocketTable table(std::optional<std::uint64_t> netns, std::uint64_t now_ns) const;
+  // The TCP-table sockets of every namespace, by netns, as the metrics read them (TIME_WAIT time
+  // left computed at now_ns): what a scrape copies while it holds the agent's lock.
+  [[nodiscard]] std::unordered_map<std::uint64_t, std::vector<SocketRow>> rows(
+      std::uint64_t now_ns) const;
   // The sockets of netns as they were at at_ns: those first seen by then, including ones
   // removed since (kept for kTombstoneTtlNs). TIME_WAIT time left is computed at now_ns.
   // With port, only the sockets on that local port: all a bind()/listen() conflict can involve.
   [[nodiscard]] SocketTable table_at(std::uint64_t netns, std::uint64_t at_ns, std::uint64_t now_ns,
                                      std::optional<std::uint16_t> port = std::nullopt) const;
+  // The same, copying only the sockets scope wants; plus the connections on the 4-tuple of a
+  // TIME_WAIT it keeps, which merge_for_event() needs to tell a live connection from a TIME_WAIT.
+  [[nodiscard]] SocketTable table_at(std::uint64_t netns, std::uint64_t at_ns, std::uint64_t now_ns,
+                                     const ConnectScope& scope) const;
   // When the tracker first saw this socket (full: by identity; TIME_WAIT: by 4-tuple), if it
   // did. A snapshot socket first seen after a failure did not exist when the call failed.
   [[nodiscard]] std::optional<std::uint64_t> first_seen(const SocketEntry& entry) const;
@@ -90,6 +116,7 @@ class SocketTracker {
   [[nodiscard]] const TrackerCounters& counters() const { return counters_; }
 
  private:
+  // A 4-tuple as the kernel's established hash sees it: addresses unmapped.
   struct FourTuple {
     std::uint64_t netns = 0;
     Endpoint local;
@@ -99,47 +126,7 @@ class SocketTracker {
   struct FourTupleHash {
     std::size_t operator()(const FourTuple& t) const;
   };
-  struct TimeWait {
-    SocketEntry entry;
-    std::uint64_t expires_ns = 0;
-    std::uint64_t created_ns = 0;  // when the tracker learned of it (event or snapshot time)
-  };
-  using ExpiryItem = std::pair<std::uint64_t, FourTuple>;  // (expires_ns, key)
-  struct ExpiryOrder {
-    bool operator()(const ExpiryItem& a, const ExpiryItem& b) const { return a.first > b.first; }
-  };
-  using ExpiryQueue = std::priority_queue<ExpiryItem, std::vector<ExpiryItem>, ExpiryOrder>;
 
-  static std::optional<FourTuple> tuple_of(const SocketEntry& entry);
-  static std::uint64_t listener_key(std::uint64_t netns, std::uint16_t port);
-  SocketEntry* upsert(const Event& event);
-  void on_state(const Event& event);
-  void on_close(const Event& event);
-  void erase_socket(std::uint64_t sock_id, std::uint64_t erased_ns);
-  void bury_time_wait(const FourTuple& key, const TimeWait& tw, std::uint64_t erased_ns);
-  void prune_tombstones(std::uint64_t now_ns);
-  void forget_listener(const SocketEntry& entry);
-  void add_time_wait(const SocketEntry& from, std::uint64_t expires_ns, std::uint64_t created_ns);
-  void rebuild_expiry_queue();
-  void take_over_time_wait(const SocketEntry& entry, std::uint64_t ts_ns);
-  std::optional<SocketOwner> owner_of_listener(const SocketEntry& child) const;
-  void count_correction(std::string_view kind, std::uint64_t n = 1);
-  void merge_snapshot(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
-                      bool count);
-
-  bool counting_ = true;  // false while bootstrapping
-  TrackerLimits limits_;
-  std::unordered_map<std::uint64_t, SocketEntry> sockets_;  // by sock_id
-  // When each socket was last touched: a snapshot older than that cannot correct it.
-  std::unordered_map<std::uint64_t, std::uint64_t> updated_ns_;
-  // Listening sockets by (netns, port), to attribute accepted children to their listener.
-  std::unordered_multimap<std::uint64_t, std::uint64_t> listeners_;
-  std::unordered_map<FourTuple, TimeWait, FourTupleHash> time_wait_;
-  ExpiryQueue expiry_queue_;
-  std::unordered_set<std::uint64_t> resets_;  // sock_ids that received an RST
-  // First sight of each socket, live or tombstoned (by identity, and TIME_WAIT by 4-tuple).
-  std::unordered_map<std::uint64_t, std::uint64_t> first_seen_ns_;
-  std::unordered_map<FourTuple, std::uint64_t, FourTupleHash> time_wait_first_seen_ns_;
   // The last few state changes of a socket, so that table_at() can tell the state it had at a
   // moment already past: (when it changed, what it was before).
   struct StateHistory {
@@ -151,7 +138,124 @@ class SocketTracker {
     [[nodiscard]] std::optional<TcpState> state_at(std::uint64_t at_ns,
                                                    std::optional<TcpState> now) const;
   };
-  void record_transition(const SocketEntry& entry, std::uint64_t ts_ns);
+
+  // A full socket and everything the tracker keeps about it, in one node.
+  struct Tracked {
+    SocketEntry entry;
+    std::uint64_t first_seen_ns = 0;
+    // When it was last touched: a snapshot older than that cannot correct it.
+    std::uint64_t updated_ns = 0;
+    StateHistory history;
+  };
+
+  // A TIME_WAIT in the compact table: the 4-tuple (unmapped, bit flags say which side was
+  // ::ffff:-mapped), its timers, and an id into the interned SocketEntry fields it shares with
+  // other TIME_WAITs (owner, flags, bind bucket).
+  struct TimeWaitRecord {
+    std::uint64_t sock_id = 0;
+    std::uint64_t expires_ns = 0;
+    std::uint64_t created_ns = 0;     // when the tracker learned of it (event or snapshot time)
+    std::uint64_t first_seen_ns = 0;  // of the 4-tuple: kept across re-arms (first_seen())
+    FourTuple key;
+    std::uint32_t traits = kNoSlot;  // kNoSlot: a free slot
+    std::uint8_t mapped = 0;         // kLocalMapped | kRemoteMapped
+  };
+  static constexpr std::uint32_t kNoSlot = 0xffff'ffffU;
+  static constexpr std::uint8_t kLocalMapped = 1;
+  static constexpr std::uint8_t kRemoteMapped = 2;
+  // The SocketEntry of a TIME_WAIT without its 4-tuple, sock_id and timer, shared by refcount.
+  struct Traits {
+    SocketEntry entry;
+    std::uint32_t refs = 0;
+  };
+
+  // TIME_WAITs in a slot vector with an open-addressing index (linear probing, backward-shift
+  // deletion) and an expiry heap of (expires_ns, slot): ~100 bytes per TIME_WAIT where a
+  // node-based map of SocketEntry, a first-seen map and a heap of 4-tuples took ~530.
+  class TimeWaitTable {
+   public:
+    [[nodiscard]] std::size_t size() const { return live_; }
+    [[nodiscard]] std::uint32_t find(const FourTuple& key) const;
+    // A free slot for key, indexed; the caller fills the rest of the record.
+    std::uint32_t insert(const FourTuple& key);
+    void erase(std::uint32_t slot);
+    [[nodiscard]] TimeWaitRecord& at(std::uint32_t slot) { return slots_[slot]; }
+    [[nodiscard]] const TimeWaitRecord& at(std::uint32_t slot) const { return slots_[slot]; }
+    // Every record in use, in slot order.
+    template <typename Visit>
+    void for_each(Visit visit) const {
+      for (const TimeWaitRecord& r : slots_) {
+        if (r.traits != kNoSlot) {
+          visit(r);
+        }
+      }
+    }
+    // Slots of records in use whose key satisfies pred, so that the caller may erase them.
+    template <typename Pred>
+    [[nodiscard]] std::vector<std::uint32_t> slots_where(Pred pred) const {
+      std::vector<std::uint32_t> out;
+      for (std::uint32_t i = 0; i < slots_.size(); ++i) {
+        if (slots_[i].traits != kNoSlot && pred(slots_[i])) {
+          out.push_back(i);
+        }
+      }
+      return out;
+    }
+
+    void arm(std::uint32_t slot);  // queues slots_[slot].expires_ns
+    // Pops the next slot whose record expires at or before now_ns; kNoSlot when none.
+    std::uint32_t pop_expired(std::uint64_t now_ns);
+
+   private:
+    [[nodiscard]] std::size_t home(const FourTuple& key) const;
+    void grow();
+    void compact_expiry();
+
+    std::vector<TimeWaitRecord> slots_;
+    std::vector<std::uint32_t> free_;
+    std::vector<std::uint32_t> index_;  // slot numbers; kNoSlot: empty
+    std::size_t live_ = 0;
+    using ExpiryItem = std::pair<std::uint64_t, std::uint32_t>;  // (expires_ns, slot)
+    std::vector<ExpiryItem> expiry_;  // a min-heap; items of re-armed or freed slots are stale
+  };
+
+  static std::optional<FourTuple> tuple_of(const SocketEntry& entry);
+  static std::uint64_t listener_key(std::uint64_t netns, std::uint16_t port);
+  Tracked* upsert(const Event& event, bool& is_new);
+  void on_state(const Event& event);
+  void on_close(const Event& event);
+  using SocketMap = std::unordered_map<std::uint64_t, Tracked>;  // by sock_id
+  void erase_socket(std::uint64_t sock_id, std::uint64_t erased_ns);
+  void erase_socket(SocketMap::iterator it, std::uint64_t erased_ns);
+  void erase_time_wait(std::uint32_t slot, std::uint64_t erased_ns);
+  void prune_tombstones(std::uint64_t now_ns);
+  void forget_listener(const SocketEntry& entry);
+  void add_time_wait(const SocketEntry& from, std::uint64_t expires_ns, std::uint64_t created_ns);
+  void take_over_time_wait(const SocketEntry& entry, std::uint64_t ts_ns);
+  std::optional<SocketOwner> owner_of_listener(const SocketEntry& child) const;
+  void count_correction(std::string_view kind, std::uint64_t n = 1);
+  void merge_snapshot(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
+                      bool count);
+  void record_transition(Tracked& socket, std::uint64_t ts_ns);
+  std::uint32_t intern(const SocketEntry& time_wait);
+  void release(std::uint32_t traits);
+  // The SocketEntry a TIME_WAIT record stands for (time_wait_remaining not set).
+  [[nodiscard]] SocketEntry entry_of(const TimeWaitRecord& record) const;
+
+  bool counting_ = true;  // false while bootstrapping
+  TrackerLimits limits_;
+  SocketMap sockets_;
+  // Listening sockets by (netns, port), to attribute accepted children to their listener.
+  std::unordered_multimap<std::uint64_t, std::uint64_t> listeners_;
+  TimeWaitTable time_wait_;
+  std::vector<Traits> traits_;
+  std::vector<std::uint32_t> free_traits_;
+  std::unordered_multimap<std::size_t, std::uint32_t> traits_index_;  // by hash
+  std::unordered_set<std::uint64_t> resets_;  // sock_ids that received an RST
+  // First sight of sockets and TIME_WAIT 4-tuples that are gone but still tombstoned (live
+  // ones keep theirs in their record).
+  std::unordered_map<std::uint64_t, std::uint64_t> buried_first_seen_ns_;
+  std::unordered_map<FourTuple, std::uint64_t, FourTupleHash> buried_time_wait_first_seen_ns_;
   struct Tombstone {
     StateHistory history;
     SocketEntry entry;
@@ -160,7 +264,6 @@ class SocketTracker {
     std::uint64_t expires_ns = 0;  // TIME_WAIT only
   };
   std::deque<Tombstone> tombstones_;
-  std::unordered_map<std::uint64_t, StateHistory> history_;  // by sock_id
   TrackerCounters counters_;
 };
 

@@ -411,18 +411,11 @@ struct RunStats {
   std::map<std::string, std::size_t> causes;
 };
 
-// The agent's bookkeeping per event and per failure (agent/daemon.cpp, apply_batch).
-void count_like_agent(AgentCounters& counters, const Event& e) {
-  ++counters.events_by_type[std::string(to_string(e.type))];
-  if (e.type == EventType::kState) {
-    ++counters.state_transitions[{state_name(e.old_state), state_name(e.new_state)}];
-  }
-}
-
 RunStats run_once(const std::vector<pl_event>& stream, const SocketTable& prebuilt, Mode mode) {
   RunStats stats;
   SocketTracker tracker;
-  AgentCounters counters;
+  AgentCounters counters;  // the agent's bookkeeping per event and per failure (daemon.cpp)
+  EventTally tally;
   std::vector<Event> batch;
   batch.reserve(kBatch);
   const auto bytes = std::as_bytes(std::span(stream));
@@ -443,7 +436,7 @@ RunStats run_once(const std::vector<pl_event>& stream, const SocketTable& prebui
     for (const Event& e : batch) {
       tracker.apply(e);
       if (mode == Mode::kAgent) {
-        count_like_agent(counters, e);
+        tally.count(e);
       }
     }
     const std::uint64_t now = batch.back().ts_ns;
@@ -476,6 +469,9 @@ RunStats run_once(const std::vector<pl_event>& stream, const SocketTable& prebui
     }
     tracker.expire(now);
     batch.clear();
+  }
+  if (mode == Mode::kAgent) {
+    tally.name_into(counters);  // what each scrape does with them
   }
   stats.seconds = seconds_since(start);
   stats.sockets = tracker.socket_count();

@@ -168,7 +168,7 @@ constexpr std::array<TcpState, 11> kExportedStates = {
 // The state a TCP socket is counted under. A timewait minisocket counts under its substate, as
 // inet_diag reports it (ss shows a FIN_WAIT2-substate minisocket as FIN-WAIT-2, and `ss state
 // time-wait` leaves it out), so TIME_WAIT here agrees with `ss -tan state time-wait`.
-TcpState exported_state(const SocketEntry& entry) {
+TcpState exported_state(const SocketRow& entry) {
   if (!entry.state) {
     return TcpState::kClose;  // a TCP socket seen bound, before any state change
   }
@@ -344,7 +344,7 @@ void collect_sockets(Families& f, const NetnsScrape& ns, const std::string& netn
                      std::size_t top_k, PortCounts& by_port) {
   std::array<std::uint64_t, 16> states{};
   std::unordered_map<Endpoint, std::uint32_t, EndpointHash> by_remote;
-  for (const SocketEntry& entry : ns.table.sockets) {
+  for (const SocketRow& entry : ns.sockets) {
     if (entry.proto != Proto::kTcp) {
       continue;
     }
@@ -355,7 +355,7 @@ void collect_sockets(Families& f, const NetnsScrape& ns, const std::string& netn
     }
     by_port.add(entry.local.port);
     if (entry.remote) {
-      ++by_remote[Endpoint{entry.remote->addr.unmapped(), entry.remote->port}];
+      ++by_remote[*entry.remote];  // rows are unmapped
     }
   }
   for (const TcpState state : kExportedStates) {
@@ -408,7 +408,7 @@ void collect_ephemeral(Families& f, const NetnsScrape& ns, const std::string& ne
   std::vector<RemoteAccount> remotes;
   std::unordered_map<Endpoint, std::size_t, EndpointHash> index;
   double max_utilization = 0.0;
-  for (const EphemeralAccount& account : count_by_destination(ns.table)) {
+  for (const EphemeralAccount& account : count_by_destination(ns.inode, ns.config, ns.sockets)) {
     if (!account.destination) {
       continue;
     }
@@ -499,15 +499,10 @@ PortlensCollector::PortlensCollector(std::function<ScrapeInput()> source, std::s
 
 std::vector<MetricFamily> PortlensCollector::Collect() const { return build(source_(), top_k_); }
 
-std::vector<MetricFamily> PortlensCollector::build(ScrapeInput input, std::size_t top_k) {
+std::vector<MetricFamily> PortlensCollector::build(const ScrapeInput& input, std::size_t top_k) {
   Families f;
   PortCounts by_port;
-  for (NetnsScrape& ns : input.namespaces) {
-    // account_by_destination() reads each entry's netns config from the table; the tracker's
-    // tables carry none, so the namespace's own sysctls go in (the input is ours to change).
-    ns.table.default_config = ns.config;
-    ns.table.netns_config.clear();
-    ns.table.netns_config.emplace(ns.inode, ns.config);
+  for (const NetnsScrape& ns : input.namespaces) {
     const std::string netns = std::to_string(ns.inode);
     collect_sockets(f, ns, netns, top_k, by_port);
     collect_ephemeral(f, ns, netns, top_k);

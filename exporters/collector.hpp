@@ -31,7 +31,7 @@ class PortlensCollector : public prometheus::Collectable {
   [[nodiscard]] std::vector<prometheus::MetricFamily> Collect() const override;
 
   // The same families, from an input at hand (Collect() is source() then this).
-  [[nodiscard]] static std::vector<prometheus::MetricFamily> build(ScrapeInput input,
+  [[nodiscard]] static std::vector<prometheus::MetricFamily> build(const ScrapeInput& input,
                                                                    std::size_t top_k);
 
  private:

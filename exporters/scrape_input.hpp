@@ -1,24 +1,29 @@
-// What the agent hands the Prometheus collector at scrape time: a consistent copy of its socket
-// tables, port configuration and counters. The collector turns it into metric families; it
-// never sees the agent's locks or threads.
+// What the agent hands the Prometheus collector at scrape time: a consistent copy of its
+// TCP-table sockets (as SocketRow, what the metrics read), port configuration and counters. The
+// collector turns it into metric families; it never sees the agent's locks or threads.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
+#include "agent/ephemeral.hpp"
+#include "agent/event.hpp"
 #include "agent/socket_table.hpp"
 
 namespace portlens {
 
-// One network namespace: its sockets as the tracker knows them (TIME_WAIT included, with time
-// left) and the sysctls that decide its ports.
+// One network namespace: its TCP and MPTCP sockets as the tracker knows them (TIME_WAIT
+// included, with time left) and the sysctls that decide its ports.
 struct NetnsScrape {
   std::uint64_t inode = 0;
   NetnsPortConfig config;
-  SocketTable table;
+  std::vector<SocketRow> sockets;
 };
 
 // Monotonic counters kept by the agent since it started. Label values are final: the agent has
@@ -37,6 +42,52 @@ struct AgentCounters {
   std::uint64_t events_lost = 0;                               // ring full + in-flight table full
   std::map<std::string, std::uint64_t> reconcile_corrections;  // by kind (tracker.hpp)
   std::map<std::string, std::uint64_t> evictions;              // by table: sockets, time_wait
+};
+
+// The per-event counters of AgentCounters (events_by_type, state_transitions), kept by number
+// and named only when a scrape asks: a string-keyed map lookup per event cost more than the
+// tracker's own work on the event.
+class EventTally {
+ public:
+  void count(const Event& e) {
+    ++by_type_[static_cast<std::size_t>(e.type)];
+    if (e.type != EventType::kState) {
+      return;
+    }
+    if (e.old_state >= 0 && e.old_state < kStates && e.new_state >= 0 && e.new_state < kStates) {
+      ++transitions_[static_cast<std::size_t>(e.old_state)][static_cast<std::size_t>(e.new_state)];
+    } else {
+      ++odd_transitions_[{e.old_state, e.new_state}];
+    }
+  }
+
+  // Adds the counts to counters under the labels AgentCounters documents.
+  void name_into(AgentCounters& counters) const {
+    for (std::size_t type = 0; type < by_type_.size(); ++type) {
+      if (by_type_[type] != 0) {
+        counters.events_by_type[std::string(to_string(static_cast<EventType>(type)))] +=
+            by_type_[type];
+      }
+    }
+    for (int from = 0; from < kStates; ++from) {
+      for (int to = 0; to < kStates; ++to) {
+        const std::uint64_t n =
+            transitions_[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)];
+        if (n != 0) {
+          counters.state_transitions[{state_name(from), state_name(to)}] += n;
+        }
+      }
+    }
+    for (const auto& [states, n] : odd_transitions_) {
+      counters.state_transitions[{state_name(states.first), state_name(states.second)}] += n;
+    }
+  }
+
+ private:
+  static constexpr int kStates = 16;  // TCP_ESTABLISHED (1) .. TCP_BOUND_INACTIVE (13), and room
+  std::array<std::uint64_t, 8> by_type_{};  // by EventType (PL_EV_BIND 1 .. PL_EV_DESTROY 6)
+  std::array<std::array<std::uint64_t, kStates>, kStates> transitions_{};
+  std::map<std::pair<int, int>, std::uint64_t> odd_transitions_;  // states beyond the table
 };
 
 struct ScrapeInput {

@@ -83,13 +83,13 @@ SocketEntry listener(std::string_view local, std::uint64_t netns = kNetns) {
   return e;
 }
 
-NetnsScrape netns_scrape(std::uint64_t inode, std::vector<SocketEntry> sockets,
+NetnsScrape netns_scrape(std::uint64_t inode, const std::vector<SocketEntry>& sockets,
                          NetnsPortConfig config = {}) {
   NetnsScrape ns;
   ns.inode = inode;
   ns.config = std::move(config);
-  ns.table.sockets = std::move(sockets);
-  return ns;  // like the tracker's tables: no config in the table itself
+  ns.sockets = rows_of(sockets);
+  return ns;
 }
 
 // Through Collect(), as the exposer calls it.
@@ -191,7 +191,7 @@ ScrapeInput realistic_input() {
         "10.0.0.1:8080", "192.168.7." + std::to_string(i % 250) + ":" + std::to_string(50000 + i)));
   }
   sockets.push_back(connection("[2001:db8::2]:40000", "[2001:db8::1]:443"));
-  input.namespaces.push_back(netns_scrape(kNetns, std::move(sockets)));
+  input.namespaces.push_back(netns_scrape(kNetns, sockets));
   NetnsPortConfig narrow;
   narrow.port_range_lo = 40000;
   narrow.port_range_hi = 40009;
@@ -352,7 +352,7 @@ ScrapeInput time_wait_input() {
   add("40002", 1);
   sockets.push_back(connection("10.0.0.1:40100", "10.0.0.10:80"));  // not TIME_WAIT
   ScrapeInput input;
-  input.namespaces.push_back(netns_scrape(kNetns, std::move(sockets)));
+  input.namespaces.push_back(netns_scrape(kNetns, sockets));
   return input;
 }
 
@@ -409,7 +409,7 @@ ScrapeInput ephemeral_input() {
   config.reserved_ports.set(40008);
   config.tcp_tw_reuse = 0;
   ScrapeInput input;
-  input.namespaces.push_back(netns_scrape(kNetns, std::move(sockets), config));
+  input.namespaces.push_back(netns_scrape(kNetns, sockets, config));
   return input;
 }
 
@@ -572,7 +572,8 @@ TEST(CollectorTest, SumsAddUpAndOutputIsDeterministic) {
   EXPECT_EQ(sum(by_port), time_wait_total);
   EXPECT_EQ(sum(by_remote), time_wait_total);
 
-  SocketTable table = input.namespaces[0].table;
+  SocketTable table;
+  table.sockets = sockets;
   const auto accounts = account_by_destination(table);
   double in_use_total = 0;
   double reusable_total = 0;
@@ -592,9 +593,37 @@ TEST(CollectorTest, SumsAddUpAndOutputIsDeterministic) {
                 .at({{"netns", kNetnsLabel}}),
             max_ratio);
 
-  std::shuffle(input.namespaces[0].table.sockets.begin(), input.namespaces[0].table.sockets.end(),
-               rng);
+  std::shuffle(input.namespaces[0].sockets.begin(), input.namespaces[0].sockets.end(), rng);
   EXPECT_EQ(render_text(collect(input, 5)), render_text(families));
+}
+
+// The agent once counted every event straight into these string-keyed maps; EventTally counts
+// by number and names at scrape time. The same maps, odd states included.
+TEST(EventTallyTest, NamesWhatThePerEventMapsCounted) {
+  std::mt19937 rng(11);
+  AgentCounters expected;
+  EventTally tally;
+  for (int i = 0; i < 20000; ++i) {
+    Event e;
+    e.type = static_cast<EventType>(1 + rng() % 6);
+    e.old_state = rng() % 50 == 0 ? static_cast<int>(rng() % 256) : static_cast<int>(rng() % 14);
+    e.new_state = rng() % 50 == 0 ? static_cast<int>(rng() % 256) : static_cast<int>(rng() % 14);
+    ++expected.events_by_type[std::string(to_string(e.type))];
+    if (e.type == EventType::kState) {
+      ++expected.state_transitions[{state_name(e.old_state), state_name(e.new_state)}];
+    }
+    tally.count(e);
+  }
+  AgentCounters named;
+  named.events_lost = 3;
+  tally.name_into(named);
+  EXPECT_EQ(named.events_by_type, expected.events_by_type);
+  EXPECT_EQ(named.state_transitions, expected.state_transitions);
+  EXPECT_EQ(named.events_lost, 3U);
+  AgentCounters empty;
+  EventTally{}.name_into(empty);
+  EXPECT_TRUE(empty.events_by_type.empty());
+  EXPECT_TRUE(empty.state_transitions.empty());
 }
 
 TEST(CollectorTest, RenderTextIsTheTextExposition) {
@@ -650,7 +679,7 @@ TEST(CollectorPerfTest, CollectWith200kTimeWaitOver10kDestinations) {
     }
   }
   ScrapeInput input;
-  input.namespaces.push_back(netns_scrape(kNetns, std::move(sockets)));
+  input.namespaces.push_back(netns_scrape(kNetns, sockets));
   const PortlensCollector collector([&input] { return input; });
 
   using Clock = std::chrono::steady_clock;
@@ -672,10 +701,11 @@ TEST(CollectorPerfTest, CollectWith200kTimeWaitOver10kDestinations) {
     text = render_text(families);
     render_ms.push_back(ms_since(start));
     start = Clock::now();
-    ScrapeInput copy = input;
+    // NOLINTNEXTLINE(performance-unnecessary-copy-initialization): the copy is what is timed
+    const ScrapeInput copy = input;
     copy_ms.push_back(ms_since(start));
     start = Clock::now();
-    (void)PortlensCollector::build(std::move(copy), kDefaultTopK);
+    (void)PortlensCollector::build(copy, kDefaultTopK);
     build_ms.push_back(ms_since(start));
   }
   for (auto* v : {&collect_ms, &build_ms, &copy_ms, &render_ms}) {
@@ -692,7 +722,7 @@ TEST(CollectorPerfTest, CollectWith200kTimeWaitOver10kDestinations) {
       "[ perf     ]   build() alone:                                     %s\n"
       "[ perf     ]   copying the ScrapeInput:                           %s\n"
       "[ perf     ]   render_text():                                     %s (%zu bytes)\n",
-      input.namespaces[0].table.sockets.size() - 1, kDestinations, kDefaultTopK, kRuns,
+      input.namespaces[0].sockets.size() - 1, kDestinations, kDefaultTopK, kRuns,
       figures(collect_ms).c_str(), figures(build_ms).c_str(), figures(copy_ms).c_str(),
       figures(render_ms).c_str(), text.size());
   EXPECT_NE(text.find("local_port=\"other\""), std::string::npos);

@@ -12,6 +12,7 @@
 #include <charconv>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -261,12 +262,18 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   const std::uint64_t host_netns = current_netns().inode;
 
   std::vector<NetnsRef> namespaces;
+  // Applies the events already waiting in the ring; set once the event pipeline exists below.
+  std::function<void()> catch_up = [] {};
   const auto reconcile = [&](bool first) {
     namespaces = discover_netns();
     for (const NetnsRef& ns : namespaces) {
       const std::uint64_t taken = monotonic_ns();
       try {
         const Snapshot snap = inspector.snapshotter().take(ns);
+        // The events of the sockets that changed while the snapshot ran are still in the ring.
+        // Merged before them, each would count as a correction that is none (a TIME_WAIT the
+        // iterator saw before its FIN_WAIT2->CLOSE event was read, say): apply them first.
+        catch_up();
         std::lock_guard lock(state.mu);
         if (first) {
           state.tracker.bootstrap(ns.inode, snap.table, taken);
@@ -413,6 +420,20 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
     }
     batch.clear();
   };
+  // Drains what the ring holds now. Bounded: under endless churn the ring never empties, and
+  // events newer than the snapshot need no catching up (the merge leaves them alone).
+  catch_up = [&] {
+    for (int round = 0; round < 16; ++round) {
+      while (batch.size() < kMaxBatch && tracer->poll(std::chrono::milliseconds(0), sink) > 0) {
+      }
+      const bool full = batch.size() >= kMaxBatch;
+      apply_batch();
+      if (!full) {
+        break;
+      }
+    }
+  };
+
   auto next_reconcile =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(
                          std::chrono::duration<double>(options.reconcile_interval_s));

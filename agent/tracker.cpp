@@ -707,6 +707,25 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
   counting_ = count;
   std::unordered_set<std::uint64_t> seen;
   std::unordered_set<FourTuple, FourTupleHash> seen_tw;
+  // What the events removed after the snapshot began: the agent applies the events that arrived
+  // while the snapshot ran before merging it, so a socket closed (or a TIME_WAIT expired or taken
+  // over) in that window may still be in the snapshot. It is gone, not missing; reviving it would
+  // leave a ghost for the next reconcile to count as stale. Tombstones are kept in event order,
+  // so the walk stops at the first one older than the snapshot.
+  std::unordered_set<std::uint64_t> gone;
+  std::unordered_set<FourTuple, FourTupleHash> gone_tw;
+  for (auto t = tombstones_.rbegin(); t != tombstones_.rend() && t->erased_ns > snapshot_ns; ++t) {
+    if (t->entry.netns != netns) {
+      continue;
+    }
+    if (is_time_wait(t->entry)) {
+      if (const auto key = tuple_of(t->entry)) {
+        gone_tw.insert(*key);
+      }
+    } else if (const std::uint64_t id = identity_of(t->entry); id != 0) {
+      gone.insert(id);
+    }
+  }
   for (const SocketEntry& s : snapshot.sockets) {
     if (s.netns != netns || s.state == TcpState::kNewSynRecv) {
       continue;
@@ -718,6 +737,9 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
       }
       seen_tw.insert(*key);
       const std::uint32_t slot = time_wait_.find(*key);
+      if (slot == kNoSlot && gone_tw.contains(*key)) {
+        continue;
+      }
       SocketEntry merged = s;
       if (slot == kNoSlot) {
         count_correction("time_wait_missing");
@@ -738,6 +760,9 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
     }
     seen.insert(id);
     const auto it = sockets_.find(id);
+    if (it == sockets_.end() && gone.contains(id)) {
+      continue;
+    }
     if (it == sockets_.end()) {
       if (sockets_.size() >= limits_.max_sockets) {
         ++counters_.sockets_dropped;

@@ -343,6 +343,44 @@ TEST(SocketTrackerTest, ReconcileLeavesWhatHappenedAfterTheSnapshot) {
   EXPECT_TRUE(t.counters().corrections.empty());
 }
 
+// The agent applies the events that arrived during a snapshot before merging it: what they
+// removed in the meantime is still in the snapshot, and must not come back.
+TEST(SocketTrackerTest, ReconcileDoesNotReviveSocketsClosedWhileTheSnapshotRan) {
+  SocketTracker t;
+  t.apply(Ev::bind(0x90, ep("127.0.0.1", 9000), kSec));
+  SocketTable snap;  // taken from 5 s, while the socket still existed
+  snap.sockets.push_back(snapshot_socket(0x90, TcpState::kClose, ep("127.0.0.1", 9000)));
+  t.apply(Ev::sk_event(EventType::kDestroy, 0x90, 6 * kSec));
+  t.reconcile(kNetns, snap, 5 * kSec);
+  EXPECT_EQ(t.socket_count(), 0U);
+  EXPECT_TRUE(t.counters().corrections.empty());
+  // A socket closed before the snapshot began is a different matter: the snapshot is right.
+  t.apply(Ev::bind(0x91, ep("127.0.0.1", 9001), 7 * kSec));
+  t.apply(Ev::sk_event(EventType::kDestroy, 0x91, 8 * kSec));
+  SocketTable later;
+  later.sockets.push_back(snapshot_socket(0x91, TcpState::kClose, ep("127.0.0.1", 9001)));
+  t.reconcile(kNetns, later, 9 * kSec);
+  EXPECT_EQ(t.socket_count(), 1U);
+  EXPECT_EQ(t.counters().corrections.at("socket_missing"), 1U);
+}
+
+TEST(SocketTrackerTest, ReconcileDoesNotReviveTimeWaitsExpiredWhileTheSnapshotRan) {
+  SocketTracker t;
+  active_close(t, 0x92, kSec);  // TIME_WAIT until about 61 s
+  ASSERT_EQ(t.time_wait_count(), 1U);
+  SocketTable snap;  // taken from 60.5 s, with half a second left on the timer
+  SocketEntry tw = snapshot_socket(0, TcpState::kTimeWait, ep("127.0.0.1", 40000));
+  tw.inode = 0;
+  tw.remote = ep("127.0.0.1", 80);
+  tw.time_wait_remaining = std::chrono::milliseconds(500);
+  snap.sockets.push_back(tw);
+  t.expire(62 * kSec);
+  ASSERT_EQ(t.time_wait_count(), 0U);
+  t.reconcile(kNetns, snap, 60 * kSec + kSec / 2);
+  EXPECT_EQ(t.time_wait_count(), 0U);
+  EXPECT_TRUE(t.counters().corrections.empty());
+}
+
 TEST(SocketTrackerTest, ReconcileOnlyTouchesItsNamespace) {
   SocketTracker t;
   Event other = Ev::bind(0x70, ep("127.0.0.1", 7000), kSec);

@@ -11,11 +11,13 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -43,6 +45,103 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kOther = "other";
 constexpr std::size_t kMaxBatch = 65536;  // events applied per hold of the lock, at most
 constexpr std::chrono::milliseconds kBatchPause{2};
+
+// Reconcile snapshots are taken on their own thread. A walk of a busy namespace takes longer
+// than the ring holds events for (the default 8 MiB is about 70 ms at 650,000 events/s), so the
+// event loop must keep draining while it runs. Each snapshot is handed over one at a time, so
+// at most one namespace's table is held besides the tracker, and the loop merges it after
+// catching up with the events of the walk.
+class SnapshotWalker {
+ public:
+  struct Taken {
+    NetnsRef ns;
+    Snapshot snapshot;
+    std::uint64_t taken_ns = 0;  // CLOCK_MONOTONIC when the walk began
+  };
+
+  SnapshotWalker(const SocketSnapshotter& snapshotter, double interval_s)
+      : snapshotter_(snapshotter),
+        interval_(
+            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(interval_s))),
+        thread_([this] { run(); }) {}
+  ~SnapshotWalker() {
+    {
+      const std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  SnapshotWalker(const SnapshotWalker&) = delete;
+  SnapshotWalker& operator=(const SnapshotWalker&) = delete;
+  SnapshotWalker(SnapshotWalker&&) = delete;
+  SnapshotWalker& operator=(SnapshotWalker&&) = delete;
+
+  // A snapshot waiting to be merged, if any; taking it lets the walk go on.
+  std::optional<Taken> next_snapshot() { return take(snapshot_); }
+  // The namespaces of a finished round, once every one of its snapshots has been taken.
+  std::optional<std::vector<NetnsRef>> finished_round() { return take(round_); }
+
+ private:
+  template <typename T>
+  std::optional<T> take(std::optional<T>& slot) {
+    std::optional<T> out;
+    {
+      const std::lock_guard lock(mu_);
+      out.swap(slot);
+    }
+    if (out) {
+      cv_.notify_all();
+    }
+    return out;
+  }
+  // Waits until the loop has taken what was handed over; false when stopping.
+  bool wait_handed_over(std::unique_lock<std::mutex>& lock) {
+    cv_.wait(lock, [this] { return stopping_ || (!snapshot_ && !round_); });
+    return !stopping_;
+  }
+  void run() {
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, interval_, [this] { return stopping_; })) {
+      lock.unlock();
+      std::vector<NetnsRef> namespaces;
+      try {
+        namespaces = discover_netns();
+      } catch (const std::exception& e) {
+        spdlog::warn("cannot list network namespaces for reconcile: {}", e.what());
+      }
+      for (const NetnsRef& ns : namespaces) {
+        Taken taken{ns, {}, monotonic_ns()};
+        try {
+          taken.snapshot = snapshotter_.take(ns);
+        } catch (const std::exception& e) {
+          spdlog::debug("netns {} not inspectable: {}", ns.path, e.what());
+          continue;
+        }
+        lock.lock();
+        if (!wait_handed_over(lock)) {
+          return;
+        }
+        snapshot_ = std::move(taken);
+        lock.unlock();
+      }
+      lock.lock();
+      if (!wait_handed_over(lock)) {
+        return;
+      }
+      round_ = std::move(namespaces);
+    }
+  }
+
+  const SocketSnapshotter& snapshotter_;
+  const Clock::duration interval_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::optional<Taken> snapshot_;
+  std::optional<std::vector<NetnsRef>> round_;
+  std::thread thread_;  // last: starts once the members above exist
+};
 
 std::string kernel_release() {
   utsname u{};
@@ -261,32 +360,20 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   AgentState state(options);
   const std::uint64_t host_netns = current_netns().inode;
 
-  std::vector<NetnsRef> namespaces;
-  // Applies the events already waiting in the ring; set once the event pipeline exists below.
-  std::function<void()> catch_up = [] {};
-  const auto reconcile = [&](bool first) {
-    namespaces = discover_netns();
-    for (const NetnsRef& ns : namespaces) {
-      const std::uint64_t taken = monotonic_ns();
-      try {
-        const Snapshot snap = inspector.snapshotter().take(ns);
-        // The events of the sockets that changed while the snapshot ran are still in the ring.
-        // Merged before them, each would count as a correction that is none (a TIME_WAIT the
-        // iterator saw before its FIN_WAIT2->CLOSE event was read, say): apply them first.
-        catch_up();
-        std::lock_guard lock(state.mu);
-        if (first) {
-          state.tracker.bootstrap(ns.inode, snap.table, taken);
-        } else {
-          state.tracker.reconcile(ns.inode, snap.table, taken);
-        }
-        state.configs[ns.inode] = snap.table.config_for(ns.inode);
-      } catch (const Error& e) {
-        spdlog::debug("netns {} not inspectable: {}", ns.path, e.what());
-      }
-    }
+  // Merges one namespace's snapshot: the first look at it (bootstrap) or a correction.
+  const auto merge = [&](const NetnsRef& ns, const Snapshot& snap, std::uint64_t taken,
+                         bool first) {
     std::lock_guard lock(state.mu);
-    // Namespaces that are gone: forget their configuration (their sockets went with them).
+    if (first) {
+      state.tracker.bootstrap(ns.inode, snap.table, taken);
+    } else {
+      state.tracker.reconcile(ns.inode, snap.table, taken);
+    }
+    state.configs[ns.inode] = snap.table.config_for(ns.inode);
+  };
+  // Namespaces that are gone: forget their configuration (their sockets went with them).
+  const auto forget_gone = [&](const std::vector<NetnsRef>& namespaces) {
+    std::lock_guard lock(state.mu);
     for (auto it = state.configs.begin(); it != state.configs.end();) {
       const bool alive = std::any_of(namespaces.begin(), namespaces.end(),
                                      [&](const NetnsRef& n) { return n.inode == it->first; });
@@ -296,7 +383,15 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
       it = alive ? std::next(it) : state.configs.erase(it);
     }
   };
-  reconcile(true);
+  const std::vector<NetnsRef> namespaces = discover_netns();
+  for (const NetnsRef& ns : namespaces) {
+    const std::uint64_t taken = monotonic_ns();
+    try {
+      merge(ns, inspector.snapshotter().take(ns), taken, true);
+    } catch (const Error& e) {
+      spdlog::debug("netns {} not inspectable: {}", ns.path, e.what());
+    }
+  }
   spdlog::info("bootstrapped {} sockets and {} TIME_WAIT from {} network namespaces",
                state.tracker.socket_count(), state.tracker.time_wait_count(), namespaces.size());
 
@@ -422,7 +517,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   };
   // Drains what the ring holds now. Bounded: under endless churn the ring never empties, and
   // events newer than the snapshot need no catching up (the merge leaves them alone).
-  catch_up = [&] {
+  const auto catch_up = [&] {
     for (int round = 0; round < 16; ++round) {
       while (batch.size() < kMaxBatch && tracer->poll(std::chrono::milliseconds(0), sink) > 0) {
       }
@@ -434,9 +529,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
     }
   };
 
-  auto next_reconcile =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                         std::chrono::duration<double>(options.reconcile_interval_s));
+  SnapshotWalker walker(inspector.snapshotter(), options.reconcile_interval_s);
   while (!stop.load(std::memory_order_relaxed)) {
     if (reopen_log.exchange(false) && event_log) {
       if (const auto error = event_log->reopen()) {
@@ -463,11 +556,22 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
       state.tracker.expire(monotonic_ns());
       state.counters.events_lost = tracer->drops().total();
     }
-    if (Clock::now() >= next_reconcile) {
-      reconcile(false);
-      next_reconcile =
-          Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                             std::chrono::duration<double>(options.reconcile_interval_s));
+    if (auto taken = walker.next_snapshot()) {
+      // The events of the sockets that changed while the snapshot ran are still in the ring.
+      // Merged before them, each would count as a correction that is none (a TIME_WAIT the
+      // iterator saw before its FIN_WAIT2->CLOSE event was read, say): apply them first.
+      const auto start = Clock::now();
+      catch_up();
+      const auto caught_up = Clock::now();
+      merge(taken->ns, taken->snapshot, taken->taken_ns, false);
+      spdlog::debug(
+          "reconciled netns {} ({} sockets): caught up in {} ms, merged in {} ms", taken->ns.inode,
+          taken->snapshot.table.sockets.size(),
+          std::chrono::duration_cast<std::chrono::milliseconds>(caught_up - start).count(),
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - caught_up).count());
+    }
+    if (const auto round = walker.finished_round()) {
+      forget_gone(*round);
     }
   }
   // Torn down in order, each step timed: SIGTERM must detach within about a second.

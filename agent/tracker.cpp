@@ -567,6 +567,7 @@ void SocketTracker::erase_socket(SocketMap::iterator it, std::uint64_t erased_ns
   // Kept a while in the state it had until now: a failure diagnosed late still sees it.
   buried_first_seen_ns_[sock_id] = t.first_seen_ns;
   tombstones_.push_back(Tombstone{t.history, std::move(t.entry), t.first_seen_ns, erased_ns, 0});
+  ++tombstones_buried_;
   sockets_.erase(it);
   prune_tombstones(erased_ns);
 }
@@ -575,6 +576,7 @@ void SocketTracker::erase_time_wait(std::uint32_t slot, std::uint64_t erased_ns)
   const TimeWaitRecord& r = time_wait_.at(slot);
   buried_time_wait_first_seen_ns_[r.key] = r.first_seen_ns;
   tombstones_.push_back(Tombstone{{}, entry_of(r), r.created_ns, erased_ns, r.expires_ns});
+  ++tombstones_buried_;
   // Pruned while the TIME_WAIT still counts as live: an older tombstone of the same 4-tuple
   // leaving now does not take the 4-tuple's first sight with it.
   prune_tombstones(erased_ns);
@@ -704,124 +706,183 @@ void SocketTracker::bootstrap(std::uint64_t netns, const SocketTable& snapshot,
 
 void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snapshot,
                                    std::uint64_t snapshot_ns, bool count) {
-  counting_ = count;
-  std::unordered_set<std::uint64_t> seen;
-  std::unordered_set<FourTuple, FourTupleHash> seen_tw;
-  // What the events removed after the snapshot began: the agent applies the events that arrived
-  // while the snapshot ran before merging it, so a socket closed (or a TIME_WAIT expired or taken
-  // over) in that window may still be in the snapshot. It is gone, not missing; reviving it would
-  // leave a ghost for the next reconcile to count as stale. Tombstones are kept in event order,
-  // so the walk stops at the first one older than the snapshot.
-  std::unordered_set<std::uint64_t> gone;
-  std::unordered_set<FourTuple, FourTupleHash> gone_tw;
-  for (auto t = tombstones_.rbegin(); t != tombstones_.rend() && t->erased_ns > snapshot_ns; ++t) {
-    if (t->entry.netns != netns) {
+  PendingMerge merge;
+  merge.netns = netns;
+  merge.snapshot = &snapshot;
+  merge.snapshot_ns = snapshot_ns;
+  merge.count = count;
+  while (!merge_some(merge, snapshot.sockets.size() + 1)) {
+  }
+}
+
+void SocketTracker::begin_merge(std::uint64_t netns, const SocketTable& snapshot,
+                                std::uint64_t snapshot_ns, bool bootstrap) {
+  pending_merge_ = std::make_unique<PendingMerge>();
+  PendingMerge& merge = *pending_merge_;
+  merge.netns = netns;
+  merge.snapshot = &snapshot;
+  merge.snapshot_ns = snapshot_ns;
+  merge.count = !bootstrap;
+}
+
+bool SocketTracker::merge_some(std::size_t max_entries) {
+  if (!pending_merge_ || merge_some(*pending_merge_, max_entries)) {
+    pending_merge_.reset();
+    return true;
+  }
+  return false;
+}
+
+bool SocketTracker::merge_some(PendingMerge& merge, std::size_t max_entries) {
+  counting_ = merge.count;
+  note_gone(merge);
+  const std::vector<SocketEntry>& sockets = merge.snapshot->sockets;
+  const std::size_t end = merge.next + std::min(max_entries, sockets.size() - merge.next);
+  for (; merge.next < end; ++merge.next) {
+    merge_entry(merge, sockets[merge.next]);
+  }
+  if (merge.next < sockets.size()) {
+    counting_ = true;
+    return false;
+  }
+  finish_merge(merge);
+  counting_ = true;
+  return true;
+}
+
+// What the events removed after the snapshot began: the agent applies the events that arrived
+// while the snapshot ran (and between slices of the merge), so a socket closed, or a TIME_WAIT
+// expired or taken over, since then may still be in the snapshot. It is gone, not missing;
+// reviving it would leave a ghost for the next reconcile to count as stale. Tombstones are kept
+// in event order: the first look walks back to the snapshot's start, later ones read only what
+// was buried since.
+void SocketTracker::note_gone(PendingMerge& merge) const {
+  const std::uint64_t first_kept = tombstones_buried_ - tombstones_.size();
+  std::size_t from = tombstones_.size();
+  if (!merge.looked_back) {
+    while (from > 0 && tombstones_[from - 1].erased_ns > merge.snapshot_ns) {
+      --from;
+    }
+    merge.looked_back = true;
+  } else {
+    from = merge.tombstones_read > first_kept
+               ? static_cast<std::size_t>(merge.tombstones_read - first_kept)
+               : 0;
+  }
+  for (std::size_t i = from; i < tombstones_.size(); ++i) {
+    const Tombstone& t = tombstones_[i];
+    if (t.entry.netns != merge.netns) {
       continue;
     }
-    if (is_time_wait(t->entry)) {
-      if (const auto key = tuple_of(t->entry)) {
-        gone_tw.insert(*key);
+    if (is_time_wait(t.entry)) {
+      if (const auto key = tuple_of(t.entry)) {
+        merge.gone_tw.insert(*key);
       }
-    } else if (const std::uint64_t id = identity_of(t->entry); id != 0) {
-      gone.insert(id);
+    } else if (const std::uint64_t id = identity_of(t.entry); id != 0) {
+      merge.gone.insert(id);
     }
   }
-  for (const SocketEntry& s : snapshot.sockets) {
-    if (s.netns != netns || s.state == TcpState::kNewSynRecv) {
-      continue;
+  merge.tombstones_read = tombstones_buried_;
+}
+
+void SocketTracker::merge_entry(PendingMerge& merge, const SocketEntry& s) {
+  if (s.netns != merge.netns || s.state == TcpState::kNewSynRecv) {
+    return;
+  }
+  if (is_time_wait(s)) {
+    const auto key = tuple_of(s);
+    if (!key) {
+      return;
     }
-    if (is_time_wait(s)) {
-      const auto key = tuple_of(s);
-      if (!key) {
-        continue;
-      }
-      seen_tw.insert(*key);
-      const std::uint32_t slot = time_wait_.find(*key);
-      if (slot == kNoSlot && gone_tw.contains(*key)) {
-        continue;
-      }
-      SocketEntry merged = s;
-      if (slot == kNoSlot) {
-        count_correction("time_wait_missing");
-      } else if (!merged.owner) {
-        merged.owner = traits_[time_wait_.at(slot).traits].entry.owner;
-      }
-      const std::uint64_t left =
-          s.time_wait_remaining ? static_cast<std::uint64_t>(std::max<std::int64_t>(
-                                      0, std::chrono::nanoseconds(*s.time_wait_remaining).count()))
-                                : kTimeWaitLenNs;
-      add_time_wait(merged, snapshot_ns + left,
-                    slot == kNoSlot ? snapshot_ns : time_wait_.at(slot).created_ns);
-      continue;
-    }
-    const std::uint64_t id = identity_of(s);
-    if (id == 0) {
-      continue;
-    }
-    seen.insert(id);
-    const auto it = sockets_.find(id);
-    if (it == sockets_.end() && gone.contains(id)) {
-      continue;
-    }
-    if (it == sockets_.end()) {
-      if (sockets_.size() >= limits_.max_sockets) {
-        ++counters_.sockets_dropped;
-        continue;
-      }
-      count_correction("socket_missing");
-      Tracked fresh;
-      fresh.entry = s;
-      fresh.entry.sock_id = id;
-      fresh.first_seen_ns = snapshot_ns;
-      fresh.updated_ns = snapshot_ns;
-      if (fresh.entry.state == TcpState::kListen) {
-        listeners_.emplace(listener_key(fresh.entry.netns, fresh.entry.local.port), id);
-      }
-      sockets_.emplace(id, std::move(fresh));
-      buried_first_seen_ns_.erase(id);
-      continue;
-    }
-    Tracked& t = it->second;
-    if (t.updated_ns > snapshot_ns) {
-      continue;  // events newer than the snapshot know better
-    }
-    if (t.entry.state != s.state) {
-      count_correction("socket_state");
-      record_transition(t, snapshot_ns);
-    }
-    if (t.entry.state == TcpState::kListen) {
-      forget_listener(t.entry);
+    merge.seen_tw.insert(*key);
+    const std::uint32_t slot = time_wait_.find(*key);
+    if (slot == kNoSlot && merge.gone_tw.contains(*key)) {
+      return;
     }
     SocketEntry merged = s;
-    merged.sock_id = id;
-    if (t.entry.owner) {
-      merged.owner = t.entry.owner;  // who made it, from the events
+    if (slot == kNoSlot) {
+      count_correction("time_wait_missing");
+    } else if (!merged.owner) {
+      merged.owner = traits_[time_wait_.at(slot).traits].entry.owner;
     }
-    t.entry = std::move(merged);
-    if (t.entry.state == TcpState::kListen) {
-      listeners_.emplace(listener_key(t.entry.netns, t.entry.local.port), id);
-    }
+    const std::uint64_t left =
+        s.time_wait_remaining ? static_cast<std::uint64_t>(std::max<std::int64_t>(
+                                    0, std::chrono::nanoseconds(*s.time_wait_remaining).count()))
+                              : kTimeWaitLenNs;
+    add_time_wait(merged, merge.snapshot_ns + left,
+                  slot == kNoSlot ? merge.snapshot_ns : time_wait_.at(slot).created_ns);
+    return;
   }
+  const std::uint64_t id = identity_of(s);
+  if (id == 0) {
+    return;
+  }
+  merge.seen.insert(id);
+  const auto it = sockets_.find(id);
+  if (it == sockets_.end() && merge.gone.contains(id)) {
+    return;
+  }
+  if (it == sockets_.end()) {
+    if (sockets_.size() >= limits_.max_sockets) {
+      ++counters_.sockets_dropped;
+      return;
+    }
+    count_correction("socket_missing");
+    Tracked fresh;
+    fresh.entry = s;
+    fresh.entry.sock_id = id;
+    fresh.first_seen_ns = merge.snapshot_ns;
+    fresh.updated_ns = merge.snapshot_ns;
+    if (fresh.entry.state == TcpState::kListen) {
+      listeners_.emplace(listener_key(fresh.entry.netns, fresh.entry.local.port), id);
+    }
+    sockets_.emplace(id, std::move(fresh));
+    buried_first_seen_ns_.erase(id);
+    return;
+  }
+  Tracked& t = it->second;
+  if (t.updated_ns > merge.snapshot_ns) {
+    return;  // events newer than the snapshot know better
+  }
+  if (t.entry.state != s.state) {
+    count_correction("socket_state");
+    record_transition(t, merge.snapshot_ns);
+  }
+  if (t.entry.state == TcpState::kListen) {
+    forget_listener(t.entry);
+  }
+  SocketEntry merged = s;
+  merged.sock_id = id;
+  if (t.entry.owner) {
+    merged.owner = t.entry.owner;  // who made it, from the events
+  }
+  t.entry = std::move(merged);
+  if (t.entry.state == TcpState::kListen) {
+    listeners_.emplace(listener_key(t.entry.netns, t.entry.local.port), id);
+  }
+}
 
+void SocketTracker::finish_merge(PendingMerge& merge) {
   std::vector<std::uint64_t> stale;
   for (const auto& [id, t] : sockets_) {
-    if (t.entry.netns == netns && !seen.contains(id) && t.updated_ns <= snapshot_ns) {
+    if (t.entry.netns == merge.netns && !merge.seen.contains(id) &&
+        t.updated_ns <= merge.snapshot_ns) {
       stale.push_back(id);
     }
   }
   for (const auto id : stale) {
-    erase_socket(id, snapshot_ns);
+    erase_socket(id, merge.snapshot_ns);
   }
   count_correction("socket_stale", stale.size());
 
   const std::vector<std::uint32_t> stale_tw = time_wait_.slots_where([&](const TimeWaitRecord& r) {
-    return r.key.netns == netns && !seen_tw.contains(r.key) && r.created_ns <= snapshot_ns;
+    return r.key.netns == merge.netns && !merge.seen_tw.contains(r.key) &&
+           r.created_ns <= merge.snapshot_ns;
   });
   for (const std::uint32_t slot : stale_tw) {
-    erase_time_wait(slot, snapshot_ns);
+    erase_time_wait(slot, merge.snapshot_ns);
   }
   count_correction("time_wait_stale", stale_tw.size());
-  counting_ = true;
 }
 
 namespace {

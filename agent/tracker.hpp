@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -85,6 +86,14 @@ class SocketTracker {
   void forget_namespace(std::uint64_t netns, std::uint64_t now_ns);
   // The first look at a namespace: the same merge, but nothing it adds is a correction.
   void bootstrap(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns);
+  // reconcile() (or bootstrap()) in slices, so that the agent can apply events in between: a
+  // merge costs microseconds per snapshot socket, and a busy namespace's would otherwise stall
+  // the event loop long enough for the ring to overflow. begin_merge(), then merge_some() until
+  // it returns true; the last call also removes what the snapshot no longer has. snapshot must
+  // outlive the merge; beginning another drops an unfinished one.
+  void begin_merge(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
+                   bool bootstrap = false);
+  bool merge_some(std::size_t max_entries);
 
   // The table the diagnoser reads: every tracked socket of netns (all when nullopt), with
   // TIME_WAIT time left computed at now_ns. Carries no sysctl configuration.
@@ -234,8 +243,28 @@ class SocketTracker {
   void take_over_time_wait(const SocketEntry& entry, std::uint64_t ts_ns);
   std::optional<SocketOwner> owner_of_listener(const SocketEntry& child) const;
   void count_correction(std::string_view kind, std::uint64_t n = 1);
+  // A merge under way: where it is in the snapshot and what of the tracker it has seen.
+  struct PendingMerge {
+    std::uint64_t netns = 0;
+    const SocketTable* snapshot = nullptr;
+    std::uint64_t snapshot_ns = 0;
+    bool count = true;     // false for bootstrap and forgotten namespaces
+    std::size_t next = 0;  // the next snapshot entry to merge
+    std::unordered_set<std::uint64_t> seen;
+    std::unordered_set<FourTuple, FourTupleHash> seen_tw;
+    // What the events removed since the snapshot began (from the tombstones), and how many
+    // tombstones had been buried when it last looked.
+    std::unordered_set<std::uint64_t> gone;
+    std::unordered_set<FourTuple, FourTupleHash> gone_tw;
+    bool looked_back = false;
+    std::uint64_t tombstones_read = 0;
+  };
   void merge_snapshot(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
                       bool count);
+  bool merge_some(PendingMerge& merge, std::size_t max_entries);
+  void note_gone(PendingMerge& merge) const;
+  void merge_entry(PendingMerge& merge, const SocketEntry& s);
+  void finish_merge(PendingMerge& merge);
   void record_transition(Tracked& socket, std::uint64_t ts_ns);
   std::uint32_t intern(const SocketEntry& time_wait);
   void release(std::uint32_t traits);
@@ -243,6 +272,9 @@ class SocketTracker {
   [[nodiscard]] SocketEntry entry_of(const TimeWaitRecord& record) const;
 
   bool counting_ = true;  // false while bootstrapping
+  // A pointer rather than std::optional: clang cannot tell, inside SocketTracker, that the
+  // nested PendingMerge with default member initializers is default-constructible.
+  std::unique_ptr<PendingMerge> pending_merge_;
   TrackerLimits limits_;
   SocketMap sockets_;
   // Listening sockets by (netns, port), to attribute accepted children to their listener.
@@ -264,6 +296,7 @@ class SocketTracker {
     std::uint64_t expires_ns = 0;  // TIME_WAIT only
   };
   std::deque<Tombstone> tombstones_;
+  std::uint64_t tombstones_buried_ = 0;  // ever pushed to tombstones_
   TrackerCounters counters_;
 };
 

@@ -381,6 +381,77 @@ TEST(SocketTrackerTest, ReconcileDoesNotReviveTimeWaitsExpiredWhileTheSnapshotRa
   EXPECT_TRUE(t.counters().corrections.empty());
 }
 
+// The agent merges a big snapshot a slice at a time, applying events in between.
+SocketTable mixed_snapshot() {
+  SocketTable snap;
+  snap.sockets.push_back(snapshot_socket(0xb0, TcpState::kListen, ep("127.0.0.1", 5100)));
+  snap.sockets.push_back(snapshot_socket(0xb3, TcpState::kListen, ep("127.0.0.1", 5103)));
+  for (std::uint16_t port = 41000; port < 41003; ++port) {
+    SocketEntry tw = snapshot_socket(0, TcpState::kTimeWait, ep("127.0.0.1", port));
+    tw.inode = 0;
+    tw.remote = ep("127.0.0.1", 80);
+    tw.time_wait_remaining = std::chrono::milliseconds(30'000);
+    snap.sockets.push_back(tw);
+  }
+  return snap;
+}
+
+void mixed_events(SocketTracker& t) {
+  t.apply(Ev::bind(0xb0, ep("127.0.0.1", 5100), kSec));  // LISTEN in the snapshot
+  t.apply(Ev::bind(0xb1, ep("127.0.0.1", 5101), kSec));  // gone from the snapshot
+  active_close(t, 0xb2, kSec);                           // a TIME_WAIT the snapshot lacks
+}
+
+TEST(SocketTrackerTest, MergingInSlicesEndsAsMergingAtOnce) {
+  const SocketTable snap = mixed_snapshot();
+  SocketTracker whole;
+  mixed_events(whole);
+  whole.reconcile(kNetns, snap, 5 * kSec);
+  SocketTracker sliced;
+  mixed_events(sliced);
+  sliced.begin_merge(kNetns, snap, 5 * kSec);
+  std::size_t calls = 1;
+  while (!sliced.merge_some(1)) {
+    ++calls;
+  }
+  EXPECT_EQ(calls, snap.sockets.size());
+  EXPECT_EQ(sliced.counters().corrections, whole.counters().corrections);
+  EXPECT_EQ(sliced.socket_count(), whole.socket_count());
+  EXPECT_EQ(sliced.time_wait_count(), whole.time_wait_count());
+  EXPECT_EQ(sliced.table(kNetns, 20 * kSec).sockets.size(),
+            whole.table(kNetns, 20 * kSec).sockets.size());
+  EXPECT_TRUE(sliced.merge_some(1));  // nothing under way: done at once
+}
+
+TEST(SocketTrackerTest, EventsBetweenSlicesAreNotUndoneByTheRestOfTheMerge) {
+  const SocketTable snap = mixed_snapshot();  // 0xb0 first, then 0xb3, then TIME_WAITs
+  SocketTracker t;
+  t.apply(Ev::bind(0xb0, ep("127.0.0.1", 5100), kSec));
+  t.apply(Ev::bind(0xb3, ep("127.0.0.1", 5103), kSec));
+  t.begin_merge(kNetns, snap, 5 * kSec);
+  ASSERT_FALSE(t.merge_some(1));                               // 0xb0 merged
+  t.apply(Ev::sk_event(EventType::kDestroy, 0xb3, 6 * kSec));  // closed since the snapshot
+  t.apply(Ev::bind(0xb4, ep("127.0.0.1", 5104), 6 * kSec));    // made since the snapshot
+  while (!t.merge_some(1)) {
+  }
+  const SocketTable table = t.table(kNetns, 7 * kSec);
+  const auto has = [&](std::uint64_t sk) {
+    return std::any_of(table.sockets.begin(), table.sockets.end(),
+                       [sk](const SocketEntry& e) { return e.sock_id == sk; });
+  };
+  EXPECT_TRUE(has(0xb0));
+  EXPECT_FALSE(has(0xb3)) << "revived by a later slice";
+  EXPECT_TRUE(has(0xb4)) << "removed as stale though newer than the snapshot";
+  EXPECT_EQ(t.time_wait_count(), 3U);
+  const auto corrections = [&t](const char* kind) {
+    const auto it = t.counters().corrections.find(kind);
+    return it == t.counters().corrections.end() ? 0U : it->second;
+  };
+  EXPECT_EQ(corrections("time_wait_missing"), 3U);
+  EXPECT_EQ(corrections("socket_missing"), 0U);
+  EXPECT_EQ(corrections("socket_stale"), 0U);
+}
+
 TEST(SocketTrackerTest, ReconcileOnlyTouchesItsNamespace) {
   SocketTracker t;
   Event other = Ev::bind(0x70, ep("127.0.0.1", 7000), kSec);

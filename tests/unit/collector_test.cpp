@@ -23,9 +23,14 @@
 #include <prometheus/metric_family.h>
 
 #include "agent/ephemeral.hpp"
+#include "tests/unit/builders.hpp"
 
 namespace portlens {
 namespace {
+
+using unit::connection;
+using unit::listener;
+using unit::time_wait;
 
 using prometheus::MetricFamily;
 using prometheus::MetricType;
@@ -33,55 +38,10 @@ using std::chrono::milliseconds;
 using LabelMap = std::map<std::string, std::string>;
 using Series = std::map<LabelMap, double>;
 
-constexpr std::uint64_t kNetns = 4026531840;
+constexpr std::uint64_t kNetns = unit::kTestNetns;  // the builders' default
 constexpr std::uint64_t kOtherNetns = 4026532999;
 const std::string kNetnsLabel = "4026531840";
 const std::string kOtherNetnsLabel = "4026532999";
-
-Endpoint ep(std::string_view text) {
-  auto e = Endpoint::parse(text);
-  EXPECT_TRUE(e.has_value()) << text;
-  return e.value_or(Endpoint{});
-}
-
-// A connection that connect() gave its port to.
-SocketEntry connection(std::string_view local, std::string_view remote,
-                       TcpState state = TcpState::kEstablished, std::uint64_t netns = kNetns) {
-  SocketEntry e;
-  e.proto = Proto::kTcp;
-  e.state = state;
-  e.local = ep(local);
-  e.remote = ep(remote);
-  e.netns = netns;
-  e.reuseaddr = e.reuseport = e.v6only = false;
-  e.bound_dev_if = 0;
-  if (state == TcpState::kTimeWait) {
-    e.time_wait_substate = TcpState::kTimeWait;
-    e.time_wait_remaining = milliseconds{30000};
-    e.timestamps = true;
-  } else {
-    e.uid = 1000;
-    e.inode = 100;
-    e.owner = SocketOwner{4242, "java"};
-  }
-  return e;
-}
-
-SocketEntry time_wait(std::string_view local, std::string_view remote,
-                      std::uint64_t netns = kNetns) {
-  return connection(local, remote, TcpState::kTimeWait, netns);
-}
-
-SocketEntry listener(std::string_view local, std::uint64_t netns = kNetns) {
-  SocketEntry e;
-  e.proto = Proto::kTcp;
-  e.state = TcpState::kListen;
-  e.local = ep(local);
-  e.netns = netns;
-  e.explicit_port = true;
-  e.owner = SocketOwner{812, "nginx"};
-  return e;
-}
 
 NetnsScrape netns_scrape(std::uint64_t inode, const std::vector<SocketEntry>& sockets,
                          NetnsPortConfig config = {}) {

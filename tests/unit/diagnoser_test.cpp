@@ -8,24 +8,17 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/builders.hpp"
+
 namespace portlens {
 namespace {
 
-constexpr std::uint64_t kNetns = 4026531840;
+using unit::ep;
+using unit::ip;
+
+constexpr std::uint64_t kNetns = unit::kTestNetns;  // the builders' default
 constexpr std::uint32_t kUid = 1000;
 constexpr std::uint32_t kOtherUid = 33;
-
-Endpoint ep(std::string_view text) {
-  auto e = Endpoint::parse(text);
-  EXPECT_TRUE(e.has_value()) << text;
-  return e.value_or(Endpoint{});
-}
-
-IpAddress ip(std::string_view text) {
-  auto a = IpAddress::parse(text);
-  EXPECT_TRUE(a.has_value()) << text;
-  return a.value_or(IpAddress{});
-}
 
 bool is_bound_only(TcpState s) { return s == TcpState::kClose || s == TcpState::kBoundInactive; }
 

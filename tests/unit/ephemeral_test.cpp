@@ -8,58 +8,19 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/builders.hpp"
+
 namespace portlens {
 namespace {
 
+using unit::connection;
+using unit::ep;
+using unit::ip;
+using unit::listener;
+
 using std::chrono::milliseconds;
 
-constexpr std::uint64_t kNetns = 4026531840;
-
-Endpoint ep(std::string_view text) {
-  auto e = Endpoint::parse(text);
-  EXPECT_TRUE(e.has_value()) << text;
-  return e.value_or(Endpoint{});
-}
-
-IpAddress ip(std::string_view text) {
-  auto a = IpAddress::parse(text);
-  EXPECT_TRUE(a.has_value()) << text;
-  return a.value_or(IpAddress{});
-}
-
-// A connection that connect() gave its port to.
-SocketEntry connection(std::string_view local, std::string_view remote,
-                       TcpState state = TcpState::kEstablished) {
-  SocketEntry e;
-  e.proto = Proto::kTcp;
-  e.state = state;
-  e.local = ep(local);
-  e.remote = ep(remote);
-  e.netns = kNetns;
-  e.reuseaddr = e.reuseport = e.v6only = false;
-  e.bound_dev_if = 0;
-  if (state == TcpState::kTimeWait) {
-    e.time_wait_substate = TcpState::kTimeWait;
-    e.time_wait_remaining = milliseconds{30000};
-    e.timestamps = true;
-  } else {
-    e.uid = 1000;
-    e.inode = 100;
-    e.owner = SocketOwner{4242, "java"};
-  }
-  return e;
-}
-
-SocketEntry listener(std::string_view local) {
-  SocketEntry e;
-  e.proto = Proto::kTcp;
-  e.state = TcpState::kListen;
-  e.local = ep(local);
-  e.netns = kNetns;
-  e.explicit_port = true;
-  e.owner = SocketOwner{812, "nginx"};
-  return e;
-}
+constexpr std::uint64_t kNetns = unit::kTestNetns;  // the builders' default
 
 Destination db(std::string_view source = "10.0.0.1") {
   return Destination{kNetns, ip(source), ep("10.0.0.9:5432")};

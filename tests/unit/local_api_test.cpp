@@ -25,9 +25,12 @@
 #include <gtest/gtest.h>
 
 #include "agent/error.hpp"
+#include "tests/unit/builders.hpp"
 
 namespace portlens {
 namespace {
+
+using unit::TempDir;
 
 using nlohmann::json;
 using std::chrono::milliseconds;
@@ -36,29 +39,6 @@ using ::testing::StartsWith;
 namespace fs = std::filesystem;
 
 constexpr milliseconds kTimeout{2000};
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "portlens-api-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error("mkdtemp failed");
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 sockaddr_un address_of(const std::string& path) {
   sockaddr_un addr{};

@@ -14,33 +14,24 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "exporters/collector.hpp"
+#include "exporters/scrape_input.hpp"
+
 namespace portlens {
 namespace {
 
 using nlohmann::json;
 
-// Every family exporters/collector.cpp exports: the names a dashboard query may refer to.
-const std::set<std::string> kExportedFamilies = {
-    "portlens_bind_failures_total",
-    "portlens_connect_failures_total",
-    "portlens_tcp_sockets",
-    "portlens_time_wait_sockets",
-    "portlens_time_wait_sockets_by_remote",
-    "portlens_ephemeral_port_range_size",
-    "portlens_ephemeral_ports_in_use",
-    "portlens_ephemeral_port_utilization_ratio",
-    "portlens_ephemeral_port_utilization_max_ratio",
-    "portlens_ephemeral_ports_capacity",
-    "portlens_ephemeral_ports_time_wait_reusable",
-    "portlens_tcp_state_transitions_total",
-    "portlens_events_total",
-    "portlens_events_lost_total",
-    "portlens_reconcile_corrections_total",
-    "portlens_evictions_total",
-    "portlens_tracked_sockets",
-    "portlens_scrape_duration_seconds",
-    "portlens_build_info",
-};
+// Every family the collector exports, whatever the input: the names a dashboard query may
+// refer to, read from the collector itself so that the two cannot drift apart.
+std::set<std::string> exported_families() {
+  std::set<std::string> names;
+  for (const auto& family : PortlensCollector::build(ScrapeInput{}, 20)) {
+    names.insert(family.name);
+  }
+  return names;
+}
+const std::set<std::string> kExportedFamilies = exported_families();
 
 // The variables the end-to-end test substitutes before it runs every query.
 const std::set<std::string> kAllowedVariables = {"job", "instance", "__rate_interval", "__range",

@@ -18,11 +18,11 @@
 #include <string>
 #include <vector>
 
-#include "agent/diagnoser.hpp"
-#include "agent/event.hpp"
-#include "agent/format.hpp"
-#include "agent/live.hpp"
-#include "agent/tracker.hpp"
+#include "agent/diagnose/diagnoser.hpp"
+#include "agent/kernel/inspector.hpp"
+#include "agent/model/event.hpp"
+#include "agent/render/format.hpp"
+#include "agent/tracker/tracker.hpp"
 #include "bench/sections.hpp"
 #include "exporters/scrape_input.hpp"
 

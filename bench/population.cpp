@@ -7,10 +7,11 @@
 #include <iostream>
 #include <memory>
 
-#include "agent/live.hpp"
-#include "agent/netns.hpp"
-#include "agent/snapshot.hpp"
-#include "agent/tracker.hpp"
+#include "agent/kernel/inspector.hpp"
+#include "agent/kernel/netns.hpp"
+#include "agent/kernel/snapshot.hpp"
+#include "agent/model/clock.hpp"
+#include "agent/tracker/tracker.hpp"
 #include "bench/sections.hpp"
 #include "exporters/collector.hpp"
 

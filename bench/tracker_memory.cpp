@@ -11,8 +11,8 @@
 #include <iostream>
 #include <span>
 
-#include "agent/event.hpp"
-#include "agent/tracker.hpp"
+#include "agent/model/event.hpp"
+#include "agent/tracker/tracker.hpp"
 #include "bench/sections.hpp"
 
 namespace portlens::bench {

@@ -97,7 +97,7 @@ static __always_inline void read_local(const struct sock *sk, __u16 family, stru
 	}
 }
 
-/* Everything the kernel's port rules look at on a socket (kernel-rules.md section 1). */
+/* Everything the kernel's port rules look at on a socket (docs/kernel-rules.md section 1). */
 static __always_inline void read_sock_opts(struct sock *sk, struct pl_event *e)
 {
 	struct sock_common *skc = &sk->__sk_common;

@@ -3,7 +3,7 @@
  * TCP state changes and received resets. The tracker rebuilds per-socket state from these:
  * no event ever carries newstate TIME_WAIT (tcp_time_wait() allocates a separate minisocket and
  * the full socket goes to CLOSE), so TIME_WAIT is inferred from FIN_WAIT2->CLOSE and
- * CLOSING->CLOSE, unless tcp_receive_reset fired first (kernel-rules.md section 5).
+ * CLOSING->CLOSE, unless tcp_receive_reset fired first (docs/kernel-rules.md section 5).
  */
 #include "common.bpf.h"
 

@@ -19,8 +19,8 @@
 #include <prometheus/metric_type.h>
 #include <prometheus/text_serializer.h>
 
-#include "agent/ephemeral.hpp"
-#include "agent/inet.hpp"
+#include "agent/diagnose/ephemeral.hpp"
+#include "agent/model/inet.hpp"
 
 namespace portlens {
 namespace {
@@ -200,7 +200,7 @@ struct RemoteAccount {
 
 double ratio_0_1(double value) { return std::clamp(value, 0.0, 1.0); }
 
-// The metric families, in the order of architecture.md.
+// The metric families, in the order of docs/architecture.md.
 struct Families {
   MetricFamily bind_failures = make_family(
       "portlens_bind_failures_total",

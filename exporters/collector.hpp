@@ -1,6 +1,6 @@
 // The Prometheus collector: at every scrape it asks the agent for a ScrapeInput and turns it into
-// the metric families of architecture.md ("Metrics"). Nothing outlives a scrape, so a port or a
-// destination that goes quiet simply stops having series.
+// the metric families of docs/architecture.md ("Metrics"). Nothing outlives a scrape, so a port or
+// a destination that goes quiet simply stops having series.
 #pragma once
 
 #include <cstddef>

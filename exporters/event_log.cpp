@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <utility>
 
-#include "agent/error.hpp"
+#include "agent/model/error.hpp"
 
 namespace portlens {
 namespace {

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "agent/error.hpp"
+#include "agent/model/error.hpp"
 
 namespace portlens {
 namespace {

@@ -12,9 +12,9 @@
 #include <utility>
 #include <vector>
 
-#include "agent/ephemeral.hpp"
-#include "agent/event.hpp"
-#include "agent/socket_table.hpp"
+#include "agent/diagnose/ephemeral.hpp"
+#include "agent/model/event.hpp"
+#include "agent/model/socket_table.hpp"
 
 namespace portlens {
 

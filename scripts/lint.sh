@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Format and lint checks: clang-format on every C/C++ file we write (bpf/ in kernel style,
 # bpf/include/ generated and excluded), clang-tidy on the C++ sources.
-# usage: scripts/lint.sh [format|tidy|all] [BUILD_DIR]   (BUILD_DIR holds compile_commands.json)
+# usage: scripts/lint.sh [format|tidy|layers|all] [BUILD_DIR]   (BUILD_DIR holds compile_commands.json)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 what=${1:-all}
@@ -13,6 +13,16 @@ cxx_files() { git ls-files -- 'agent/*.cpp' 'agent/*.hpp' 'exporters/*.cpp' 'exp
 bpf_files() { git ls-files -- 'bpf/*.c' 'bpf/*.h' | grep -v '^bpf/include/'; }
 
 status=0
+if [ "$what" = layers ] || [ "$what" = all ]; then
+  # The pure layers never include libbpf or netlink headers (kernel/ headers stop the build on
+  # their own: agent/kernel/kernel_only.hpp; links are checked by cmake/Layers.cmake).
+  pure='agent/model agent/diagnose agent/tracker agent/live agent/render exporters tests/unit :(exclude)tests/unit/host'
+  # shellcheck disable=SC2086
+  if git ls-files -- $pure | grep -E '\.(c|h)pp$' | xargs grep -nE '#include <(bpf|libmnl|linux/(netlink|sock_diag|inet_diag))' ; then
+    echo "lint: a pure layer includes a kernel library header (above); move that code to agent/kernel/" >&2
+    status=1
+  fi
+fi
 if [ "$what" = format ] || [ "$what" = all ]; then
   # shellcheck disable=SC2046
   if ! clang-format --dry-run -Werror $(cxx_files) $(bpf_files); then

@@ -1,7 +1,7 @@
 // The randomized differential test of issue 3: thousands of generated scenarios, each in a
 // throwaway network namespace, comparing what `portlens check` predicts (predict() over a BPF
 // iterator snapshot) with what the kernel does on the real bind() and listen(). The kernel is the
-// judge (kernel-rules.md): every disagreement fails the test and prints the scenario, with a
+// judge (docs/kernel-rules.md): every disagreement fails the test and prints the scenario, with a
 // unit-test form of it for tests/unit/diagnoser_test.cpp.
 //
 // PORTLENS_DIFF_SEED (default kDefaultSeed) and PORTLENS_DIFF_COUNT (default kDefaultCount) pick
@@ -40,11 +40,11 @@
 #include <utility>
 #include <vector>
 
-#include "agent/diagnoser.hpp"
-#include "agent/error.hpp"
-#include "agent/format.hpp"
-#include "agent/netns.hpp"
-#include "agent/snapshot.hpp"
+#include "agent/diagnose/diagnoser.hpp"
+#include "agent/kernel/netns.hpp"
+#include "agent/kernel/snapshot.hpp"
+#include "agent/model/error.hpp"
+#include "agent/render/format.hpp"
 #include "tests/kernel/harness.hpp"
 
 namespace portlens::testing {

@@ -15,8 +15,8 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "agent/error.hpp"
-#include "agent/preflight.hpp"
+#include "agent/kernel/preflight.hpp"
+#include "agent/model/error.hpp"
 
 namespace portlens::testing {
 namespace {

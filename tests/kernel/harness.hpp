@@ -15,8 +15,8 @@
 
 #include <gtest/gtest.h>
 
-#include "agent/bpf_tracer.hpp"
-#include "agent/event.hpp"
+#include "agent/kernel/bpf_tracer.hpp"
+#include "agent/model/event.hpp"
 #include "tests/support/netns_sandbox.hpp"
 
 namespace portlens::testing {

@@ -693,7 +693,7 @@ TEST_F(ScenarioTest, Q07OldInstanceConnectionNeedsReuseaddr) {
     // PORTLENS BUG: for a 0.0.0.0 restart, classify() (agent/diagnoser.cpp:327-328) names the old
     // connection (127.0.0.1:P, not listening) a wildcard_conflict, though the kernel lets the
     // bind through once both sides have SO_REUSEADDR (asserted below): missing_reuseaddr, as
-    // issue 3 question 7 says. (classify() follows architecture.md's per-blocker order, which
+    // issue 3 question 7 says. (classify() follows docs/architecture.md's per-blocker order, which
     // puts any different-address overlap first: the two documents disagree here.)
     EXPECT_EQ(predicted_cause(plain), "missing_reuseaddr") << describe(plain);
     const CliRun reuse = check(ns(), "tcp", addr, {"--reuseaddr", "--listen"});

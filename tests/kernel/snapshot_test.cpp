@@ -1,6 +1,6 @@
 // Kernel tests of the socket snapshot: real sockets in a private network namespace, compared
 // with what the BPF iterators and the sock_diag fallback report, and with ss(8).
-#include "agent/snapshot.hpp"
+#include "agent/kernel/snapshot.hpp"
 
 #include <net/if.h>
 #include <netinet/in.h>
@@ -19,7 +19,7 @@
 #include <stdexcept>
 #include <tuple>
 
-#include "agent/error.hpp"
+#include "agent/model/error.hpp"
 #include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
 

@@ -12,8 +12,8 @@
 
 #include <gtest/gtest.h>
 
-#include "agent/inet.hpp"
-#include "agent/socket_table.hpp"
+#include "agent/model/inet.hpp"
+#include "agent/model/socket_table.hpp"
 
 namespace portlens::unit {
 

@@ -1,4 +1,4 @@
-// The Prometheus collector: every family of architecture.md with exact series for hand-built
+// The Prometheus collector: every family of docs/architecture.md with exact series for hand-built
 // inputs, the top-K cut and its `other` bucket, ephemeral accounting per destination, promtool's
 // verdict on the exposition, and the Collect() time at 200,000 TIME_WAIT sockets.
 #include "exporters/collector.hpp"
@@ -22,7 +22,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/metric_family.h>
 
-#include "agent/ephemeral.hpp"
+#include "agent/diagnose/ephemeral.hpp"
 #include "tests/unit/builders.hpp"
 
 namespace portlens {

@@ -11,9 +11,9 @@
 
 #include <gtest/gtest.h>
 
-#include "agent/ephemeral.hpp"
-#include "agent/live.hpp"
-#include "agent/report.hpp"
+#include "agent/diagnose/ephemeral.hpp"
+#include "agent/live/judge.hpp"
+#include "agent/render/report.hpp"
 #include "tests/unit/random_tracker.hpp"
 
 namespace portlens {

@@ -1,6 +1,6 @@
-// The diagnoser against hand-built socket tables: every rule of kernel-rules.md sections 1-4
+// The diagnoser against hand-built socket tables: every rule of docs/kernel-rules.md sections 1-4
 // and 6 that decides bind(), listen() and connect(), the cause precedence and the hints.
-#include "agent/diagnoser.hpp"
+#include "agent/diagnose/diagnoser.hpp"
 
 #include <cerrno>
 #include <string>
@@ -280,7 +280,7 @@ const std::vector<AddressColumn>& address_columns() {
   return kColumns;
 }
 
-// kernel-rules.md section 1, rows the new socket, columns the owner; 2 = only if same address.
+// docs/kernel-rules.md section 1, rows the new socket, columns the owner; 2 = only if same address.
 constexpr std::array<std::array<int, 5>, 5> kOverlap = {{
     {1, 1, 1, 0, 0},
     {1, 2, 1, 0, 0},

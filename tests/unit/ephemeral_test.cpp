@@ -1,6 +1,6 @@
-// Per-destination ephemeral-port accounting (kernel-rules.md section 6): range, reserved ports,
-// explicit owners, 4-tuples toward a destination and TIME_WAIT reuse under tcp_tw_reuse.
-#include "agent/ephemeral.hpp"
+// Per-destination ephemeral-port accounting (docs/kernel-rules.md section 6): range, reserved
+// ports, explicit owners, 4-tuples toward a destination and TIME_WAIT reuse under tcp_tw_reuse.
+#include "agent/diagnose/ephemeral.hpp"
 
 #include <chrono>
 #include <string>

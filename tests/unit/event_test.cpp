@@ -1,4 +1,4 @@
-#include "agent/event.hpp"
+#include "agent/model/event.hpp"
 
 #include <netinet/in.h>
 #include <sys/socket.h>

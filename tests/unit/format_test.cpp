@@ -1,4 +1,4 @@
-#include "agent/format.hpp"
+#include "agent/render/format.hpp"
 
 #include <cerrno>
 #include <cstdint>
@@ -61,7 +61,7 @@ TEST(Rfc3339Test, KnownInstants) {
   EXPECT_EQ(format_rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
   EXPECT_EQ(format_rfc3339_us(1'700'000'000 * kNsPerSec + 123'456'789),
             "2023-11-14T22:13:20.123456Z");
-  // architecture.md's example instant.
+  // docs/architecture.md's example instant.
   EXPECT_EQ(format_rfc3339_us(1'795'256'103 * kNsPerSec + 123'456'000),
             "2026-11-21T10:15:03.123456Z");
   // Leap day, last microsecond of the day.
@@ -97,8 +97,8 @@ TEST(WallClockTest, DefaultMapsMonotonicNowToRealtimeNow) {
   EXPECT_LT(diff < 0 ? -diff : diff, kNsPerSec / 10);
 }
 
-// Times in the tests: monotonic 5s + 123456us, wall clock offset puts that at architecture.md's
-// example instant.
+// Times in the tests: monotonic 5s + 123456us, wall clock offset puts that at
+// docs/architecture.md's example instant.
 constexpr std::uint64_t kMonoNs = 5 * kNsPerSec + 123'456'000;
 constexpr std::int64_t kOffsetNs = 1'795'256'098 * kNsPerSec;
 

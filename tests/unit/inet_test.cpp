@@ -1,4 +1,4 @@
-#include "agent/inet.hpp"
+#include "agent/model/inet.hpp"
 
 #include <array>
 #include <cstdint>

@@ -24,7 +24,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "agent/error.hpp"
+#include "agent/model/error.hpp"
 #include "tests/unit/builders.hpp"
 
 namespace portlens {

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/tracker.hpp"
+#include "agent/tracker/tracker.hpp"
 
 namespace portlens {
 

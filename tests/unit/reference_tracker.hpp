@@ -19,9 +19,9 @@
 #include <utility>
 #include <vector>
 
-#include "agent/event.hpp"
-#include "agent/socket_table.hpp"
-#include "agent/tracker.hpp"
+#include "agent/model/event.hpp"
+#include "agent/model/socket_table.hpp"
+#include "agent/tracker/tracker.hpp"
 
 namespace portlens::reference {
 
@@ -371,7 +371,7 @@ inline void ReferenceTracker::on_state(const Event& event) {
 inline void ReferenceTracker::on_close(const Event& event) {
   const bool reset = resets_.erase(event.sock_id) > 0;
   const auto it = sockets_.find(event.sock_id);
-  // kernel-rules.md section 5: tcp_time_wait() then tcp_done() shows FIN_WAIT2->CLOSE or
+  // docs/kernel-rules.md section 5: tcp_time_wait() then tcp_done() shows FIN_WAIT2->CLOSE or
   // CLOSING->CLOSE; an RST received first means no TIME_WAIT was made.
   if ((is_state(event, TcpState::kFinWait2) || is_state(event, TcpState::kClosing)) && !reset &&
       event.local && event.remote) {

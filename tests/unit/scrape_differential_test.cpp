@@ -14,8 +14,8 @@
 #include <gtest/gtest.h>
 #include <prometheus/metric_family.h>
 
-#include "agent/ephemeral.hpp"
-#include "agent/tracker.hpp"
+#include "agent/diagnose/ephemeral.hpp"
+#include "agent/tracker/tracker.hpp"
 #include "exporters/collector.hpp"
 #include "tests/unit/random_tracker.hpp"
 

@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include "agent/tracker.hpp"
+#include "agent/tracker/tracker.hpp"
 #include "tests/unit/random_tracker.hpp"
 #include "tests/unit/reference_tracker.hpp"
 

@@ -1,4 +1,4 @@
-#include "agent/tracker.hpp"
+#include "agent/tracker/tracker.hpp"
 
 #include <cerrno>
 

@@ -1,0 +1,42 @@
+// `portlens agent`: the long-running daemon. It follows the events, keeps the socket table of
+// every network namespace live, diagnoses every failure, and serves Prometheus metrics, an
+// event log and a local API for `portlens why`.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/kernel/bpf_tracer.hpp"
+
+namespace portlens {
+
+struct AgentOptions {
+  std::vector<std::string> listen_addresses = {":10130"};  // --web.listen-address, repeatable
+  std::string telemetry_path = "/metrics";
+  std::size_t top_k = 20;
+  std::optional<std::string> event_log;  // JSON Lines of every diagnosed failure
+  std::uint64_t event_log_max_bytes = std::uint64_t{64} << 20;
+  std::size_t event_log_keep = 3;
+  std::string api_socket = "/run/portlens/api.sock";
+  std::string log_level = "info";
+  std::string log_format = "logfmt";
+  double reconcile_interval_s = 30;
+  std::size_t ring_bytes = kDefaultRingBytes;
+  std::size_t history = 10'000;  // diagnosed failures kept for the local API
+};
+
+// A --web.listen-address as civetweb wants it: ":10130" -> "10130" (every IPv4 address),
+// "127.0.0.1:10130" as is. Throws UsageError for malformed forms and for IPv6 addresses, which
+// the HTTP library (Debian's civetweb, built without IPv6) cannot serve.
+std::string civetweb_listen_spec(const std::string& address);
+
+// Runs until stop becomes true; reopens the event log whenever reopen_log is set (SIGHUP).
+// Throws Error (one line, what to do) when it cannot start.
+int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
+              std::atomic<bool>& reopen_log);
+
+}  // namespace portlens

@@ -1,0 +1,398 @@
+#include "agent/cmd/check.hpp"
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <map>
+#include <ostream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "agent/diagnose/diagnoser.hpp"
+#include "agent/kernel/inspector.hpp"
+#include "agent/model/error.hpp"
+#include "agent/render/format.hpp"
+#include "agent/render/report.hpp"
+#include "exporters/local_api.hpp"
+
+namespace portlens {
+namespace {
+
+using nlohmann::json;
+
+NetnsRef resolve_or_current(const std::optional<std::string>& spec) {
+  return spec ? resolve_netns(*spec) : current_netns();
+}
+
+// SO_BINDTODEVICE takes a name that only means something inside the namespace: resolve it there.
+int resolve_device(const std::string& device, const NetnsRef& ns) {
+  int index = 0;
+  const auto [ptr, ec] = std::from_chars(device.data(), device.data() + device.size(), index);
+  if (ec == std::errc() && ptr == device.data() + device.size() && index > 0) {
+    return index;
+  }
+  unsigned found = 0;
+  int err = 0;
+  std::thread worker([&] {
+    const int fd = open(ns.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+      err = errno;
+      if (fd >= 0) {
+        close(fd);
+      }
+      return;
+    }
+    close(fd);
+    found = if_nametoindex(device.c_str());
+  });
+  worker.join();
+  if (err != 0) {
+    throw Error("--device: cannot enter " + ns.path + ": " + errno_text(err));
+  }
+  if (found == 0) {
+    throw UsageError("--device " + device + ": no such interface in that network namespace " +
+                     "(`ip link` lists them)");
+  }
+  return static_cast<int>(found);
+}
+
+std::string outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::kSucceeds:
+      return "succeeds";
+    case Outcome::kFails:
+      return "fails";
+    case Outcome::kUndetermined:
+      return "undetermined";
+  }
+  return "?";
+}
+
+std::string option_words(const SocketOptions& o) {
+  std::vector<std::string> words;
+  if (o.reuseaddr) words.emplace_back("SO_REUSEADDR");
+  if (o.reuseport) words.emplace_back("SO_REUSEPORT");
+  if (o.v6only) words.emplace_back("IPV6_V6ONLY");
+  if (o.bound_dev_if != 0) words.push_back(fmt::format("SO_BINDTODEVICE={}", o.bound_dev_if));
+  return words.empty() ? "no options" : fmt::format("{}", fmt::join(words, ", "));
+}
+
+json prediction_to_json(const Prediction& p) {
+  json j = {{"prediction", outcome_name(p.outcome)}};
+  j["failing_syscall"] = p.failing_syscall ? json(to_string(*p.failing_syscall)) : json(nullptr);
+  j["errno"] = p.expected_result < 0 ? json(errno_name(p.expected_result)) : json(nullptr);
+  j["diagnosis"] = p.diagnosis ? diagnosis_to_json(*p.diagnosis) : json(nullptr);
+  j["note"] = p.note.empty() ? json(nullptr) : json(p.note);
+  return j;
+}
+
+// "would succeed" / "would FAIL: listen() -> EADDRINUSE" and the diagnosis beneath.
+std::string prediction_text(const Prediction& p, const std::string& indent) {
+  std::string out;
+  switch (p.outcome) {
+    case Outcome::kSucceeds:
+      out = "would succeed\n";
+      break;
+    case Outcome::kFails:
+      out = fmt::format("would FAIL: {}() -> {}\n",
+                        p.failing_syscall ? to_string(*p.failing_syscall) : "bind",
+                        errno_name(p.expected_result));
+      break;
+    case Outcome::kUndetermined:
+      out = "cannot tell: the sockets that may block have fields portlens cannot see\n";
+      break;
+  }
+  if (p.diagnosis) {
+    out += format_diagnosis(*p.diagnosis, indent);
+  }
+  if (!p.note.empty()) {
+    out += indent + "note: " + p.note + "\n";
+  }
+  return out;
+}
+
+json snapshot_json(const Snapshot& s) {
+  return {{"source", to_string(s.source)},
+          {"sockets", s.table.sockets.size()},
+          {"truncated", s.truncated},
+          {"elapsed_us", s.elapsed.count()}};
+}
+
+Call bind_call(Proto proto, const Endpoint& local, const SocketOptions& options, std::uint32_t uid,
+               std::uint64_t netns) {
+  Call c;
+  c.syscall = Syscall::kBind;
+  c.proto = proto;
+  c.family = local.addr.family();
+  c.netns = netns;
+  c.local = local;
+  c.options = options;
+  c.uid = uid;
+  return c;
+}
+
+}  // namespace
+
+int run_check(const CheckOptions& o, std::ostream& out) {
+  const auto endpoint = Endpoint::parse(o.address);
+  if (!endpoint) {
+    throw UsageError("check: '" + o.address +
+                     "' is not ADDR:PORT (examples: 127.0.0.1:8080, [::]:443, *:80)");
+  }
+  if (o.v6only && !endpoint->addr.is_v6()) {
+    throw UsageError("check: --v6only applies to IPv6 addresses only, not " + o.address);
+  }
+  if (o.listen && o.proto != Proto::kTcp) {
+    throw UsageError("check: --listen applies to tcp only");
+  }
+  const NetnsRef ns = resolve_or_current(o.netns);
+  SocketOptions opts;
+  opts.reuseaddr = o.reuseaddr;
+  opts.reuseport = o.reuseport;
+  // inet6_bind(): binding a specific, non-mapped IPv6 address makes the socket v6only.
+  opts.v6only = o.v6only || (endpoint->addr.is_v6() && !endpoint->addr.is_any() &&
+                             !endpoint->addr.is_v4_mapped());
+  if (o.device) {
+    opts.bound_dev_if = resolve_device(*o.device, ns);
+  }
+  const std::uint32_t uid = o.uid.value_or(getuid());
+
+  SnapshotOptions snap_opts;
+  snap_opts.mode = o.snapshot_mode;
+  LiveInspector inspector(snap_opts);
+  const LiveTable live = inspector.inspect(ns);
+  const Call call = bind_call(o.proto, *endpoint, opts, uid, ns.inode);
+  const Prediction p = predict(call, o.listen, live.snapshot.table);
+
+  if (o.json) {
+    json j = prediction_to_json(p);
+    j["request"] = {{"proto", to_string(o.proto)},
+                    {"local", endpoint_to_json(*endpoint)},
+                    {"listen", o.listen},
+                    {"reuseaddr", opts.reuseaddr},
+                    {"reuseport", opts.reuseport},
+                    {"v6only", opts.v6only},
+                    {"bound_dev_if", opts.bound_dev_if},
+                    {"uid", uid},
+                    {"netns", ns.inode}};
+    j["snapshot"] = snapshot_json(live.snapshot);
+    out << j.dump() << '\n';
+  } else {
+    out << fmt::format("{} {} {}{} with {}, uid {}, netns {}: ", to_string(o.proto), "bind",
+                       endpoint->to_string(), o.listen ? " + listen" : "", option_words(opts), uid,
+                       ns.inode)
+        << prediction_text(p, "  ");
+    if (live.snapshot.source == SnapshotSource::kSockDiag) {
+      out << "  (from sock_diag: SO_REUSEADDR/SO_REUSEPORT of existing sockets unknown; "
+          << inspector.snapshotter().fallback_reason() << ")\n";
+    }
+  }
+  return p.outcome == Outcome::kSucceeds ? kCheckSucceeds : kCheckFails;
+}
+
+namespace {
+
+bool same_table(Proto a, Proto b) {
+  const auto table = [](Proto p) { return p == Proto::kMptcp ? Proto::kTcp : p; };
+  return table(a) == table(b);
+}
+
+struct PortHolders {
+  std::vector<const SocketEntry*> listeners;
+  std::vector<const SocketEntry*> bound;
+  std::vector<const SocketEntry*> connections;
+  std::vector<const SocketEntry*> time_wait;
+};
+
+PortHolders holders_of(const SocketTable& table, std::uint16_t port, Proto proto) {
+  PortHolders h;
+  for (const auto& s : table.sockets) {
+    if (s.local.port != port || !same_table(s.proto, proto) || s.state == TcpState::kNewSynRecv) {
+      continue;
+    }
+    if (s.state == TcpState::kTimeWait) {
+      h.time_wait.push_back(&s);
+    } else if (s.state == TcpState::kListen) {
+      h.listeners.push_back(&s);
+    } else if (s.remote) {
+      h.connections.push_back(&s);
+    } else {
+      h.bound.push_back(&s);
+    }
+  }
+  std::sort(h.time_wait.begin(), h.time_wait.end(), [](const auto* a, const auto* b) {
+    return a->time_wait_remaining < b->time_wait_remaining;
+  });
+  return h;
+}
+
+constexpr std::size_t kListed = 20;
+
+void list_sockets(std::ostream& out, const std::string& title,
+                  const std::vector<const SocketEntry*>& sockets) {
+  out << title << " (" << sockets.size() << ")\n";
+  for (std::size_t i = 0; i < sockets.size() && i < kListed; ++i) {
+    out << "  " << format_socket(*sockets[i]) << '\n';
+  }
+  if (sockets.size() > kListed) {
+    out << "  ... and " << sockets.size() - kListed << " more\n";
+  }
+}
+
+json sockets_json(const std::vector<const SocketEntry*>& sockets, std::size_t limit) {
+  json arr = json::array();
+  for (std::size_t i = 0; i < sockets.size() && i < limit; ++i) {
+    arr.push_back(socket_to_json(*sockets[i]));
+  }
+  return arr;
+}
+
+// Recent failures on the port, from a running agent's local API: {"history": [...] or null,
+// "history_note": why there are none, or null}.
+json ask_agent(const WhyOptions& o, std::uint64_t netns) {
+  json h = {{"history", nullptr}, {"history_note", nullptr}};
+  try {
+    const auto response = api_request(
+        o.api_socket, json{{"op", "failures"}, {"port", o.port}, {"netns", netns}, {"limit", 20}},
+        std::chrono::seconds(2));
+    if (!response) {
+      h["history_note"] = "no agent answers on " + o.api_socket +
+                          ": recent failures need `portlens agent`, which keeps a history";
+    } else if (response->contains("failures")) {
+      h["history"] = (*response)["failures"];
+    } else {
+      h["history_note"] =
+          "the agent answered: " + response->value("error", std::string("no failures"));
+    }
+  } catch (const Error& e) {
+    h["history_note"] = std::string("cannot ask the agent: ") + e.what();
+  }
+  return h;
+}
+
+std::string failure_line(const json& f) {
+  const auto endpoint = [](const json& ep) {
+    return ep.is_object()
+               ? ep.value("addr", std::string("?")) + ":" + std::to_string(ep.value("port", 0))
+               : std::string("-");
+  };
+  return fmt::format(
+      "  {} {} pid {} {} {} {}: {}", f.value("time", std::string("?")),
+      f.value("comm", std::string("?")), f.value("pid", 0), f.value("event", std::string("?")),
+      endpoint(f["local"]), f.value("errno", std::string("?")),
+      f.contains("diagnosis") ? f["diagnosis"].value("cause", std::string("?")) : std::string("?"));
+}
+
+}  // namespace
+
+int run_why(const WhyOptions& o, std::ostream& out) {
+  if (o.port == 0) {
+    throw UsageError("why: port 0 is not a port anything holds; give 1-65535");
+  }
+  const NetnsRef ns = resolve_or_current(o.netns);
+  SnapshotOptions snap_opts;
+  snap_opts.mode = o.snapshot_mode;
+  LiveInspector inspector(snap_opts);
+  const LiveTable live = inspector.inspect(ns);
+  const SocketTable& table = live.snapshot.table;
+  const PortHolders h = holders_of(table, o.port, o.proto);
+
+  // What a server starting now would meet: bind to 0.0.0.0:PORT (then listen, for TCP).
+  const Endpoint any{IpAddress::any_v4(), o.port};
+  SocketOptions plain;
+  SocketOptions reuse;
+  reuse.reuseaddr = true;
+  const bool then_listen = o.proto == Proto::kTcp;
+  const Prediction p_plain =
+      predict(bind_call(o.proto, any, plain, getuid(), ns.inode), then_listen, table);
+  const Prediction p_reuse =
+      predict(bind_call(o.proto, any, reuse, getuid(), ns.inode), then_listen, table);
+
+  const json history = ask_agent(o, ns.inode);
+  std::optional<std::chrono::milliseconds> soonest;
+  std::optional<std::chrono::milliseconds> latest;
+  for (const auto* s : h.time_wait) {
+    if (s->time_wait_remaining) {
+      soonest = soonest ? std::min(*soonest, *s->time_wait_remaining) : *s->time_wait_remaining;
+      latest = latest ? std::max(*latest, *s->time_wait_remaining) : *s->time_wait_remaining;
+    }
+  }
+
+  if (o.json) {
+    const auto ms = [](const std::optional<std::chrono::milliseconds>& v) {
+      return v ? json(v->count()) : json(nullptr);
+    };
+    json j = {
+        {"port", o.port},
+        {"proto", to_string(o.proto)},
+        {"netns", ns.inode},
+        {"listeners", sockets_json(h.listeners, SIZE_MAX)},
+        {"bound", sockets_json(h.bound, SIZE_MAX)},
+        {"connections",
+         {{"count", h.connections.size()}, {"sockets", sockets_json(h.connections, 1000)}}},
+        {"time_wait",
+         {{"count", h.time_wait.size()},
+          {"soonest_expiry_ms", ms(soonest)},
+          {"latest_expiry_ms", ms(latest)},
+          {"sockets", sockets_json(h.time_wait, 1000)}}},
+        {"predictions",
+         {{"bind", prediction_to_json(p_plain)}, {"bind_reuseaddr", prediction_to_json(p_reuse)}}},
+        {"listen_after_bind", then_listen},
+        {"history", history["history"]},
+        {"history_note", history["history_note"]},
+        {"snapshot", snapshot_json(live.snapshot)},
+    };
+    out << j.dump() << '\n';
+    return 0;
+  }
+
+  out << fmt::format("{} port {} in netns {} ({} sockets seen via {})\n\n", to_string(o.proto),
+                     o.port, ns.inode, table.sockets.size(), to_string(live.snapshot.source));
+  list_sockets(out, "listening", h.listeners);
+  list_sockets(out, "bound, not listening", h.bound);
+  list_sockets(out, "connections", h.connections);
+  out << "TIME_WAIT (" << h.time_wait.size() << ")";
+  if (soonest && latest) {
+    out << fmt::format(": expiring in {:.1f} s to {:.1f} s",
+                       static_cast<double>(soonest->count()) / 1000.0,
+                       static_cast<double>(latest->count()) / 1000.0);
+  }
+  out << '\n';
+  if (!h.time_wait.empty()) {
+    std::map<std::string, std::size_t> peers;
+    for (const auto* s : h.time_wait) {
+      ++peers[s->remote ? s->remote->addr.to_string() : "?"];
+    }
+    std::vector<std::pair<std::string, std::size_t>> top(peers.begin(), peers.end());
+    std::sort(top.begin(), top.end(),
+              [](const auto& a, const auto& b) { return a.second > b.second; });
+    out << "  peers:";
+    for (std::size_t i = 0; i < top.size() && i < 5; ++i) {
+      out << ' ' << top[i].first << " (" << top[i].second << ")";
+    }
+    out << '\n';
+  }
+  const std::string call =
+      fmt::format("bind({}){}", any.to_string(), then_listen ? " + listen()" : "");
+  out << '\n' << call << " now: " << prediction_text(p_plain, "  ");
+  out << call << " with SO_REUSEADDR: " << prediction_text(p_reuse, "  ");
+  if (history["history"].is_array()) {
+    out << "\nrecent failures on port " << o.port
+        << " (from the agent): " << history["history"].size() << '\n';
+    for (const auto& f : history["history"]) {
+      out << failure_line(f) << '\n';
+    }
+  } else {
+    out << '\n' << history["history_note"].get<std::string>() << '\n';
+  }
+  return 0;
+}
+
+}  // namespace portlens

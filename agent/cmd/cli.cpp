@@ -1,0 +1,326 @@
+#include "agent/cmd/cli.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <csignal>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "agent/kernel/logging.hpp"
+#include "agent/model/error.hpp"
+#include "agent/render/explain.hpp"
+#include "portlens_version.hpp"
+
+namespace portlens {
+namespace {
+
+std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reopen{false};
+
+void on_stop_signal(int /*signo*/) { g_stop.store(true); }
+void on_hangup_signal(int /*signo*/) { g_reopen.store(true); }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: the ring-buffer wait returns at once on a signal
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = on_hangup_signal;  // the agent reopens its event log
+  sigaction(SIGHUP, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a closed stdout shows up as a failed write instead
+}
+
+const char* const kTraceDescription =
+    "Stream bind(), listen() and connect() calls as they happen, with the address asked for, "
+    "the socket's options and the result.\n\n"
+    "OPTS letters: R SO_REUSEADDR, P SO_REUSEPORT, 6 IPV6_V6ONLY, F IP_FREEBIND, "
+    "T IP_TRANSPARENT, N IP_BIND_ADDRESS_NO_PORT, @N bound to interface index N (SO_BINDTODEVICE)."
+    "\nNS: an `ip netns` name, a path such as /proc/PID/ns/net or /run/netns/NAME, or pid:PID.";
+
+void build_app(CLI::App& app, CommandLine& cl) {
+  app.description(
+      "portlens: why did bind()/listen()/connect() fail, who holds the port, and how close is "
+      "this host to running out of ports.");
+  app.set_version_flag("--version", std::string("portlens ") + kPortlensVersion);
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_flag("-v,--verbose", cl.verbosity,
+               "more detail on stderr (-v debug, including libbpf's messages; -vv trace)");
+
+  CLI::App* agent = app.add_subcommand("agent", "the daemon: trace, diagnose, export metrics");
+  agent->description(
+      "Follow every bind/listen/connect and TCP state change on the host, keep the socket table "
+      "of every network namespace, diagnose every failure, and serve Prometheus metrics, a JSON "
+      "event log and a local API for `portlens why`. Runs until SIGTERM or SIGINT; SIGHUP "
+      "reopens the event log. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for setns).");
+  agent->callback([&cl] { cl.command = Command::kAgent; });
+  AgentOptions& a = cl.agent;
+  agent
+      ->add_option("--web.listen-address", a.listen_addresses,
+                   "where to serve HTTP: :PORT (every IPv4 address) or IPv4:PORT; repeatable")
+      ->capture_default_str()
+      ->type_name("ADDR");
+  agent->add_option("--web.telemetry-path", a.telemetry_path, "path of the metrics")
+      ->capture_default_str();
+  agent
+      ->add_option("--top-k", a.top_k,
+                   "series kept per port, destination and comm label; the rest sum into other")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10'000}))
+      ->capture_default_str();
+  agent->add_option("--event-log", a.event_log, "append every diagnosed failure as JSON Lines")
+      ->type_name("PATH");
+  agent
+      ->add_option("--event-log.max-size", a.event_log_max_bytes,
+                   "rotate the event log at this size (default 64MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(std::uint64_t{4096}, std::uint64_t{1} << 40))
+      ->type_name("BYTES");
+  agent->add_option("--event-log.keep", a.event_log_keep, "rotated event logs kept")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100}))
+      ->capture_default_str();
+  agent->add_option("--api.socket", a.api_socket, "the local API's Unix socket (root only)")
+      ->capture_default_str()
+      ->type_name("PATH");
+  agent->add_option("--log.level", a.log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  agent->add_option("--log.format", a.log_format, "logfmt or json")
+      ->check(CLI::IsMember({"logfmt", "json"}))
+      ->capture_default_str();
+  agent
+      ->add_option("--reconcile-interval", a.reconcile_interval_s,
+                   "seconds between snapshots that correct the socket table")
+      ->check(CLI::Range(0.1, 86400.0))
+      ->capture_default_str()
+      ->type_name("S");
+  agent
+      ->add_option("--ring-buffer-size", a.ring_bytes,
+                   "kernel-to-user ring buffer size; rounded up to a power of two (default 8MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
+      ->type_name("BYTES");
+
+  CLI::App* trace = app.add_subcommand("trace", "stream bind/listen/connect calls live");
+  trace->description(kTraceDescription);
+  trace->callback([&cl] { cl.command = Command::kTrace; });
+  TraceOptions& t = cl.trace;
+  trace->add_flag("--json", t.json, "JSON Lines, one object per event (the stable form)");
+  trace->add_flag("--failures", t.failures, "only calls that failed");
+  trace->add_flag("--states", t.states, "also TCP state changes (sock:inet_sock_set_state)");
+  trace->add_option("--pid", t.pid, "only this process (its tgid)")
+      ->check(CLI::Range(1, 0x3fffffff))
+      ->type_name("P");
+  trace->add_option("--port", t.port, "only events where this port is local or remote")
+      ->check(CLI::Range(0, 65535))
+      ->type_name("N");
+  trace->add_option("--netns", t.netns, "only this network namespace")->type_name("NS");
+  trace->add_option("--duration", t.duration_s, "stop after S seconds (fractions allowed)")
+      ->check(CLI::Validator(
+          [](const std::string& text) -> std::string {
+            // CLI11 2.1's PositiveNumber prints DBL_MAX in its message; say it plainly.
+            std::string problem = "'" + text + "' is not a positive number of seconds";
+            try {
+              std::size_t used = 0;
+              const double v = std::stod(text, &used);
+              return used == text.size() && v > 0 ? "" : problem;
+            } catch (const std::exception&) {
+              return problem;
+            }
+          },
+          "S", "positive"))
+      ->type_name("S");
+  trace
+      ->add_option("--ring-buffer-size", t.ring_bytes,
+                   "kernel-to-user ring buffer size; rounded up to a power of two (default 8MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
+      ->type_name("BYTES");
+
+  const std::map<std::string, SnapshotMode> snapshot_modes = {
+      {"auto", SnapshotMode::kAuto},
+      {"bpf", SnapshotMode::kBpfIterator},
+      {"sock_diag", SnapshotMode::kSockDiag}};
+  const char* const snapshot_help =
+      "where socket state comes from: auto (BPF iterators, else sock_diag), bpf, sock_diag "
+      "(sees no SO_REUSEADDR/SO_REUSEPORT flags)";
+  // Protocols parse as words: CLI11 2.1 cannot bind an enum that has an ADL to_string().
+  const auto proto_option = [](CLI::App* cmd, const std::string& name, Proto& target,
+                               const std::string& help) {
+    return cmd
+        ->add_option_function<std::string>(
+            name, [&target](const std::string& v) { target = *parse_proto(v); }, help)
+        ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case))
+        ->transform([](std::string v) {
+          std::transform(v.begin(), v.end(), v.begin(),
+                         [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+          return v;
+        });
+  };
+
+  CLI::App* check =
+      app.add_subcommand("check", "predict whether a bind (and listen) would succeed");
+  check->description(
+      "Predict from a fresh look at the kernel's sockets whether bind() to ADDR:PORT (and, with "
+      "--listen, the listen() after it) would succeed now. Nothing is bound. Exit 0: it would "
+      "succeed; 1: it would fail (cause, blockers and fix are printed) or cannot be told; 2: bad "
+      "input.\nADDR:PORT: 127.0.0.1:8080, 0.0.0.0:80, *:80, [::]:443, [::1]:53.");
+  check->callback([&cl] { cl.command = Command::kCheck; });
+  CheckOptions& c = cl.check;
+  proto_option(check, "proto", c.proto, "tcp or udp")->required();
+  check->add_option("address", c.address, "ADDR:PORT to bind")->required()->type_name("ADDR:PORT");
+  check->add_flag("--reuseaddr", c.reuseaddr, "with SO_REUSEADDR");
+  check->add_flag("--reuseport", c.reuseport, "with SO_REUSEPORT");
+  check->add_flag("--v6only", c.v6only, "with IPV6_V6ONLY (IPv6 addresses)");
+  check->add_option("--device", c.device, "bound to this interface (SO_BINDTODEVICE)")
+      ->type_name("IF");
+  check->add_option("--uid", c.uid, "as this user (default: yours); SO_REUSEPORT compares uids")
+      ->type_name("U");
+  check->add_flag("--listen", c.listen, "then listen() (tcp)");
+  check->add_option("--netns", c.netns, "in this network namespace")->type_name("NS");
+  check->add_flag("--json", c.json, "one JSON object");
+  check->add_option("--snapshot", c.snapshot_mode, snapshot_help)
+      ->transform(CLI::CheckedTransformer(snapshot_modes));
+
+  CLI::App* why = app.add_subcommand("why", "who holds a port now, and what a new bind would meet");
+  why->description(
+      "Everything that holds PORT now: listeners with their owners and options, bound sockets, "
+      "connections, TIME_WAIT sockets with their expiry; and what `check` predicts for bind() to "
+      "0.0.0.0:PORT (then listen(), for tcp) with and without SO_REUSEADDR.");
+  why->callback([&cl] { cl.command = Command::kWhy; });
+  WhyOptions& w = cl.why;
+  why->add_option("port", w.port, "the port")->required()->check(CLI::Range(1, 65535));
+  proto_option(why, "--proto", w.proto, "tcp (default) or udp");
+  why->add_option("--netns", w.netns, "in this network namespace")->type_name("NS");
+  why->add_option("--api.socket", w.api_socket,
+                  "where a running agent answers (for the recent failures)")
+      ->capture_default_str()
+      ->type_name("PATH");
+  why->add_flag("--json", w.json, "one JSON object");
+  why->add_option("--snapshot", w.snapshot_mode, snapshot_help)
+      ->transform(CLI::CheckedTransformer(snapshot_modes));
+
+  CLI::App* explain = app.add_subcommand("explain", "the long explanation of a cause");
+  explain->description(
+      "What the kernel does, a minimal example, and the fixes with their trade-offs, for one "
+      "cause of the vocabulary. Without CAUSE, lists them.");
+  explain->callback([&cl] { cl.command = Command::kExplain; });
+  explain->add_option("cause", cl.explain_cause, "e.g. time_wait, port_in_use")->type_name("CAUSE");
+}
+
+}  // namespace
+
+ParseOutcome parse_command_line(const std::vector<std::string>& args) {
+  CommandLine cl;
+  CLI::App app;
+  build_app(app, cl);
+  std::vector<const char*> argv;
+  argv.reserve(args.size());
+  for (const auto& a : args) {
+    argv.push_back(a.c_str());
+  }
+  ParseOutcome outcome;
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::CallForHelp&) {
+    outcome.stdout_text = app.help();
+    return outcome;
+  } catch (const CLI::CallForAllHelp&) {
+    outcome.stdout_text = app.help("", CLI::AppFormatMode::All);
+    return outcome;
+  } catch (const CLI::CallForVersion&) {
+    outcome.stdout_text = std::string("portlens ") + kPortlensVersion + "\n";
+    return outcome;
+  } catch (const CLI::ParseError& e) {
+    outcome.exit_code = 2;
+    std::string message = e.what();
+    // "A subcommand is required" hides a mistyped or not-yet-built command: name it.
+    if (app.get_subcommands().empty() && !app.remaining().empty()) {
+      message = "unknown command '" + app.remaining().front() +
+                "' (commands: agent, trace, check, why, explain)";
+    }
+    outcome.stderr_text = std::string("portlens: ") + message +
+                          "\nRun 'portlens --help' or 'portlens COMMAND --help' for usage.\n";
+    return outcome;
+  }
+  outcome.command_line = cl;
+  return outcome;
+}
+
+int run_main(int argc, char** argv) {
+  const std::vector<std::string> args(argv, argv + argc);
+  const ParseOutcome parsed = parse_command_line(args);
+  if (!parsed.command_line) {
+    std::cout << parsed.stdout_text;
+    std::cerr << parsed.stderr_text;
+    return parsed.exit_code;
+  }
+  const CommandLine& cl = *parsed.command_line;
+  if (cl.command == Command::kExplain) {
+    if (!cl.explain_cause) {
+      std::cout << list_causes();
+      return 0;
+    }
+    const auto cause = parse_cause(*cl.explain_cause);
+    if (!cause) {
+      std::cerr << "portlens: explain: unknown cause '" << *cl.explain_cause << "'\n"
+                << list_causes();
+      return 2;
+    }
+    std::cout << explain(*cause);
+    return 0;
+  }
+  install_stop_handlers();
+  try {
+    if (cl.command == Command::kAgent) {
+      setup_logging(cl.agent.log_level, cl.agent.log_format);
+    } else {
+      setup_logging(cl.verbosity);
+    }
+    switch (cl.command) {
+      case Command::kAgent:
+        return run_agent(cl.agent, g_stop, g_reopen);
+      case Command::kTrace: {
+        const TraceSummary s = run_trace(cl.trace, std::cout, std::cerr, g_stop);
+        std::cerr << "portlens: " << s.shown << " events shown, " << s.seen << " seen, "
+                  << s.lost.total() << " lost";
+        if (s.lost.total() > 0) {
+          std::cerr << " (" << s.lost.ringbuf_full << " with the ring buffer full, "
+                    << s.lost.inflight_full
+                    << " with too many calls in flight; try a larger --ring-buffer-size)";
+        }
+        if (s.malformed > 0) {
+          std::cerr << ", " << s.malformed << " malformed";
+        }
+        if (!s.diagnosis_latency_ns.empty()) {
+          std::vector<std::uint64_t> lat = s.diagnosis_latency_ns;
+          std::sort(lat.begin(), lat.end());
+          std::cerr << ", " << s.diagnosed << " diagnosed (call to diagnosis: median "
+                    << lat[lat.size() / 2] / 1000 << " us, max " << lat.back() / 1000 << " us)";
+        }
+        std::cerr << '\n';
+        return 0;
+      }
+      case Command::kCheck:
+        return run_check(cl.check, std::cout);
+      case Command::kWhy:
+        return run_why(cl.why, std::cout);
+      case Command::kExplain:
+        break;  // answered above, before any setup
+    }
+  } catch (const Error& e) {
+    std::cerr << "portlens: " << e.what() << '\n';
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "portlens: internal error: " << e.what() << '\n';
+    return 1;
+  }
+  return 1;
+}
+
+}  // namespace portlens

@@ -1,0 +1,41 @@
+// The command line: parsing into plain options (testable without privileges) and running.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "agent/cmd/agent.hpp"
+#include "agent/cmd/check.hpp"
+#include "agent/cmd/trace.hpp"
+
+namespace portlens {
+
+enum class Command { kAgent, kTrace, kCheck, kWhy, kExplain };
+
+struct CommandLine {
+  Command command = Command::kTrace;
+  int verbosity = 0;
+  AgentOptions agent;
+  TraceOptions trace;
+  CheckOptions check;
+  WhyOptions why;
+  std::optional<std::string> explain_cause;
+};
+
+// What parsing decided: run a command, or exit now with exit_code after printing text
+// (help and version go to stdout with 0; usage errors to stderr with 2).
+struct ParseOutcome {
+  std::optional<CommandLine> command_line;
+  int exit_code = 0;
+  std::string stdout_text;
+  std::string stderr_text;
+};
+
+// args[0] is the program name, as in argv.
+ParseOutcome parse_command_line(const std::vector<std::string>& args);
+
+// Everything main() does; returns the process exit code.
+int run_main(int argc, char** argv);
+
+}  // namespace portlens

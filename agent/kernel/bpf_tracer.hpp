@@ -1,0 +1,69 @@
+// Owns the loaded BPF programs: opens the skeleton, sets the tunables, loads, attaches the
+// tracepoints asked for, and hands ring-buffer records to the caller. Destroying it detaches
+// everything.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "agent/kernel/kernel_only.hpp"
+
+struct portlens_bpf;
+struct ring_buffer;
+
+namespace portlens {
+
+inline constexpr std::size_t kDefaultRingBytes = std::size_t{8} << 20;
+
+struct TracerConfig {
+  std::uint32_t pid_filter = 0;    // 0: every process
+  std::uint32_t netns_filter = 0;  // 0: every network namespace (inode otherwise)
+  std::size_t ring_bytes = kDefaultRingBytes;
+  bool syscalls = true;    // bind/listen/connect
+  bool tcp_states = true;  // inet_sock_set_state, tcp_receive_reset and tcp_destroy_sock
+};
+
+// What the BPF side had to drop, summed over CPUs. Never silent.
+struct DropCounters {
+  std::uint64_t ringbuf_full = 0;   // events lost: the ring buffer had no room
+  std::uint64_t inflight_full = 0;  // calls lost: too many threads inside bind/listen/connect
+  [[nodiscard]] std::uint64_t total() const { return ringbuf_full + inflight_full; }
+};
+
+// The ring buffer must be a power-of-two number of pages; rounds up to the next one.
+std::size_t ring_size_for(std::size_t requested_bytes);
+
+class BpfTracer {
+ public:
+  using RecordSink = std::function<void(std::span<const std::byte>)>;
+
+  // Loads and attaches; throws Error with what failed and what to do.
+  explicit BpfTracer(const TracerConfig& config);
+  ~BpfTracer();
+  BpfTracer(const BpfTracer&) = delete;
+  BpfTracer& operator=(const BpfTracer&) = delete;
+  BpfTracer(BpfTracer&&) = delete;
+  BpfTracer& operator=(BpfTracer&&) = delete;
+
+  // Waits up to timeout for records and hands each to sink. Returns how many were handed over;
+  // 0 also when a signal interrupted the wait.
+  int poll(std::chrono::milliseconds timeout, const RecordSink& sink);
+
+  [[nodiscard]] DropCounters drops() const;
+  [[nodiscard]] std::size_t ring_bytes() const { return ring_bytes_; }
+
+ private:
+  static int on_record(void* ctx, void* data, std::size_t size);
+
+  portlens_bpf* skel_ = nullptr;
+  ring_buffer* ring_ = nullptr;
+  const RecordSink* sink_ = nullptr;
+  int delivered_ = 0;
+  std::size_t ring_bytes_ = 0;
+};
+
+}  // namespace portlens

@@ -1,0 +1,30 @@
+// Network namespaces named the ways users name them: `ip netns` names, paths, pid:PID.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/kernel/kernel_only.hpp"
+#include "agent/model/netns_ref.hpp"
+
+namespace portlens {
+
+// "blue" -> /run/netns/blue; "/proc/42/ns/net" or any path; "pid:42" -> /proc/42/ns/net.
+// Throws UsageError with a clear message when the spec names no network namespace.
+NetnsRef resolve_netns(std::string_view spec);
+
+// The network namespace of the calling thread.
+NetnsRef current_netns();
+
+// Finds a file that refers to the network namespace with this inode: the caller's own,
+// /run/netns/*, or some process's /proc/PID/ns/net. nullopt when no process is left in it.
+std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode);
+
+// Every network namespace this process can reach: its own, /run/netns/*, and each distinct one
+// in /proc/*/ns/net (containers), one path per inode. At most max_namespaces.
+std::vector<NetnsRef> discover_netns(std::size_t max_namespaces = 4096);
+
+}  // namespace portlens

@@ -1,0 +1,250 @@
+#include "agent/live/judge.hpp"
+
+#include <cerrno>
+#include <map>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace portlens {
+namespace {
+
+bool explained_errno(const Event& e) {
+  const int err = -e.result;
+  switch (e.type) {
+    case EventType::kBind:
+      return err == EADDRINUSE || err == EADDRNOTAVAIL || err == EACCES;
+    case EventType::kListen:
+      return err == EADDRINUSE;
+    case EventType::kConnect:
+      return err == EADDRNOTAVAIL || err == EAGAIN;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+std::optional<Call> call_from_event(const Event& e) {
+  if (!e.failed() || !explained_errno(e)) {
+    return std::nullopt;
+  }
+  Call c;
+  c.proto = e.proto;
+  c.family = e.family;
+  c.netns = e.netns;
+  c.result = e.result;
+  c.options = e.opts.value_or(SocketOptions{});
+  c.uid = e.sock_uid.value_or(e.uid);
+  c.sock_id = e.sock_id;
+  const Endpoint any{e.family == Family::kIpv4 ? IpAddress::any_v4() : IpAddress::any_v6(), 0};
+  switch (e.type) {
+    case EventType::kBind:
+      if (!e.requested) {
+        return std::nullopt;  // the sockaddr was unreadable: nothing to reason about
+      }
+      c.syscall = Syscall::kBind;
+      c.local = *e.requested;
+      break;
+    case EventType::kListen:
+      c.syscall = Syscall::kListen;
+      c.local = e.local.value_or(any);  // a failed listen() keeps its bound address
+      break;
+    case EventType::kConnect:
+      if (!e.requested) {
+        return std::nullopt;
+      }
+      c.syscall = Syscall::kConnect;
+      c.remote = e.requested;
+      // The address bind() fixed survives the failure; the port is the one held at entry.
+      c.local = e.local.value_or(any);
+      c.local.port = e.enter_port;
+      break;
+    default:
+      return std::nullopt;
+  }
+  return c;
+}
+
+SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& tracked,
+                            const std::function<bool(const SocketEntry&)>& born_after) {
+  SocketTable out = tracked;
+  out.netns_config = snapshot.netns_config;
+  out.default_config = snapshot.default_config;
+  std::unordered_map<std::uint64_t, std::size_t> by_id;
+  std::map<std::tuple<std::uint64_t, Endpoint, Endpoint>, std::size_t> time_wait;
+  const auto tw_key = [](const SocketEntry& s) {
+    return std::tuple{s.netns, Endpoint{s.local.addr.unmapped(), s.local.port},
+                      s.remote ? Endpoint{s.remote->addr.unmapped(), s.remote->port} : Endpoint{}};
+  };
+  std::set<std::tuple<std::uint64_t, Endpoint, Endpoint>> live_connections;
+  for (std::size_t i = 0; i < out.sockets.size(); ++i) {
+    const SocketEntry& s = out.sockets[i];
+    if (s.state == TcpState::kTimeWait) {
+      time_wait.emplace(tw_key(s), i);
+    } else {
+      if (s.sock_id != 0) {
+        by_id.emplace(s.sock_id, i);
+      }
+      if (s.remote) {
+        live_connections.insert(tw_key(s));
+      }
+    }
+  }
+  std::vector<bool> in_snapshot(out.sockets.size(), false);
+  for (const SocketEntry& s : snapshot.sockets) {
+    if (born_after && born_after(s)) {
+      continue;  // it did not exist yet when the call failed
+    }
+    if (s.state == TcpState::kTimeWait) {
+      if (live_connections.contains(tw_key(s))) {
+        continue;  // at the time of the call this 4-tuple was still the live connection
+      }
+      const auto it = time_wait.find(tw_key(s));
+      if (it == time_wait.end()) {
+        out.sockets.push_back(s);
+        continue;
+      }
+      SocketEntry& t = out.sockets[it->second];
+      in_snapshot[it->second] = true;
+      t.time_wait_substate = s.time_wait_substate;
+      t.time_wait_remaining = s.time_wait_remaining;
+      if (s.timestamps) {
+        t.timestamps = s.timestamps;
+      }
+      continue;
+    }
+    const auto it = s.sock_id != 0 ? by_id.find(s.sock_id) : by_id.end();
+    if (it == by_id.end()) {
+      out.sockets.push_back(s);
+      continue;
+    }
+    SocketEntry merged = s;
+    const SocketEntry& t = out.sockets[it->second];
+    merged.state = t.state;  // as of the failing event
+    merged.local = t.local.port != 0 ? t.local : s.local;
+    merged.remote = t.remote;
+    if (t.owner) {
+      merged.owner = t.owner;
+    }
+    out.sockets[it->second] = std::move(merged);
+    in_snapshot[it->second] = true;
+  }
+  std::vector<SocketEntry> kept;
+  kept.reserve(out.sockets.size());
+  for (std::size_t i = 0; i < out.sockets.size(); ++i) {
+    const SocketEntry& s = out.sockets[i];
+    const bool udp = s.proto == Proto::kUdp || s.proto == Proto::kUdpLite;
+    if (i < in_snapshot.size() && !in_snapshot[i] && udp) {
+      continue;
+    }
+    kept.push_back(s);
+  }
+  out.sockets = std::move(kept);
+  return out;
+}
+
+namespace {
+
+bool toward(const SocketEntry& s, const Endpoint& destination) {
+  return s.remote && s.remote->port == destination.port &&
+         s.remote->addr.unmapped() == destination.addr;
+}
+
+std::pair<Endpoint, Endpoint> unmapped_tuple(const SocketEntry& s) {
+  return {Endpoint{s.local.addr.unmapped(), s.local.port},
+          Endpoint{s.remote->addr.unmapped(), s.remote->port}};
+}
+
+// A connect() EADDRNOTAVAIL toward call.remote: diagnose_connect() reads the sockets toward the
+// destination and the explicit port owners only (four_tuple_diagnosis, and
+// connect_exhaustion_diagnosis with account_destination and explicit_owner_blockers). The table
+// keeps those, in the order the whole merge would give them, and whatever merges with them: a
+// snapshot row and a tracked socket are kept together, by sock_id or by 4-tuple, so that
+// merge_for_event() pairs them as it would with every row present.
+SocketTable connect_table(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
+                          const SocketTable& snapshot, const SocketTracker& tracker) {
+  ConnectScope scope;
+  scope.remote = Endpoint{call.remote->addr.unmapped(), call.remote->port};
+  std::vector<bool> kept(snapshot.sockets.size());
+  for (std::size_t i = 0; i < snapshot.sockets.size(); ++i) {
+    const SocketEntry& s = snapshot.sockets[i];
+    if (!scope.wants(s, s.state)) {
+      continue;
+    }
+    kept[i] = true;
+    if (s.state == TcpState::kTimeWait) {
+      // One toward the destination meets its tracked twin anyway; an explicit one may not.
+      if (s.remote && !toward(s, scope.remote)) {
+        scope.four_tuples.insert(unmapped_tuple(s));
+      }
+    } else if (s.sock_id != 0) {
+      scope.sock_ids.insert(s.sock_id);
+    }
+  }
+  SocketTable tracked = tracker.table_at(call.netns, at_ns, now_ns, scope);
+  // The other way round: snapshot rows that merge with a tracked socket kept.
+  std::unordered_set<std::uint64_t> tracked_ids;
+  std::set<std::pair<Endpoint, Endpoint>> tracked_time_waits;
+  for (const SocketEntry& t : tracked.sockets) {
+    if (t.state == TcpState::kTimeWait) {
+      if (t.remote) {
+        tracked_time_waits.insert(unmapped_tuple(t));
+      }
+    } else if (t.sock_id != 0) {
+      tracked_ids.insert(t.sock_id);
+    }
+  }
+  SocketTable table;
+  table.netns_config = snapshot.netns_config;
+  table.default_config = snapshot.default_config;
+  for (std::size_t i = 0; i < snapshot.sockets.size(); ++i) {
+    const SocketEntry& s = snapshot.sockets[i];
+    const bool partner = s.state == TcpState::kTimeWait
+                             ? s.remote && tracked_time_waits.contains(unmapped_tuple(s))
+                             : s.sock_id != 0 && tracked_ids.contains(s.sock_id);
+    if (kept[i] || partner) {
+      table.sockets.push_back(s);
+    }
+  }
+  return merge_for_event(table, tracked, [&tracker, at_ns](const SocketEntry& s) {
+    const auto seen = tracker.first_seen(s);
+    return seen && *seen > at_ns;
+  });
+}
+
+}  // namespace
+
+SocketTable table_for_call(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
+                           const SocketTable& snapshot, const SocketTracker* tracker) {
+  const bool tcp_table = call.proto == Proto::kTcp || call.proto == Proto::kMptcp;
+  if (tracker != nullptr && call.syscall == Syscall::kConnect && tcp_table &&
+      call.result == -EADDRNOTAVAIL && call.remote) {
+    return connect_table(call, at_ns, now_ns, snapshot, *tracker);
+  }
+  const std::optional<std::uint16_t> port =
+      call.syscall != Syscall::kConnect && call.local.port != 0
+          ? std::optional<std::uint16_t>(call.local.port)
+          : std::nullopt;
+  SocketTable table;
+  table.netns_config = snapshot.netns_config;
+  table.default_config = snapshot.default_config;
+  for (const SocketEntry& s : snapshot.sockets) {
+    if (!port || s.local.port == *port) {
+      table.sockets.push_back(s);
+    }
+  }
+  if (tracker == nullptr) {
+    return table;
+  }
+  return merge_for_event(table, tracker->table_at(call.netns, at_ns, now_ns, port),
+                         [tracker, at_ns](const SocketEntry& s) {
+                           const auto seen = tracker->first_seen(s);
+                           return seen && *seen > at_ns;
+                         });
+}
+
+}  // namespace portlens

@@ -1,0 +1,150 @@
+#include "agent/render/format.hpp"
+
+#include <cstring>
+#include <ctime>
+
+#include <fmt/format.h>
+
+namespace portlens {
+namespace {
+
+constexpr std::int64_t kNsPerSec = 1'000'000'000;
+
+std::string endpoint_or_dash(const std::optional<Endpoint>& ep) {
+  return ep ? ep->to_string() : std::string("-");
+}
+
+std::string family_name(Family f) { return f == Family::kIpv4 ? "ipv4" : "ipv6"; }
+
+}  // namespace
+
+std::string format_rfc3339_us(std::int64_t realtime_ns) {
+  const auto secs = static_cast<time_t>(realtime_ns / kNsPerSec);
+  const auto micros = (realtime_ns % kNsPerSec) / 1000;
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", utc.tm_year + 1900,
+                     utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, micros);
+}
+
+std::string format_clock_time(std::int64_t realtime_ns) {
+  const auto secs = static_cast<time_t>(realtime_ns / kNsPerSec);
+  const auto micros = (realtime_ns % kNsPerSec) / 1000;
+  tm local{};
+  localtime_r(&secs, &local);
+  return fmt::format("{:02}:{:02}:{:02}.{:06}", local.tm_hour, local.tm_min, local.tm_sec, micros);
+}
+
+std::string errno_name(int err) {
+  if (err == 0) {
+    return "OK";
+  }
+  const long positive = err < 0 ? -static_cast<long>(err) : err;
+  // strerrorname_np (glibc 2.32+) knows every errno the kernel returns to these calls.
+  const char* name = positive <= 4095 ? strerrorname_np(static_cast<int>(positive)) : nullptr;
+  if (name == nullptr) {
+    return fmt::format("E?{}", positive);
+  }
+  return name;
+}
+
+std::string format_option_letters(const SocketOptions& opts) {
+  std::string out;
+  if (opts.reuseaddr) out += 'R';
+  if (opts.reuseport) out += 'P';
+  if (opts.v6only) out += '6';
+  if (opts.freebind) out += 'F';
+  if (opts.transparent) out += 'T';
+  if (opts.bind_address_no_port) out += 'N';
+  if (opts.bound_dev_if != 0) out += fmt::format("@{}", opts.bound_dev_if);
+  return out.empty() ? "-" : out;
+}
+
+std::string format_table_header() {
+  return fmt::format("{:<15} {:<16} {:>7} {:<7} {:<5} {:<46} {:<46} {:<6} {}", "TIME", "COMM",
+                     "PID", "CALL", "PROTO", "LOCAL", "REMOTE", "OPTS", "RESULT");
+}
+
+std::string format_table_row(const Event& event, const WallClock& clock) {
+  std::string local = endpoint_or_dash(event.shown_local());
+  // bind(port 0) and listen() on an unbound socket: show the port the kernel picked.
+  if (event.type == EventType::kBind && event.result == 0 && event.requested &&
+      event.requested->port == 0 && event.local && event.local->port != 0) {
+    local += fmt::format(" (got {})", event.local->port);
+  }
+  if (event.requested_fault) {
+    local = "<unreadable sockaddr>";
+  }
+  std::string result;
+  if (event.type == EventType::kState) {
+    result = state_name(event.old_state) + "->" + state_name(event.new_state);
+  } else if (event.type == EventType::kReset) {
+    result = "RST in " + state_name(event.old_state);
+  } else if (event.type == EventType::kDestroy) {
+    result = "destroyed in " + state_name(event.old_state);
+  } else {
+    result = errno_name(event.result);
+  }
+  const std::string opts = event.opts ? format_option_letters(*event.opts) : "?";
+  return fmt::format("{:<15} {:<16} {:>7} {:<7} {:<5} {:<46} {:<46} {:<6} {}",
+                     format_clock_time(clock.to_realtime_ns(event.ts_ns)), event.comm, event.pid,
+                     to_string(event.type), to_string(event.proto), local,
+                     endpoint_or_dash(event.shown_remote()), opts, result);
+}
+
+nlohmann::json endpoint_to_json(const Endpoint& endpoint) {
+  return {{"addr", endpoint.addr.to_string()}, {"port", endpoint.port}};
+}
+
+nlohmann::json event_to_json(const Event& event, const WallClock& clock) {
+  using nlohmann::json;
+  const auto ep_or_null = [](const std::optional<Endpoint>& ep) -> json {
+    return ep ? endpoint_to_json(*ep) : json(nullptr);
+  };
+  json j = {
+      {"time", format_rfc3339_us(clock.to_realtime_ns(event.ts_ns))},
+      {"event", to_string(event.type)},
+      {"pid", event.pid},
+      {"tid", event.tid},
+      {"uid", event.uid},
+      {"comm", event.comm},
+      {"netns", event.netns},
+      {"cgroup_id", event.cgroup_id},
+      {"proto", to_string(event.proto)},
+      {"family", family_name(event.family)},
+      {"local", ep_or_null(event.shown_local())},
+      {"remote", ep_or_null(event.shown_remote())},
+  };
+  if (event.opts) {
+    const SocketOptions& o = *event.opts;
+    j["opts"] = {{"reuseaddr", o.reuseaddr},
+                 {"reuseport", o.reuseport},
+                 {"v6only", o.v6only},
+                 {"freebind", o.freebind},
+                 {"transparent", o.transparent},
+                 {"bind_address_no_port", o.bind_address_no_port},
+                 {"bound_dev_if", o.bound_dev_if}};
+  } else {
+    j["opts"] = nullptr;
+  }
+  j["sock_uid"] = event.sock_uid ? json(*event.sock_uid) : json(nullptr);
+  if (event.is_call()) {
+    j["result"] = event.result;
+    j["errno"] = event.result < 0 ? json(errno_name(event.result)) : json(nullptr);
+    // What the call left on the socket: bind(0)'s port, connect()'s chosen source address.
+    j["bound"] = event.result == 0 || event.type == EventType::kConnect ? ep_or_null(event.local)
+                                                                        : json(nullptr);
+    if (event.requested_fault) {
+      j["sockaddr_fault"] = true;
+    }
+    if (event.type == EventType::kListen) {
+      j["backlog"] = event.backlog;
+    }
+  } else {
+    j["old_state"] = state_name(event.old_state);
+    j["new_state"] = state_name(event.new_state);
+  }
+  return j;
+}
+
+}  // namespace portlens

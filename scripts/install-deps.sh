@@ -10,6 +10,12 @@ packages=(
   libbpf-dev bpftool libelf-dev zlib1g-dev
   # C++ libraries
   libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libmnl-dev prometheus-cpp-dev libcivetweb-dev
+  # the HTTP server (exporters/http): libmicrohttpd (built with GnuTLS), GnuTLS itself for the
+  # certificate checks, yaml-cpp for --web.config.file, libcrypt for bcrypt (crypt_r)
+  libmicrohttpd-dev libgnutls28-dev libyaml-cpp-dev libcrypt-dev
+  # its tests: openssl makes the throwaway CA and certificates, htpasswd (apache2-utils) the
+  # bcrypt hashes
+  openssl apache2-utils
   # tests: GoogleTest; iproute2 for `ip netns`; util-linux for setpriv
   googletest libgtest-dev libgmock-dev iproute2 util-linux
   # tests of the exporter: promtool (Prometheus) and curl
@@ -17,6 +23,9 @@ packages=(
   # deployment checks (tests/deploy): PyYAML for the Kubernetes manifests, systemd-analyze for
   # the unit, dpkg-shlibdeps (dpkg-dev, which needs file) for the .deb's Depends
   python3-yaml systemd dpkg-dev file
+  # benchmarks: bpftrace, the counting tracer `portlens_bench cost` compares the agent with
+  # (without it, the bench counts with its own BPF programs and says so)
+  bpftrace
 )
 
 missing=()

@@ -2,9 +2,11 @@
 // pl_event records (what the ring buffer carries) is generated in memory: connection churn on
 // loopback and outbound, every TCP state change through FIN_WAIT2->CLOSE (a TIME_WAIT), binds,
 // listens, and now and then a failed bind() or connect(). Each run replays it through a fresh
-// SocketTracker as the agent's main loop does (decode a batch, apply it, diagnose its failures
-// against a prebuilt table standing in for the cached snapshot, expire), with no BPF and no
-// snapshot. No I/O is timed.
+// EventPipeline, the agent's own (agent/live/pipeline.hpp), with stand-ins for the ring (the
+// recorded records, 1,024 per wakeup), the snapshot (a prebuilt table) and /proc (no owners).
+// No I/O is timed.
+#include "agent/live/pipeline.hpp"
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -19,11 +21,12 @@
 #include <vector>
 
 #include "agent/diagnose/diagnoser.hpp"
-#include "agent/kernel/inspector.hpp"
+#include "agent/live/judge.hpp"
+#include "agent/live/sources.hpp"
+#include "agent/model/clock.hpp"
 #include "agent/model/event.hpp"
-#include "agent/render/format.hpp"
-#include "agent/tracker/tracker.hpp"
 #include "bench/sections.hpp"
+#include "exporters/findings.hpp"
 #include "exporters/scrape_input.hpp"
 
 namespace portlens::bench {
@@ -405,78 +408,150 @@ struct RunStats {
   double diagnosis_seconds = 0;
   std::size_t events = 0;
   std::size_t failures = 0;
-  std::size_t table_rows = 0;  // summed over the diagnoses: rows each one reasoned over
   std::size_t sockets = 0;
   std::size_t time_wait = 0;
   std::map<std::string, std::size_t> causes;
 };
 
-RunStats run_once(const std::vector<pl_event>& stream, const SocketTable& prebuilt, Mode mode) {
+// The recorded stream as the ring would hand it over: kBatch records per wakeup.
+class ReplayRing final : public RecordSource {
+ public:
+  explicit ReplayRing(std::span<const std::byte> bytes) : bytes_(bytes) {}
+  int poll(std::chrono::milliseconds /*timeout*/, const Sink& sink) override {
+    if (drained_) {  // the ring looked empty once: the pipeline processes what it has
+      drained_ = false;
+      return 0;
+    }
+    int n = 0;
+    while (offset_ < bytes_.size() && n < static_cast<int>(kBatch)) {
+      sink(bytes_.subspan(offset_, sizeof(pl_event)));
+      offset_ += sizeof(pl_event);
+      ++n;
+    }
+    drained_ = true;
+    return n;
+  }
+  [[nodiscard]] DropCounters drops() const override { return {}; }
+  [[nodiscard]] bool done() const { return offset_ >= bytes_.size(); }
+
+ private:
+  std::span<const std::byte> bytes_;
+  std::size_t offset_ = 0;
+  bool drained_ = false;
+};
+
+// The prebuilt table stands in for the namespace's snapshot.
+class PrebuiltNamespaces final : public NamespaceSource {
+ public:
+  explicit PrebuiltNamespaces(const SocketTable& table) : table_(table) {}
+  std::vector<NetnsRef> discover() override { return {NetnsRef{"/bench/ns", kNetns}}; }
+  std::optional<NetnsRef> locate(std::uint32_t /*inode*/) override {
+    return NetnsRef{"/bench/ns", kNetns};
+  }
+  [[nodiscard]] Snapshot take(const NetnsRef& /*ns*/) const override {
+    Snapshot s;
+    s.table = table_;
+    s.netns = kNetns;
+    return s;
+  }
+
+ private:
+  const SocketTable& table_;
+};
+
+class NoOwners final : public OwnerSource {
+ public:
+  void scan() override {}
+  void attribute(SocketTable& /*table*/) const override {}
+  [[nodiscard]] std::uint64_t dropped() const override { return 0; }
+};
+
+// Counts what the pipeline hands over and times each diagnosis: the pipeline judges a failure
+// between select() and event().
+class BenchSink final : public PipelineSink {
+ public:
+  BenchSink(Mode mode, RunStats& stats, PipelineSink* agent)
+      : mode_(mode), stats_(stats), agent_(agent) {}
+  void applied(std::span<const Event> batch) override {
+    stats_.events += batch.size();
+    if (agent_ != nullptr) {
+      agent_->applied(batch);
+    }
+  }
+  bool select(const Event& e) override {
+    if (mode_ == Mode::kApply || !e.failed()) {
+      return false;
+    }
+    diag_start_ = Clock::now();
+    return true;
+  }
+  void event(const Event& e, const Diagnosis* d) override {
+    if (d == nullptr) {
+      return;
+    }
+    stats_.diagnosis_seconds += seconds_since(diag_start_);
+    ++stats_.failures;
+    ++stats_.causes[std::string(to_string(d->cause))];
+    if (agent_ != nullptr) {
+      agent_->event(e, d);
+    }
+  }
+
+ private:
+  Mode mode_;
+  RunStats& stats_;
+  PipelineSink* agent_;
+  Clock::time_point diag_start_;
+};
+
+RunStats run_once(std::span<const std::byte> bytes, const SocketTable& prebuilt, Mode mode) {
   RunStats stats;
-  SocketTracker tracker;
-  AgentCounters counters;  // the agent's bookkeeping per event and per failure (daemon.cpp)
-  EventTally tally;
-  std::vector<Event> batch;
-  batch.reserve(kBatch);
-  const auto bytes = std::as_bytes(std::span(stream));
+  if (mode == Mode::kDecode) {
+    const auto start = Clock::now();
+    for (std::size_t off = 0; off < bytes.size(); off += sizeof(pl_event)) {
+      stats.events += decode_event(bytes.subspan(off, sizeof(pl_event))).event ? 1 : 0;
+    }
+    stats.seconds = seconds_since(start);
+    return stats;
+  }
+  // The agent's own pipeline, with the agent's sink (AgentFindings: per-event tallies, failure
+  // counters, history) for kAgent; only the ring, the snapshots and /proc are stand-ins.
+  ReplayRing ring(bytes);
+  PrebuiltNamespaces namespaces(prebuilt);
+  NoOwners owners;
+  FailureJudge judge(namespaces, owners);
+  AgentFindings findings(20, 10'000, nullptr);
+  BenchSink sink(mode, stats, mode == Mode::kAgent ? &findings : nullptr);
+  PipelineOptions options;
+  options.batch_pause = std::chrono::milliseconds(0);
+  EventPipeline pipeline(ring, judge, sink, options);
   const auto start = Clock::now();
-  for (std::size_t i = 0; i < stream.size(); i += kBatch) {
-    const std::size_t end = std::min(stream.size(), i + kBatch);
-    for (std::size_t j = i; j < end; ++j) {
-      DecodeResult decoded = decode_event(bytes.subspan(j * sizeof(pl_event), sizeof(pl_event)));
-      if (decoded.event) {
-        batch.push_back(std::move(*decoded.event));
-      }
-    }
-    stats.events += batch.size();
-    if (mode == Mode::kDecode) {
-      batch.clear();
-      continue;
-    }
-    for (const Event& e : batch) {
-      tracker.apply(e);
-      if (mode == Mode::kAgent) {
-        tally.count(e);
-      }
-    }
-    const std::uint64_t now = batch.back().ts_ns;
-    if (mode != Mode::kApply) {
-      // As LiveInspector::diagnose() once the namespace's snapshot is cached.
-      for (const Event& e : batch) {
-        const auto call = call_from_event(e);
-        if (!call) {
-          continue;
-        }
-        const auto diag_start = Clock::now();
-        const std::uint64_t at = e.ts_ns;
-        const SocketTable table = table_for_call(*call, at, now, prebuilt, &tracker);
-        const Diagnosis d = diagnose(*call, table);
-        stats.diagnosis_seconds += seconds_since(diag_start);
-        ++stats.failures;
-        stats.table_rows += table.sockets.size();
-        ++stats.causes[std::string(to_string(d.cause))];
-        if (mode == Mode::kAgent) {
-          const std::string cause(to_string(d.cause));
-          if (e.type == EventType::kConnect) {
-            ++counters.connect_failures[{std::string(to_string(e.proto)), errno_name(-e.result),
-                                         cause, e.comm}];
-          } else {
-            ++counters.bind_failures[{std::string(to_string(e.proto)),
-                                      std::string(to_string(e.type)), cause, e.comm}];
-          }
-        }
-      }
-    }
-    tracker.expire(now);
-    batch.clear();
+  while (!ring.done()) {
+    pipeline.step(std::chrono::milliseconds(0));
   }
   if (mode == Mode::kAgent) {
-    tally.name_into(counters);  // what each scrape does with them
+    AgentCounters counters;
+    findings.fill(counters);  // what each scrape does with them
   }
   stats.seconds = seconds_since(start);
-  stats.sockets = tracker.socket_count();
-  stats.time_wait = tracker.time_wait_count();
+  const std::lock_guard lock(pipeline.mutex());
+  stats.sockets = pipeline.tracker().socket_count();
+  stats.time_wait = pipeline.tracker().time_wait_count();
   return stats;
+}
+
+// The stream's timestamps moved so that its last event is now: the pipeline expires TIME_WAITs
+// and judges snapshots against CLOCK_MONOTONIC, as in the agent.
+std::vector<pl_event> rebased(std::vector<pl_event> stream) {
+  if (stream.empty()) {
+    return stream;
+  }
+  const std::uint64_t now = monotonic_ns();
+  const std::uint64_t last = stream.back().ts_ns;
+  for (pl_event& e : stream) {
+    e.ts_ns = now - (last - e.ts_ns);
+  }
+  return stream;
 }
 
 const char* mode_name(Mode mode) {
@@ -484,11 +559,11 @@ const char* mode_name(Mode mode) {
     case Mode::kDecode:
       return "decode_event only";
     case Mode::kApply:
-      return "decode + tracker.apply + expire";
+      return "EventPipeline: decode + apply + expire, no diagnosis";
     case Mode::kFull:
-      return "decode + apply + diagnosis of failures (the pipeline)";
+      return "EventPipeline: decode + apply + diagnosis of failures";
     case Mode::kAgent:
-      return "the pipeline + the agent's per-event counters";
+      return "EventPipeline with the agent's sink (AgentFindings)";
   }
   return "?";
 }
@@ -501,7 +576,8 @@ void pipeline_section(const Options& options, Report& report) {
   const int runs = options.smoke ? 1 : options.runs;
   StreamGenerator generator(options.failure_every);
   const auto gen_start = Clock::now();
-  const std::vector<pl_event> stream = generator.generate(count);
+  const std::vector<pl_event> stream = rebased(generator.generate(count));
+  const auto bytes = std::as_bytes(std::span(stream));
   const SocketTable prebuilt = generator.prebuilt_table();
   std::map<int, std::size_t> by_type;
   for (const auto& e : stream) {
@@ -524,7 +600,7 @@ void pipeline_section(const Options& options, Report& report) {
     std::vector<double> diag_us;
     RunStats last;
     for (int r = 0; r < runs; ++r) {
-      last = run_once(stream, prebuilt, mode);
+      last = run_once(bytes, prebuilt, mode);
       rates.push_back(static_cast<double>(last.events) / last.seconds);
       if (last.failures > 0) {
         diag_us.push_back(last.diagnosis_seconds * 1e6 / static_cast<double>(last.failures));
@@ -548,18 +624,14 @@ void pipeline_section(const Options& options, Report& report) {
       full_ns = 1e9 / rate;
       const double share = last.diagnosis_seconds / last.seconds * 100;
       std::cout << "    " << last.failures << " failures diagnosed, median "
-                << fixed(median(diag_us), 0) << " us each over "
-                << with_commas(last.failures > 0 ? last.table_rows / last.failures : 0)
-                << " table rows on average (" << fixed(share, 1) << "% of the run); causes:";
+                << fixed(median(diag_us), 0) << " us each (" << fixed(share, 1)
+                << "% of the run); causes:";
       for (const auto& [cause, n] : last.causes) {
         std::cout << " " << cause << "=" << n;
       }
       std::cout << "\n";
-      report.add(Row{"pipeline: diagnosis of one failure (table_at + merge + diagnose)",
-                     fixed(median(diag_us), 0) + " us at ~" +
-                         with_commas(last.failures > 0 ? last.table_rows / last.failures : 0) +
-                         " rows",
-                     "", Met::kNoAim});
+      report.add(Row{"pipeline: diagnosis of one failure (FailureJudge: table_for_call + diagnose)",
+                     fixed(median(diag_us), 0) + " us", "", Met::kNoAim});
     }
   }
   report.add(Row{

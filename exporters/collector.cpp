@@ -275,9 +275,26 @@ struct Families {
       "portlens_events_lost_total",
       "Kernel events lost before the agent read them (ring buffer or in-flight table full).",
       MetricType::Counter);
+  MetricFamily events_malformed = make_family(
+      "portlens_events_malformed_total",
+      "Ring buffer records the agent could not decode (too short, unknown type, family or "
+      "protocol): dropped, never applied. Nonzero means a kernel/agent ABI mismatch or a bug.",
+      MetricType::Counter);
+  MetricFamily event_log_write_failures = make_family(
+      "portlens_event_log_write_failures_total",
+      "Diagnosed failures that could not be written to the event log (--event-log): the write "
+      "failed or wrote short (disk full, file gone). The failure is still counted and kept for "
+      "the local API.",
+      MetricType::Counter);
+  MetricFamily owner_map_drops = make_family(
+      "portlens_owner_map_drops_total",
+      "Sockets whose owning process could not be recorded because the inode-to-process map "
+      "built from /proc/PID/fd was full: their owner shows as unknown. Summed over /proc scans.",
+      MetricType::Counter);
   MetricFamily corrections = make_family(
       "portlens_reconcile_corrections_total",
-      "Differences between the tracked socket table and a periodic sock_diag snapshot, by kind.",
+      "Differences between the tracked socket table and a periodic snapshot of the kernel's "
+      "sockets (BPF iterators, or sock_diag), by kind.",
       MetricType::Counter);
   MetricFamily evictions =
       make_family("portlens_evictions_total",
@@ -294,12 +311,29 @@ struct Families {
 
   std::vector<MetricFamily> take() {
     std::vector<MetricFamily> out;
-    out.reserve(19);
-    for (MetricFamily* f :
-         {&bind_failures, &connect_failures, &tcp_sockets, &time_wait, &time_wait_by_remote,
-          &range_size, &in_use, &utilization, &max_utilization, &capacity, &reusable, &transitions,
-          &events, &events_lost, &corrections, &evictions, &tracked, &scrape_duration,
-          &build_info}) {
+    out.reserve(22);
+    for (MetricFamily* f : {&bind_failures,
+                            &connect_failures,
+                            &tcp_sockets,
+                            &time_wait,
+                            &time_wait_by_remote,
+                            &range_size,
+                            &in_use,
+                            &utilization,
+                            &max_utilization,
+                            &capacity,
+                            &reusable,
+                            &transitions,
+                            &events,
+                            &events_lost,
+                            &events_malformed,
+                            &event_log_write_failures,
+                            &owner_map_drops,
+                            &corrections,
+                            &evictions,
+                            &tracked,
+                            &scrape_duration,
+                            &build_info}) {
       out.push_back(std::move(*f));
     }
     return out;
@@ -483,6 +517,9 @@ void collect_agent(Families& f, const ScrapeInput& input) {
   add_counters(f.transitions, {"from", "to"}, c.state_transitions, tuple_key);
   add_counters(f.events, {"type"}, c.events_by_type, string_key);
   add_sample(f.events_lost, {}, static_cast<double>(c.events_lost));
+  add_sample(f.events_malformed, {}, static_cast<double>(c.events_malformed));
+  add_sample(f.event_log_write_failures, {}, static_cast<double>(c.event_log_write_failures));
+  add_sample(f.owner_map_drops, {}, static_cast<double>(c.owner_map_drops));
   add_counters(f.corrections, {"kind"}, with_zeros(c.reconcile_corrections, kCorrectionKinds),
                string_key);
   add_counters(f.evictions, {"table"}, with_zeros(c.evictions, kEvictionTables), string_key);

@@ -38,8 +38,11 @@ struct AgentCounters {
       connect_failures;
   // (from state, to state), TCP state names as the kernel spells them ("ESTABLISHED", ...)
   std::map<std::pair<std::string, std::string>, std::uint64_t> state_transitions;
-  std::map<std::string, std::uint64_t> events_by_type;         // bind, listen, connect, state, ...
-  std::uint64_t events_lost = 0;                               // ring full + in-flight table full
+  std::map<std::string, std::uint64_t> events_by_type;  // bind, listen, connect, state, ...
+  std::uint64_t events_lost = 0;                        // ring full + in-flight table full
+  std::uint64_t events_malformed = 0;          // ring records that failed to decode, dropped
+  std::uint64_t event_log_write_failures = 0;  // diagnosed failures the event log could not write
+  std::uint64_t owner_map_drops = 0;           // sockets whose owner the /proc map had no room for
   std::map<std::string, std::uint64_t> reconcile_corrections;  // by kind (tracker.hpp)
   std::map<std::string, std::uint64_t> evictions;              // by table: sockets, time_wait
 };

@@ -8,6 +8,8 @@
 #include "agent/kernel/inspector.hpp"
 #include "agent/kernel/netns.hpp"
 #include "agent/kernel/preflight.hpp"
+#include "agent/live/pipeline.hpp"
+#include "agent/live/walker.hpp"
 #include "agent/model/clock.hpp"
 #include "agent/model/error.hpp"
 #include "agent/render/format.hpp"
@@ -18,7 +20,7 @@ namespace portlens {
 
 namespace {
 // How often trace corrects its socket table from snapshots of the namespaces it watches.
-constexpr auto kTraceReconcileInterval = std::chrono::seconds(30);
+constexpr std::chrono::duration<double> kTraceReconcileInterval{30.0};
 constexpr std::size_t kMaxLatencySamples = 100'000;
 }  // namespace
 
@@ -74,108 +76,90 @@ bool EventFilter::accepts(const Event& event) {
   return port_matches(event);
 }
 
+namespace {
+
+// What `trace` does with the pipeline's findings: the filter decides what is shown (and so
+// diagnosed), and each shown event is written at once, with its diagnosis.
+class TraceWriter final : public PipelineSink {
+ public:
+  TraceWriter(const TraceOptions& options, std::optional<std::uint32_t> netns_inode,
+              std::ostream& out, TraceSummary& summary)
+      : options_(options), filter_(options, netns_inode), out_(out), summary_(summary) {}
+
+  bool select(const Event& event) override { return filter_.accepts(event); }
+
+  void event(const Event& event, const Diagnosis* diagnosis) override {
+    ++summary_.shown;
+    if (diagnosis != nullptr) {
+      ++summary_.diagnosed;
+      if (summary_.diagnosis_latency_ns.size() < kMaxLatencySamples) {
+        summary_.diagnosis_latency_ns.push_back(monotonic_ns() - event.ts_ns);
+      }
+    }
+    if (options_.json) {
+      nlohmann::json j = event_to_json(event, clock_);
+      if (diagnosis != nullptr) {
+        j["diagnosis"] = diagnosis_to_json(*diagnosis);
+      }
+      out_ << j.dump() << '\n';
+    } else {
+      out_ << format_table_row(event, clock_) << '\n';
+      if (diagnosis != nullptr) {
+        out_ << format_diagnosis(*diagnosis, "    ");
+      }
+    }
+  }
+
+ private:
+  const TraceOptions& options_;
+  EventFilter filter_;
+  std::ostream& out_;
+  TraceSummary& summary_;
+  const WallClock clock_;
+};
+
+}  // namespace
+
 TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostream& status,
                        const std::atomic<bool>& stop) {
-  std::optional<std::uint32_t> netns_inode;
+  std::optional<NetnsRef> only;
   if (options.netns) {
-    netns_inode = resolve_netns(*options.netns).inode;
+    only = resolve_netns(*options.netns);
   }
   require_preflight();
 
   TracerConfig config;
   config.pid_filter = options.pid.value_or(0);
-  config.netns_filter = netns_inode.value_or(0);
+  config.netns_filter = only ? only->inode : 0;
   config.ring_bytes = options.ring_bytes;
   // State changes always feed the tracker, which remembers who owned each TIME_WAIT socket;
   // they are shown only with --states.
   config.tcp_states = true;
   BpfTracer tracer(config);
+  TracerRecords records(tracer);
   LiveInspector inspector;
-  SocketTracker tracker;
+  TraceSummary summary;
+  TraceWriter writer(options, only ? std::optional(only->inode) : std::nullopt, out, summary);
+  EventPipeline pipeline(records, inspector.judge(), writer);
 
   // Bootstrap: what exists before the first event. A snapshot taken lazily at a namespace's
   // first event could already miss a blocker that exited in between.
-  std::vector<NetnsRef> namespaces;
-  if (netns_inode) {
-    namespaces.push_back(resolve_netns(*options.netns));
-  } else {
-    namespaces = discover_netns();
-  }
-  const auto reconcile_all = [&](bool first) {
-    for (auto it = namespaces.begin(); it != namespaces.end();) {
-      const std::uint64_t taken = monotonic_ns();
-      try {
-        const Snapshot snap = inspector.snapshotter().take(*it);
-        if (first) {
-          tracker.bootstrap(it->inode, snap.table, taken);
-        } else {
-          tracker.reconcile(it->inode, snap.table, taken);
-        }
-        ++it;
-      } catch (const Error& e) {
-        spdlog::debug("netns {} no longer inspectable: {}", it->path, e.what());
-        it = namespaces.erase(it);  // its last process is gone
-      }
-    }
+  const SnapshotWalker::Scope scope = [&]() {
+    return only ? std::vector<NetnsRef>{*only} : inspector.namespaces().discover();
   };
-  reconcile_all(true);
-  spdlog::debug("bootstrapped {} sockets and {} TIME_WAIT from {} namespaces",
-                tracker.socket_count(), tracker.time_wait_count(), namespaces.size());
+  const std::size_t namespaces = pipeline.bootstrap(inspector.namespaces(), scope());
+  {
+    const std::lock_guard lock(pipeline.mutex());
+    spdlog::debug("bootstrapped {} sockets and {} TIME_WAIT from {} namespaces",
+                  pipeline.tracker().socket_count(), pipeline.tracker().time_wait_count(),
+                  namespaces);
+  }
 
-  const WallClock clock;
-  EventFilter filter(options, netns_inode);
-  TraceSummary summary;
   if (!options.json) {
     out << format_table_header() << '\n';
   }
   status << "Tracing bind/listen/connect" << (options.states ? " and TCP state changes" : "")
          << "... Ctrl-C to stop." << std::endl;
-
-  std::vector<Event> shown;  // this batch's events that pass the filter, in order
-  const BpfTracer::RecordSink sink = [&](std::span<const std::byte> record) {
-    ++summary.seen;
-    const DecodeResult decoded = decode_event(record);
-    if (!decoded.event) {
-      ++summary.malformed;
-      spdlog::debug("dropped a malformed record: {}", to_string(*decoded.error));
-      return;
-    }
-    const Event& event = *decoded.event;
-    tracker.apply(event);
-    if (!filter.accepts(event)) {
-      return;
-    }
-    ++summary.shown;
-    shown.push_back(event);
-  };
-  // Failures are diagnosed once the batch they came in has been applied to the tracker: by then
-  // it knows which sockets appeared after each failed call, and leaves them out.
-  const auto write_shown = [&] {
-    for (const Event& event : shown) {
-      std::optional<Diagnosis> diagnosis;
-      if (const auto call = call_from_event(event)) {
-        diagnosis = inspector.diagnose(event, *call, &tracker);
-        ++summary.diagnosed;
-        if (summary.diagnosis_latency_ns.size() < kMaxLatencySamples) {
-          summary.diagnosis_latency_ns.push_back(monotonic_ns() - event.ts_ns);
-        }
-      }
-      if (options.json) {
-        nlohmann::json j = event_to_json(event, clock);
-        if (diagnosis) {
-          j["diagnosis"] = diagnosis_to_json(*diagnosis);
-        }
-        out << j.dump() << '\n';
-      } else {
-        out << format_table_row(event, clock) << '\n';
-        if (diagnosis) {
-          out << format_diagnosis(*diagnosis, "    ");
-        }
-      }
-    }
-    shown.clear();
-    out.flush();
-  };
 
   using Clock = std::chrono::steady_clock;
   const auto deadline =
@@ -183,14 +167,10 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
           ? std::optional(Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(*options.duration_s)))
           : std::nullopt;
-  auto next_reconcile = Clock::now() + kTraceReconcileInterval;
+  // Corrections from snapshots, taken on their own thread and merged in slices, as the agent
+  // does: a trace of a busy host never stops showing events while a namespace is walked.
+  SnapshotWalker walker(inspector.namespaces(), kTraceReconcileInterval.count(), scope);
   while (!stop.load(std::memory_order_relaxed)) {
-    if (Clock::now() >= next_reconcile) {
-      tracer.poll(std::chrono::milliseconds(0), sink);  // apply what came before the snapshot
-      write_shown();
-      reconcile_all(false);
-      next_reconcile = Clock::now() + kTraceReconcileInterval;
-    }
     auto wait = std::chrono::milliseconds(100);
     if (deadline) {
       const auto left =
@@ -200,22 +180,28 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
       }
       wait = std::min(wait, left);
     }
-    tracker.expire(monotonic_ns());
-    if (tracer.poll(wait, sink) > 0) {
-      // Drain what else is already there, so the batch is complete before diagnosing.
-      while (tracer.poll(std::chrono::milliseconds(0), sink) > 0) {
-      }
-      write_shown();
+    if (pipeline.step(wait) > 0) {
+      out.flush();
       if (!out) {
         break;  // the reader went away (a closed pipe): stop quietly
       }
     }
+    if (auto taken = walker.next_snapshot()) {
+      pipeline.reconcile(*taken);
+      out.flush();
+    }
+    if (const auto round = walker.finished_round()) {
+      pipeline.forget_all_but(*round);
+    }
   }
   // Whatever is already in the ring is part of the trace.
-  tracer.poll(std::chrono::milliseconds(0), sink);
-  write_shown();
+  pipeline.catch_up();
+  out.flush();
+  const std::lock_guard lock(pipeline.mutex());
+  summary.seen = pipeline.counters().records;
+  summary.malformed = pipeline.counters().malformed;
   summary.lost = tracer.drops();
-  for (const auto& [kind, n] : tracker.counters().corrections) {
+  for (const auto& [kind, n] : pipeline.tracker().counters().corrections) {
     spdlog::debug("tracker corrections {}: {}", kind, n);
   }
   return summary;

@@ -11,6 +11,7 @@
 #include <span>
 
 #include "agent/kernel/kernel_only.hpp"
+#include "agent/live/sources.hpp"
 
 struct portlens_bpf;
 struct ring_buffer;
@@ -25,13 +26,6 @@ struct TracerConfig {
   std::size_t ring_bytes = kDefaultRingBytes;
   bool syscalls = true;    // bind/listen/connect
   bool tcp_states = true;  // inet_sock_set_state, tcp_receive_reset and tcp_destroy_sock
-};
-
-// What the BPF side had to drop, summed over CPUs. Never silent.
-struct DropCounters {
-  std::uint64_t ringbuf_full = 0;   // events lost: the ring buffer had no room
-  std::uint64_t inflight_full = 0;  // calls lost: too many threads inside bind/listen/connect
-  [[nodiscard]] std::uint64_t total() const { return ringbuf_full + inflight_full; }
 };
 
 // The ring buffer must be a power-of-two number of pages; rounds up to the next one.

@@ -1,25 +1,68 @@
-// Diagnosis against the live kernel: snapshots of a namespace's sockets, their owners, and the
-// failed calls of traced events turned into diagnoses. Used by trace, check, why and the agent.
+// The live sources of the pipeline against the real kernel: namespaces (discovered under /run/netns
+// and /proc, snapshotted by the BPF iterators or sock_diag) and socket owners (/proc/PID/fd). And
+// the one look `check` and `why` take at a namespace.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
-#include <functional>
-#include <map>
 #include <memory>
 #include <optional>
-#include <string>
 #include <vector>
 
-#include "agent/diagnose/diagnoser.hpp"
+#include "agent/kernel/bpf_tracer.hpp"
 #include "agent/kernel/kernel_only.hpp"
 #include "agent/kernel/netns.hpp"
 #include "agent/kernel/owners.hpp"
 #include "agent/kernel/snapshot.hpp"
 #include "agent/live/judge.hpp"
-#include "agent/model/event.hpp"
+#include "agent/live/sources.hpp"
 #include "agent/tracker/tracker.hpp"
 
 namespace portlens {
+
+// NamespaceSource over the real kernel.
+class KernelNamespaces final : public NamespaceSource {
+ public:
+  explicit KernelNamespaces(SnapshotOptions options = {})
+      : snapshotter_(std::make_unique<SocketSnapshotter>(options)) {}
+  std::vector<NetnsRef> discover() override { return discover_netns(); }
+  std::optional<NetnsRef> locate(std::uint32_t inode) override {
+    return find_netns_by_inode(inode);
+  }
+  [[nodiscard]] Snapshot take(const NetnsRef& ns) const override { return snapshotter_->take(ns); }
+  [[nodiscard]] const SocketSnapshotter& snapshotter() const { return *snapshotter_; }
+
+ private:
+  std::unique_ptr<SocketSnapshotter> snapshotter_;
+};
+
+// OwnerSource over /proc. Its drops add up over scans (SocketOwnerMap counts one scan's).
+class ProcOwners final : public OwnerSource {
+ public:
+  void scan() override {
+    owners_.scan();
+    dropped_ += owners_.dropped();
+  }
+  void attribute(SocketTable& table) const override { owners_.attribute(table); }
+  [[nodiscard]] std::uint64_t dropped() const override { return dropped_; }
+
+ private:
+  SocketOwnerMap owners_;
+  std::uint64_t dropped_ = 0;
+};
+
+// The BPF tracer's ring as the pipeline reads it.
+class TracerRecords final : public RecordSource {
+ public:
+  explicit TracerRecords(BpfTracer& tracer) : tracer_(tracer) {}
+  int poll(std::chrono::milliseconds timeout, const Sink& sink) override {
+    return tracer_.poll(timeout, sink);
+  }
+  [[nodiscard]] DropCounters drops() const override { return tracer_.drops(); }
+
+ private:
+  BpfTracer& tracer_;
+};
 
 // A snapshot of one namespace with owners attributed, for check and why.
 struct LiveTable {
@@ -27,32 +70,25 @@ struct LiveTable {
   NetnsRef netns;
 };
 
+// The kernel's sources and the judge that reads them, as trace, check, why and the agent use them.
 class LiveInspector {
  public:
-  explicit LiveInspector(SnapshotOptions options = {});
+  explicit LiveInspector(SnapshotOptions options = {})
+      : namespaces_(options), judge_(namespaces_, owners_) {}
 
   // A fresh snapshot of ns with owners: the tracker's memory first (it knows TIME_WAIT
   // owners), then /proc for sockets with an inode.
   LiveTable inspect(const NetnsRef& ns, const SocketTracker* tracker = nullptr);
 
-  // Diagnoses a failed call seen as an event. A snapshot taken after the call is reused for
-  // later failures in the same namespace: it holds every blocker that still exists.
-  Diagnosis diagnose(const Event& event, const Call& call, const SocketTracker* tracker);
-
-  [[nodiscard]] const SocketSnapshotter& snapshotter() const { return *snapshotter_; }
+  [[nodiscard]] KernelNamespaces& namespaces() { return namespaces_; }
+  [[nodiscard]] const SocketSnapshotter& snapshotter() const { return namespaces_.snapshotter(); }
+  [[nodiscard]] FailureJudge& judge() { return judge_; }
+  [[nodiscard]] OwnerSource& owners() { return owners_; }
 
  private:
-  struct CachedSnapshot {
-    std::uint64_t taken_ns = 0;  // CLOCK_MONOTONIC, comparable with event timestamps
-    Snapshot snapshot;
-  };
-  void refresh_owners_if_stale();
-
-  std::unique_ptr<SocketSnapshotter> snapshotter_;
-  SocketOwnerMap owners_;
-  std::uint64_t owners_scanned_ns_ = 0;
-  std::map<std::uint32_t, NetnsRef> netns_paths_;
-  std::map<std::uint32_t, CachedSnapshot> snapshots_;
+  KernelNamespaces namespaces_;
+  ProcOwners owners_;
+  FailureJudge judge_;
 };
 
 }  // namespace portlens

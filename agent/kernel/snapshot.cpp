@@ -187,10 +187,6 @@ void read_records(bpf_link* link, const char* what, Sink&& sink) {
 
 }  // namespace
 
-std::string_view to_string(SnapshotSource source) {
-  return source == SnapshotSource::kBpfIterator ? "bpf_iterator" : "sock_diag";
-}
-
 std::optional<unsigned> hz_from_sysctl(std::uint64_t jiffies, long seconds) {
   // proc_dointvec_jiffies() stores seconds * HZ, so a value set through /proc divides exactly.
   if (seconds <= 0 || jiffies % static_cast<std::uint64_t>(seconds) != 0) {

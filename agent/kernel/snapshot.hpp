@@ -14,6 +14,7 @@
 
 #include "agent/kernel/kernel_only.hpp"
 #include "agent/kernel/netns.hpp"
+#include "agent/model/snapshot.hpp"
 #include "agent/model/socket_table.hpp"
 #include "bpf/events.h"
 
@@ -23,9 +24,6 @@ namespace portlens {
 
 static_assert(sizeof(pl_sock_record) == 152 && alignof(pl_sock_record) == 8,
               "pl_sock_record differs from BPF");
-
-enum class SnapshotSource : std::uint8_t { kBpfIterator, kSockDiag };
-std::string_view to_string(SnapshotSource source);
 
 enum class SnapshotMode : std::uint8_t {
   kAuto,         // BPF iterators; sock_diag when they cannot be loaded or attached
@@ -37,15 +35,6 @@ struct SnapshotOptions {
   SnapshotMode mode = SnapshotMode::kAuto;
   // Entries kept per snapshot; the rest are counted in Snapshot::truncated, never stored.
   std::size_t max_entries = 4'000'000;
-};
-
-struct Snapshot {
-  SocketTable table;  // sockets of one netns, and its entry in table.netns_config
-  SnapshotSource source = SnapshotSource::kBpfIterator;
-  std::uint64_t netns = 0;
-  std::uint64_t truncated = 0;        // sockets seen beyond max_entries
-  std::vector<std::string> problems;  // config values that could not be read (defaults kept)
-  std::chrono::microseconds elapsed{0};
 };
 
 // Decodes one iterator record. Pure. nullopt for records that are not a TCP or UDP socket of

@@ -9,8 +9,18 @@
 #include <utility>
 #include <vector>
 
+#include "agent/model/clock.hpp"
+#include "agent/model/error.hpp"
+
 namespace portlens {
 namespace {
+
+constexpr std::uint64_t kMsNs = 1'000'000;
+// A /proc scan costs about a microsecond per open file: redo it at most this often, unless a
+// blocker's owner is missing and the scan is older than kOwnerMissRescanNs.
+constexpr std::uint64_t kOwnerRescanNs = 1000 * kMsNs;
+constexpr std::uint64_t kOwnerMissRescanNs = 200 * kMsNs;
+constexpr std::size_t kMaxCachedNamespaces = 64;
 
 bool explained_errno(const Event& e) {
   const int err = -e.result;
@@ -245,6 +255,78 @@ SocketTable table_for_call(const Call& call, std::uint64_t at_ns, std::uint64_t 
                            const auto seen = tracker->first_seen(s);
                            return seen && *seen > at_ns;
                          });
+}
+
+FailureJudge::FailureJudge(NamespaceSource& namespaces, OwnerSource& owners)
+    : namespaces_(namespaces), owners_(owners) {}
+
+void FailureJudge::refresh_owners_if_stale() {
+  const std::uint64_t now = monotonic_ns();
+  if (owners_scanned_ns_ == 0 || now - owners_scanned_ns_ >= kOwnerRescanNs) {
+    owners_.scan();
+    owners_scanned_ns_ = monotonic_ns();
+  }
+}
+
+Diagnosis FailureJudge::diagnose(const Event& event, const Call& call, const SocketTracker* tracker,
+                                 std::mutex* mu) {
+  auto path = netns_paths_.find(event.netns);
+  if (path == netns_paths_.end()) {
+    const auto found = namespaces_.locate(event.netns);
+    if (!found) {
+      Diagnosis d;
+      d.hint = "cannot inspect network namespace " + std::to_string(event.netns) +
+               ": no process is left in it and it is not under /run/netns";
+      return d;
+    }
+    path = netns_paths_.emplace(event.netns, *found).first;
+  }
+
+  auto cached = snapshots_.find(event.netns);
+  if (cached == snapshots_.end() || cached->second.taken_ns < event.ts_ns) {
+    if (cached == snapshots_.end() && snapshots_.size() >= kMaxCachedNamespaces) {
+      snapshots_.erase(snapshots_.begin());
+    }
+    CachedSnapshot fresh;
+    fresh.taken_ns = monotonic_ns();  // before the walk: it sees at least this moment's sockets
+    try {
+      fresh.snapshot = namespaces_.take(path->second);
+    } catch (const Error& e) {
+      netns_paths_.erase(path);  // the namespace may be gone; look it up again next time
+      Diagnosis d;
+      d.hint = std::string("cannot inspect the namespace: ") + e.what();
+      return d;
+    }
+    refresh_owners_if_stale();
+    cached = snapshots_.insert_or_assign(event.netns, std::move(fresh)).first;
+  }
+
+  SocketTable table;
+  if (tracker != nullptr) {
+    // Only the copy of what the call can involve is made under the lock.
+    const std::unique_lock lock =
+        mu != nullptr ? std::unique_lock(*mu) : std::unique_lock<std::mutex>();
+    table =
+        table_for_call(call, event.ts_ns, monotonic_ns(), cached->second.snapshot.table, tracker);
+    tracker->attribute(table);  // owners the events named, TIME_WAITs' included
+  } else {
+    table =
+        table_for_call(call, event.ts_ns, monotonic_ns(), cached->second.snapshot.table, nullptr);
+  }
+  owners_.attribute(table);
+  Diagnosis d = portlens::diagnose(call, table);
+  // A blocker created after the last /proc scan has no owner yet: look once more.
+  bool missing = false;
+  for (const auto& b : d.blockers) {
+    missing = missing || (!b.socket.owner && b.socket.inode != 0);
+  }
+  if (missing && monotonic_ns() - owners_scanned_ns_ >= kOwnerMissRescanNs) {
+    owners_.scan();
+    owners_scanned_ns_ = monotonic_ns();
+    owners_.attribute(table);
+    d = portlens::diagnose(call, table);
+  }
+  return d;
 }
 
 }  // namespace portlens

@@ -4,8 +4,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 
+#include "agent/diagnose/diagnoser.hpp"
+#include "agent/live/sources.hpp"
 #include "agent/model/call.hpp"
 #include "agent/model/event.hpp"
 #include "agent/model/socket_table.hpp"
@@ -34,5 +38,35 @@ SocketTable merge_for_event(const SocketTable& snapshot, const SocketTable& trac
 // owners (ConnectScope); autobind needs the whole namespace (the ephemeral range).
 SocketTable table_for_call(const Call& call, std::uint64_t at_ns, std::uint64_t now_ns,
                            const SocketTable& snapshot, const SocketTracker* tracker);
+
+// Judges traced failures against the live kernel, through the sources: a snapshot of the
+// failure's namespace taken after the call (reused for later failures of the same namespace: it
+// holds every blocker that still exists), merged with the tracker's view as of the call, with the
+// owners /proc shows. The tracker is read only under its mutex, and only to copy the sockets the
+// call can involve: the snapshot walk and the diagnosis itself run without it, so a scrape or a
+// local API call never waits behind them.
+class FailureJudge {
+ public:
+  FailureJudge(NamespaceSource& namespaces, OwnerSource& owners);
+
+  // tracker may be null (the snapshot alone); when it is not, mu guards it.
+  Diagnosis diagnose(const Event& event, const Call& call, const SocketTracker* tracker,
+                     std::mutex* mu);
+
+  [[nodiscard]] OwnerSource& owners() { return owners_; }
+
+ private:
+  struct CachedSnapshot {
+    std::uint64_t taken_ns = 0;  // CLOCK_MONOTONIC, comparable with event timestamps
+    Snapshot snapshot;
+  };
+  void refresh_owners_if_stale();
+
+  NamespaceSource& namespaces_;
+  OwnerSource& owners_;
+  std::uint64_t owners_scanned_ns_ = 0;
+  std::map<std::uint32_t, NetnsRef> netns_paths_;
+  std::map<std::uint32_t, CachedSnapshot> snapshots_;
+};
 
 }  // namespace portlens

@@ -1,0 +1,130 @@
+// The one event pipeline: ring records -> decode -> batch -> apply to the tracker -> diagnose the
+// failures -> sinks. `portlens agent`, `portlens trace` and the benchmark all run this code; what
+// differs between them is the sources they plug in and the sink they hand findings to.
+//
+// Threads: one thread drives the pipeline (step, catch_up, reconcile, bootstrap, expire). It
+// alone changes the tracker, always under mutex(); readers (a scrape, the local API) take
+// mutex() to read it. A diagnosis copies the sockets its call can involve under the lock and is
+// judged outside it (FailureJudge), so readers never wait for a snapshot walk or /proc scan.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "agent/diagnose/diagnoser.hpp"
+#include "agent/live/judge.hpp"
+#include "agent/live/sources.hpp"
+#include "agent/model/event.hpp"
+#include "agent/model/netns_ref.hpp"
+#include "agent/model/snapshot.hpp"
+#include "agent/tracker/tracker.hpp"
+
+namespace portlens {
+
+struct PipelineOptions {
+  std::size_t max_batch = 65536;  // events applied per hold of the lock, at most
+  // After a batch that did not fill, wait this long before the next poll: under churn the ring
+  // refills within microseconds of a drain, and a wakeup per handful of events (epoll, the lock,
+  // the drop counters' map reads) costs more than the events themselves. The default 8 MiB ring
+  // holds ~47,000 events, some 70 ms at 650,000 events/s, far more than the pause.
+  std::chrono::milliseconds batch_pause{2};
+  // Snapshot sockets merged per hold of the lock: some 25 ms at ~6 us each, a third of what the
+  // default ring holds at 650,000 events/s.
+  std::size_t merge_slice = 1024;
+  TrackerLimits tracker_limits;
+};
+
+// What the pipeline itself counted; read under mutex().
+struct PipelineCounters {
+  std::uint64_t records = 0;    // handed over by the ring
+  std::uint64_t malformed = 0;  // records that failed to decode: dropped, counted here
+  std::uint64_t diagnosed = 0;  // failures judged
+  DropCounters lost;            // what the BPF side dropped, as of the last step
+};
+
+// Where findings go.
+class PipelineSink {
+ public:
+  PipelineSink() = default;
+  virtual ~PipelineSink() = default;
+  PipelineSink(const PipelineSink&) = delete;
+  PipelineSink& operator=(const PipelineSink&) = delete;
+  PipelineSink(PipelineSink&&) = delete;
+  PipelineSink& operator=(PipelineSink&&) = delete;
+
+  // Under mutex(), right after the batch was applied: for cheap per-event counting.
+  virtual void applied(std::span<const Event> batch) { static_cast<void>(batch); }
+  // Outside the lock, each event of the batch in order: whether the sink wants it. Only the
+  // events selected are diagnosed (when they are failures portlens explains) and handed to
+  // event(). Default: the failures.
+  virtual bool select(const Event& event) { return event.failed(); }
+  // Outside the lock, each selected event in order, with its diagnosis when it has one.
+  virtual void event(const Event& event, const Diagnosis* diagnosis) = 0;
+};
+
+// A snapshot handed to reconcile(), with when its walk began.
+struct TakenSnapshot {
+  NetnsRef ns;
+  Snapshot snapshot;
+  std::uint64_t taken_ns = 0;  // CLOCK_MONOTONIC
+};
+
+class EventPipeline {
+ public:
+  EventPipeline(RecordSource& ring, FailureJudge& judge, PipelineSink& sink,
+                PipelineOptions options = {});
+
+  // Guards tracker(), configs() and counters().
+  [[nodiscard]] std::mutex& mutex() const { return mu_; }
+  [[nodiscard]] const SocketTracker& tracker() const { return tracker_; }
+  // Each known namespace's port config, from its last snapshot.
+  [[nodiscard]] const std::map<std::uint64_t, NetnsPortConfig>& configs() const { return configs_; }
+  [[nodiscard]] const PipelineCounters& counters() const { return counters_; }
+
+  // The first look at each namespace, before the first event: merged at once. Namespaces that
+  // cannot be inspected are skipped (logged at debug). Returns how many were bootstrapped.
+  std::size_t bootstrap(NamespaceSource& source, const std::vector<NetnsRef>& namespaces);
+
+  // Waits up to timeout for records, then drains up to max_batch, applies them, diagnoses the
+  // failures and hands them to the sink. Pauses batch_pause after a batch that did not fill.
+  // Also expires TIME_WAITs and reads the ring's drop counters. Returns the records handed over.
+  std::size_t step(std::chrono::milliseconds timeout);
+  // Drains what the ring holds now, batch by batch. Bounded: under endless churn the ring never
+  // empties (at most 16 batches).
+  void catch_up();
+  // Merges a snapshot into the tracker in slices, applying the events that arrived meanwhile
+  // before and between them: the events of the sockets that changed while the snapshot ran are
+  // still in the ring, and merged before them each would count as a correction that is none.
+  void reconcile(const TakenSnapshot& taken);
+  // Namespaces that are gone: their sockets and config are forgotten (not corrections).
+  void forget_all_but(const std::vector<NetnsRef>& alive);
+
+ private:
+  void take_record(std::span<const std::byte> record);
+  // Drains the ring into batch_, up to max_batch; true when it filled.
+  bool drain();
+  void process_batch();
+
+  RecordSource& ring_;
+  FailureJudge& judge_;
+  PipelineSink& sink_;
+  const PipelineOptions options_;
+  mutable std::mutex mu_;
+  SocketTracker tracker_;
+  std::map<std::uint64_t, NetnsPortConfig> configs_;
+  PipelineCounters counters_;
+  std::vector<Event> batch_;
+  // Records and malformed ones counted by this thread since the last batch, added to counters_
+  // under the lock with the batch.
+  struct {
+    std::uint64_t records = 0;
+    std::uint64_t malformed = 0;
+  } unflushed_;
+};
+
+}  // namespace portlens

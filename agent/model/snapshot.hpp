@@ -1,0 +1,26 @@
+// A snapshot of one network namespace's port owners, as the kernel showed them at one moment.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/model/socket_table.hpp"
+
+namespace portlens {
+
+enum class SnapshotSource : std::uint8_t { kBpfIterator, kSockDiag };
+std::string_view to_string(SnapshotSource source);
+
+struct Snapshot {
+  SocketTable table;  // sockets of one netns, and its entry in table.netns_config
+  SnapshotSource source = SnapshotSource::kBpfIterator;
+  std::uint64_t netns = 0;
+  std::uint64_t truncated = 0;        // sockets seen beyond max_entries
+  std::vector<std::string> problems;  // config values that could not be read (defaults kept)
+  std::chrono::microseconds elapsed{0};
+};
+
+}  // namespace portlens

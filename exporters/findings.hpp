@@ -1,0 +1,60 @@
+// What the agent keeps of the pipeline's findings: failures counted by cause and comm, the
+// per-event tallies, the recent diagnosed failures for the local API, and each failure written
+// to the event log. A PipelineSink, so that unit tests drive it through the real pipeline.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <span>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/live/pipeline.hpp"
+#include "agent/model/clock.hpp"
+#include "exporters/event_log.hpp"
+#include "exporters/scrape_input.hpp"
+
+namespace portlens {
+
+class AgentFindings final : public PipelineSink {
+ public:
+  // event_log may be null. Thread-safe: the pipeline's thread adds, a scrape or the local API
+  // reads. applied() runs under the pipeline's mutex and takes this one inside it, as fill()
+  // does when a scrape holds the pipeline's: one lock order.
+  AgentFindings(std::size_t top_k, std::size_t history, EventLog* event_log);
+
+  void applied(std::span<const Event> batch) override;
+  void event(const Event& event, const Diagnosis* diagnosis) override;
+
+  // The counters as a scrape exports them.
+  void fill(AgentCounters& counters) const;
+  // The recent failures matching a local API request {"port","pid","netns",
+  // "since_ms","limit"}, newest first.
+  [[nodiscard]] nlohmann::json failures(const nlohmann::json& request) const;
+
+ private:
+  // A comm keeps its own label once it has one: folding it into "other" later would make its
+  // counters go backwards. The first top_k comms that fail get labels; the rest are "other".
+  std::string comm_label(const std::string& comm);
+  void remember(nlohmann::json record, const Event& event);
+
+  struct HistoryEntry {
+    nlohmann::json record;
+    Event event;
+  };
+  mutable std::mutex mu_;
+  const std::size_t top_k_;
+  const std::size_t history_limit_;
+  EventLog* event_log_;
+  const WallClock clock_;
+  AgentCounters counters_;  // the failure counters; events and transitions are in tally_
+  EventTally tally_;
+  std::set<std::string> labelled_comms_;
+  std::deque<HistoryEntry> history_;
+};
+
+}  // namespace portlens

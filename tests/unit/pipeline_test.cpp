@@ -1,0 +1,322 @@
+// The real EventPipeline, driven with recorded ring records and fake sources: what the tracker,
+// the pipeline's counters, the agent's findings and the event log end up with.
+#include "agent/live/pipeline.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "agent/live/judge.hpp"
+#include "agent/live/walker.hpp"
+#include "agent/model/clock.hpp"
+#include "agent/model/error.hpp"
+#include "exporters/event_log.hpp"
+#include "exporters/findings.hpp"
+#include "tests/unit/builders.hpp"
+
+namespace portlens::unit {
+namespace {
+
+constexpr std::uint32_t kNs = 4026532100U;
+
+// Records handed over as the ring would: each poll gives what is queued, up to a batch.
+class RecordedRing final : public RecordSource {
+ public:
+  void push(const pl_event& e) {
+    const auto* p = reinterpret_cast<const std::byte*>(&e);
+    records_.emplace_back(p, p + sizeof e);
+  }
+  void push_bytes(std::vector<std::byte> bytes) { records_.push_back(std::move(bytes)); }
+  int poll(std::chrono::milliseconds /*timeout*/, const Sink& sink) override {
+    int n = 0;
+    while (!records_.empty() && n < 64) {
+      sink(records_.front());
+      records_.pop_front();
+      ++n;
+    }
+    return n;
+  }
+  [[nodiscard]] DropCounters drops() const override { return DropCounters{3, 1}; }
+
+ private:
+  std::deque<std::vector<std::byte>> records_;
+};
+
+// One namespace whose snapshot is a fixed table; counts the walks.
+class FakeNamespaces final : public NamespaceSource {
+ public:
+  explicit FakeNamespaces(SocketTable table) : table_(std::move(table)) {}
+  std::vector<NetnsRef> discover() override { return {NetnsRef{"/fake/ns", kNs}}; }
+  std::optional<NetnsRef> locate(std::uint32_t inode) override {
+    return inode == kNs ? std::optional(NetnsRef{"/fake/ns", kNs}) : std::nullopt;
+  }
+  [[nodiscard]] Snapshot take(const NetnsRef& ns) const override {
+    if (ns.inode != kNs) {
+      throw Error("no such namespace");
+    }
+    {
+      std::unique_lock lock(mu_);
+      ++takes_;
+      cv_.wait(lock, [this] { return !hold_; });
+    }
+    Snapshot s;
+    s.table = table_;
+    s.netns = kNs;
+    return s;
+  }
+  [[nodiscard]] int takes() const {
+    const std::lock_guard lock(mu_);
+    return takes_;
+  }
+  void set_table(SocketTable table) { table_ = std::move(table); }
+  // While held, take() blocks: a walk that takes as long as the test wants.
+  void hold(bool on) {
+    {
+      const std::lock_guard lock(mu_);
+      hold_ = on;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  SocketTable table_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable int takes_ = 0;
+  bool hold_ = false;
+};
+
+class NoOwners final : public OwnerSource {
+ public:
+  void scan() override { ++scans; }
+  void attribute(SocketTable& /*table*/) const override {}
+  [[nodiscard]] std::uint64_t dropped() const override { return 0; }
+  int scans = 0;
+};
+
+pl_endpoint v4(std::string_view text) {
+  const Endpoint e = ep(text);
+  pl_endpoint out{};
+  out.family = PL_AF_INET;
+  out.port = e.port;
+  std::memcpy(out.addr, e.addr.bytes().data(), 4);
+  return out;
+}
+
+// A TCP/IPv4 call record made now: after the bootstrap, before the snapshot its diagnosis takes.
+pl_event call(std::uint16_t type, std::uint64_t sk, std::string_view req, int ret, const char* comm,
+              bool reuseaddr = false) {
+  pl_event e{};
+  e.type = type;
+  e.ts_ns = monotonic_ns();
+  e.sk = sk;
+  e.pid = 900;
+  e.tid = 900;
+  e.uid = 0;
+  e.sock_uid = 0;
+  e.netns = kNs;
+  e.ret = ret;
+  e.fd = 3;
+  e.sock_family = AF_INET;
+  e.sock_type = SOCK_STREAM;
+  e.protocol = IPPROTO_TCP;
+  e.flags = PL_F_OPTS_VALID | (req.empty() ? 0U : PL_F_REQ_VALID);
+  e.opts.reuseaddr = reuseaddr ? 1 : 0;
+  if (!req.empty()) {
+    e.req = v4(req);
+    if (type != PL_EV_CONNECT) {
+      e.local = ret == 0 ? v4(req) : pl_endpoint{};
+    }
+  }
+  std::strncpy(e.comm, comm, sizeof e.comm - 1);
+  return e;
+}
+
+SocketTable namespace_table() {
+  SocketTable t;
+  SocketEntry l = listener("0.0.0.0:8080", kNs);
+  l.reuseaddr = true;
+  l.reuseport = false;
+  l.v6only = false;
+  l.bound_dev_if = 0;
+  l.uid = 0;
+  l.inode = 5000;
+  l.sock_id = 0xffff'0000'0000'5000ULL;
+  t.sockets.push_back(l);
+  SocketEntry tw = time_wait("127.0.0.1:9090", "127.0.0.1:40000", kNs);
+  tw.reuseaddr = false;  // left by a server without SO_REUSEADDR
+  t.sockets.push_back(tw);
+  t.netns_config[kNs] = NetnsPortConfig{};
+  return t;
+}
+
+std::vector<nlohmann::json> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) {
+    out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+struct Rig {
+  RecordedRing ring;
+  FakeNamespaces namespaces{namespace_table()};
+  NoOwners owners;
+  FailureJudge judge{namespaces, owners};
+  TempDir dir{"portlens-pipeline"};
+  EventLog log{dir.file("events.jsonl")};
+  AgentFindings findings{5, 100, &log};
+  EventPipeline pipeline{ring, judge, findings, unpaused()};
+  static PipelineOptions unpaused() {
+    PipelineOptions o;
+    o.batch_pause = std::chrono::milliseconds(0);
+    return o;
+  }
+};
+
+TEST(EventPipelineTest, RecordedEventsReachTheTrackerCountersFindingsAndEventLog) {
+  Rig rig;
+  ASSERT_EQ(rig.pipeline.bootstrap(rig.namespaces, rig.namespaces.discover()), 1U);
+  EXPECT_EQ(rig.namespaces.takes(), 1);
+
+  rig.ring.push(call(PL_EV_BIND, 0xa000, "127.0.0.1:7000", 0, "redis"));
+  rig.ring.push(call(PL_EV_LISTEN, 0xa000, "", 0, "redis"));
+  rig.ring.push(call(PL_EV_BIND, 0xb000, "0.0.0.0:8080", -EADDRINUSE, "nginx2", true));
+  rig.ring.push(call(PL_EV_BIND, 0xc000, "127.0.0.1:9090", -EADDRINUSE, "server"));
+  rig.ring.push_bytes(std::vector<std::byte>(7));  // shorter than any record
+  rig.ring.push(call(PL_EV_CONNECT, 0xd000, "127.0.0.1:8080", -ECONNREFUSED, "curl"));
+  ASSERT_EQ(rig.pipeline.step(std::chrono::milliseconds(0)), 6U);
+
+  {
+    const std::lock_guard lock(rig.pipeline.mutex());
+    const PipelineCounters& c = rig.pipeline.counters();
+    EXPECT_EQ(c.records, 6U);
+    EXPECT_EQ(c.malformed, 1U);
+    EXPECT_EQ(c.diagnosed, 2U);  // ECONNREFUSED is not a failure portlens explains
+    EXPECT_EQ(c.lost.total(), 4U);
+    // The listener from the snapshot and redis's from the events; the TIME_WAIT from the snapshot.
+    EXPECT_EQ(rig.pipeline.tracker().socket_count(), 2U);
+    EXPECT_EQ(rig.pipeline.tracker().time_wait_count(), 1U);
+    EXPECT_TRUE(rig.pipeline.configs().contains(kNs));
+  }
+  // One snapshot for the first failure, reused by the second (taken after both calls).
+  EXPECT_EQ(rig.namespaces.takes(), 2);
+
+  AgentCounters counters;
+  rig.findings.fill(counters);
+  const auto key = [](const char* cause, const char* comm) {
+    return std::tuple<std::string, std::string, std::string, std::string>{"tcp", "bind", cause,
+                                                                          comm};
+  };
+  EXPECT_EQ(counters.bind_failures.size(), 2U);
+  EXPECT_EQ(counters.bind_failures[key("port_in_use", "nginx2")], 1U);
+  EXPECT_EQ(counters.bind_failures[key("time_wait", "server")], 1U);
+  EXPECT_EQ(counters.events_by_type["bind"], 3U);
+  EXPECT_EQ(counters.events_by_type["listen"], 1U);
+  EXPECT_EQ(counters.events_by_type["connect"], 1U);
+
+  const auto lines = read_lines(rig.dir.file("events.jsonl"));
+  ASSERT_EQ(lines.size(), 2U);
+  EXPECT_EQ(lines[0]["comm"], "nginx2");
+  EXPECT_EQ(lines[0]["diagnosis"]["cause"], "port_in_use");
+  EXPECT_EQ(lines[0]["diagnosis"]["blockers"][0]["pid"], 812);
+  EXPECT_EQ(lines[1]["diagnosis"]["cause"], "time_wait");
+  EXPECT_EQ(lines[1]["local"]["port"], 9090);
+
+  const nlohmann::json recent = rig.findings.failures({{"port", 9090}});
+  ASSERT_EQ(recent.size(), 1U);
+  EXPECT_EQ(recent[0]["comm"], "server");
+  EXPECT_EQ(rig.findings.failures(nlohmann::json::object()).size(), 2U);
+}
+
+TEST(EventPipelineTest, ReconcileCountsWhatTheSnapshotShowsAndForgetsGoneNamespaces) {
+  Rig rig;
+  rig.pipeline.bootstrap(rig.namespaces, rig.namespaces.discover());
+  SocketTable more = namespace_table();
+  more.sockets.push_back(
+      connection("127.0.0.1:50000", "127.0.0.1:8080", TcpState::kEstablished, kNs));
+  more.sockets.back().sock_id = 0xe000;
+  TakenSnapshot taken{NetnsRef{"/fake/ns", kNs}, {}, monotonic_ns()};
+  taken.snapshot.table = more;
+  // Events that arrived during the walk are applied before the merge.
+  rig.ring.push(call(PL_EV_BIND, 0xa000, "127.0.0.1:7000", 0, "redis"));
+  rig.pipeline.reconcile(taken);
+  {
+    const std::lock_guard lock(rig.pipeline.mutex());
+    EXPECT_EQ(rig.pipeline.counters().records, 1U);
+    const auto& corrections = rig.pipeline.tracker().counters().corrections;
+    ASSERT_TRUE(corrections.contains("socket_missing"));
+    EXPECT_EQ(corrections.at("socket_missing"), 1U);
+    EXPECT_EQ(rig.pipeline.tracker().socket_count(), 3U);
+  }
+  rig.pipeline.forget_all_but({});
+  const std::lock_guard lock(rig.pipeline.mutex());
+  EXPECT_EQ(rig.pipeline.tracker().socket_count(), 0U);
+  EXPECT_EQ(rig.pipeline.tracker().time_wait_count(), 0U);
+  EXPECT_TRUE(rig.pipeline.configs().empty());
+}
+
+// A diagnosis that needs a fresh snapshot takes it without the pipeline's lock: a reader (a
+// scrape, the local API) gets the lock while the walk is still running.
+TEST(EventPipelineTest, ReadersDoNotWaitForTheSnapshotADiagnosisTakes) {
+  Rig rig;
+  rig.pipeline.bootstrap(rig.namespaces, rig.namespaces.discover());
+  rig.namespaces.hold(true);
+  rig.ring.push(call(PL_EV_BIND, 0xb000, "0.0.0.0:8080", -EADDRINUSE, "nginx2", true));
+  std::thread loop([&] { rig.pipeline.step(std::chrono::milliseconds(0)); });
+  // Wait (bounded) until the diagnosis is inside take().
+  for (int i = 0; i < 2000 && rig.namespaces.takes() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(rig.namespaces.takes(), 2) << "the diagnosis never asked for a snapshot";
+  const bool locked = rig.pipeline.mutex().try_lock();
+  if (locked) {
+    EXPECT_EQ(rig.pipeline.tracker().socket_count(), 1U);
+    rig.pipeline.mutex().unlock();
+  }
+  rig.namespaces.hold(false);
+  loop.join();
+  EXPECT_TRUE(locked) << "the pipeline held its lock during the snapshot walk";
+  AgentCounters counters;
+  rig.findings.fill(counters);
+  EXPECT_EQ(counters.bind_failures.size(), 1U);
+}
+
+// The walker hands snapshots over one at a time and reports the round's namespaces.
+TEST(SnapshotWalkerTest, HandsOverEachSnapshotThenTheRound) {
+  FakeNamespaces namespaces(namespace_table());
+  SnapshotWalker walker(namespaces, 0.01, [&] { return namespaces.discover(); });
+  std::optional<TakenSnapshot> taken;
+  for (int i = 0; i < 2000 && !taken; ++i) {
+    taken = walker.next_snapshot();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(taken->ns.inode, kNs);
+  EXPECT_EQ(taken->snapshot.table.sockets.size(), 2U);
+  std::optional<std::vector<NetnsRef>> round;
+  for (int i = 0; i < 2000 && !round; ++i) {
+    round = walker.finished_round();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(round.has_value());
+  ASSERT_EQ(round->size(), 1U);
+  EXPECT_EQ(round->front().inode, kNs);
+}
+
+}  // namespace
+}  // namespace portlens::unit

@@ -68,9 +68,10 @@ if(PORTLENS_DPKG_SHLIBDEPS AND PORTLENS_FILE_TOOL)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 else()
   string(CONCAT CPACK_DEBIAN_PACKAGE_DEPENDS
-         "libbpf1 (>= 1:0.2), libc6 (>= 2.34), libcivetweb1 (>= 1.15), "
-         "libfmt9 (>= 9.1.0+ds1), libgcc-s1 (>= 3.0), libmnl0 (>= 1.0.4-1~), "
-         "libprometheus-cpp-core1.0 (>= 1.0.1), libspdlog1.10-fmt9, libstdc++6 (>= 11)")
+         "libbpf1 (>= 1:0.2), libc6 (>= 2.34), libcrypt1 (>= 1:4.1.0), libfmt9 (>= 9.1.0+ds1), "
+         "libgcc-s1 (>= 3.0), libgnutls30 (>= 3.7.2), libmicrohttpd12 (>= 0.9.75), "
+         "libmnl0 (>= 1.0.4-1~), libprometheus-cpp-core1.0 (>= 1.0.1), libspdlog1.10-fmt9, "
+         "libstdc++6 (>= 11), libyaml-cpp0.7 (>= 0.7.0), zlib1g (>= 1:1.2.0)")
 endif()
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS prometheus)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "agent/model/error.hpp"
+#include "agent/model/fd.hpp"
 
 namespace portlens {
 namespace {
@@ -35,36 +36,6 @@ constexpr std::size_t kMaxAnswerBytes = std::size_t{64} << 20;
 constexpr std::chrono::milliseconds kAcceptPause{100};
 constexpr std::uint64_t kMaxPort = 65535;
 constexpr std::uint64_t kMaxPid = 4194304;  // PID_MAX_LIMIT
-
-// Owns a file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-
-  [[nodiscard]] int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 sockaddr_un unix_address(const std::string& path) {
   sockaddr_un addr{};

@@ -9,7 +9,7 @@ packages=(
   # BPF: libbpf (CO-RE loader), bpftool (skeletons), libelf/zlib (libbpf's own needs)
   libbpf-dev bpftool libelf-dev zlib1g-dev
   # C++ libraries
-  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libmnl-dev prometheus-cpp-dev libcivetweb-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libmnl-dev prometheus-cpp-dev
   # the HTTP server (exporters/http): libmicrohttpd (built with GnuTLS), GnuTLS itself for the
   # certificate checks, yaml-cpp for --web.config.file, libcrypt for bcrypt (crypt_r)
   libmicrohttpd-dev libgnutls28-dev libyaml-cpp-dev libcrypt-dev

@@ -1,9 +1,5 @@
 #include "agent/cmd/agent.hpp"
 
-#include <CivetServer.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -36,6 +32,9 @@
 #include "exporters/collector.hpp"
 #include "exporters/event_log.hpp"
 #include "exporters/findings.hpp"
+#include "exporters/http/listen_address.hpp"
+#include "exporters/http/server.hpp"
+#include "exporters/http/web_config.hpp"
 #include "exporters/local_api.hpp"
 #include "exporters/scrape_input.hpp"
 #include "portlens_version.hpp"
@@ -51,73 +50,29 @@ std::string kernel_release() {
   return uname(&u) == 0 ? std::string(u.release) : std::string("unknown");
 }
 
-// Binds (and releases) each address first: civetweb reports every failure as "null context",
-// and the user deserves to hear that the port is taken, and by whom to ask.
-void probe_listen_address(const std::string& spec, const std::string& as_given) {
-  const auto colon = spec.rfind(':');
-  const std::string host = colon == std::string::npos ? "0.0.0.0" : spec.substr(0, colon);
-  const std::string port_text = colon == std::string::npos ? spec : spec.substr(colon + 1);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port_text)));
-  if (inet_pton(AF_INET, host.c_str(), &sin.sin_addr) != 1) {
-    throw UsageError("--web.listen-address " + as_given + ": not an IPv4 address");
-  }
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as civetweb does
-  const int rc = bind(fd, reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
-  const int err = errno;
-  close(fd);
-  if (rc != 0) {
-    std::string hint;
-    if (err == EADDRINUSE) {
-      hint = "; `portlens why " + port_text + "` shows who holds it, or pick another port";
-    } else if (err == EADDRNOTAVAIL) {
-      hint = "; that address is not on this host";
-    }
-    throw Error("cannot listen on " + as_given + ": " + errno_text(err) + hint);
-  }
+// The landing page at "/": what this is and where the metrics are.
+http::Response landing_page(const std::string& telemetry_path) {
+  http::Response r;
+  r.content_type = "text/html; charset=utf-8";
+  r.body = fmt::format(
+      "<!DOCTYPE html><html><head><title>portlens</title></head><body>"
+      "<h1>portlens {}</h1><p>eBPF port and TIME_WAIT observability.</p>"
+      "<p><a href=\"{}\">Metrics</a> &middot; <a href=\"/healthz\">health</a> &middot; "
+      "<a href=\"/ready\">readiness</a></p></body></html>\n",
+      kPortlensVersion, telemetry_path);
+  return r;
 }
 
-class LandingPage : public CivetHandler {
- public:
-  explicit LandingPage(std::string telemetry_path) : path_(std::move(telemetry_path)) {}
-  bool handleGet(CivetServer* /*server*/, mg_connection* conn) override {
-    const std::string body = fmt::format(
-        "<!DOCTYPE html><html><head><title>portlens</title></head><body>"
-        "<h1>portlens {}</h1><p>eBPF port and TIME_WAIT observability.</p>"
-        "<p><a href=\"{}\">Metrics</a></p></body></html>\n",
-        kPortlensVersion, path_);
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-              "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-              body.size());
-    mg_write(conn, body.data(), body.size());
-    return true;
-  }
+http::Response plain(int status, std::string body) {
+  http::Response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
 
- private:
-  std::string path_;
-};
-
-class MetricsPage : public CivetHandler {
- public:
-  explicit MetricsPage(std::shared_ptr<PortlensCollector> collector)
-      : collector_(std::move(collector)) {}
-  bool handleGet(CivetServer* /*server*/, mg_connection* conn) override {
-    const std::string body = render_text(collector_->Collect());
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-              "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-              body.size());
-    mg_write(conn, body.data(), body.size());
-    return true;
-  }
-
- private:
-  std::shared_ptr<PortlensCollector> collector_;
-};
+// How long the event loop may go without a turn before /healthz says it is stuck: a turn is at
+// most a poll timeout (100 ms) plus a reconcile slice or a diagnosis, far below this.
+constexpr std::chrono::seconds kLoopStallLimit{10};
 
 // The local API's "holders": the tracked sockets on a port, for `portlens why`.
 json holders(const EventPipeline& pipeline, const json& request, std::uint64_t default_netns) {
@@ -141,35 +96,22 @@ json holders(const EventPipeline& pipeline, const json& request, std::uint64_t d
 
 }  // namespace
 
-std::string civetweb_listen_spec(const std::string& address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    throw UsageError("--web.listen-address " + address + ": expected :PORT or HOST:PORT");
+std::vector<std::string> checked_listen_addresses(const std::vector<std::string>& addresses) {
+  if (addresses.empty()) {
+    throw UsageError("--web.listen-address: give at least one address, e.g. :10130");
   }
-  const std::string host = address.substr(0, colon);
-  const std::string port_text = address.substr(colon + 1);
-  unsigned port = 0;
-  const auto [ptr, ec] =
-      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (port_text.empty() || ec != std::errc() || ptr != port_text.data() + port_text.size() ||
-      port == 0 || port > 65535) {
-    throw UsageError("--web.listen-address " + address + ": the port must be 1-65535");
+  for (const std::string& address : addresses) {
+    std::uint16_t port = 0;
+    try {
+      port = http::parse_listen_address(address).port;
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string("--web.listen-address ") + e.what());
+    }
+    if (port == 0) {
+      throw UsageError("--web.listen-address " + address + ": the port must be 1-65535");
+    }
   }
-  if (host.empty() || host == "0.0.0.0") {
-    return std::to_string(port);  // every IPv4 address
-  }
-  if (host.front() == '[' || host.find(':') != std::string::npos) {
-    throw UsageError("--web.listen-address " + address +
-                     ": IPv6 addresses cannot be served (the HTTP library, Debian's civetweb, is "
-                     "built without IPv6); use :" +
-                     port_text + " or an IPv4 address");
-  }
-  const auto ip = IpAddress::parse(host);
-  if (!ip || !ip->is_v4()) {
-    throw UsageError("--web.listen-address " + address + ": '" + host +
-                     "' is not an IPv4 address (host names are not resolved)");
-  }
-  return host + ":" + std::to_string(port);
+  return addresses;
 }
 
 int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
@@ -179,14 +121,15 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
     throw UsageError("--web.telemetry-path " + options.telemetry_path +
                      ": must start with / and not be / (the landing page)");
   }
-  std::vector<std::string> specs;
-  for (const auto& address : options.listen_addresses) {
-    specs.push_back(civetweb_listen_spec(address));
+  const std::vector<std::string> addresses = checked_listen_addresses(options.listen_addresses);
+  if (options.web_config_file) {
+    try {
+      static_cast<void>(http::load_web_config(*options.web_config_file));
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string("--web.config.file: ") + e.what());
+    }
   }
   require_preflight();
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    probe_listen_address(specs[i], options.listen_addresses[i]);
-  }
   std::unique_ptr<EventLog> event_log;
   if (options.event_log) {
     event_log = std::make_unique<EventLog>(*options.event_log, options.event_log_max_bytes,
@@ -201,15 +144,6 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   AgentFindings findings(options.top_k, options.history, event_log.get());
   EventPipeline pipeline(records, inspector.judge(), findings);
   const std::uint64_t host_netns = current_netns().inode;
-
-  const std::vector<NetnsRef> namespaces = inspector.namespaces().discover();
-  pipeline.bootstrap(inspector.namespaces(), namespaces);
-  {
-    const std::lock_guard lock(pipeline.mutex());
-    spdlog::info("bootstrapped {} sockets and {} TIME_WAIT from {} network namespaces",
-                 pipeline.tracker().socket_count(), pipeline.tracker().time_wait_count(),
-                 namespaces.size());
-  }
 
   const std::string version = kPortlensVersion;
   const std::string kernel = kernel_release();
@@ -248,36 +182,59 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
       },
       options.top_k);
 
-  // The scrape duration is measured around the whole handler and reported by the next scrape.
-  class TimedMetricsPage : public MetricsPage {
-   public:
-    TimedMetricsPage(std::shared_ptr<PortlensCollector> c, std::atomic<double>& seconds)
-        : MetricsPage(std::move(c)), seconds_(seconds) {}
-    bool handleGet(CivetServer* server, mg_connection* conn) override {
-      const auto start = Clock::now();
-      const bool ok = MetricsPage::handleGet(server, conn);
-      seconds_ = std::chrono::duration<double>(Clock::now() - start).count();
-      return ok;
-    }
-
-   private:
-    std::atomic<double>& seconds_;
+  // The event loop's heartbeat, for /healthz; readiness once the bootstrap is merged.
+  std::atomic<std::int64_t> heartbeat_ns{static_cast<std::int64_t>(monotonic_ns())};
+  std::atomic<bool> ready{false};
+  std::map<std::string, http::Handler, std::less<>> routes;
+  routes["/"] = [&](const http::Request& /*request*/) {
+    return landing_page(options.telemetry_path);
   };
-  LandingPage landing(options.telemetry_path);
-  TimedMetricsPage metrics(collector, last_scrape_seconds);
-  std::unique_ptr<CivetServer> http;
-  std::string ports;
-  for (const auto& s : specs) {
-    ports += (ports.empty() ? "" : ",") + s;
-  }
+  routes[options.telemetry_path] = [&](const http::Request& /*request*/) {
+    // Measured around the whole collection and reported by the next scrape.
+    const auto start = Clock::now();
+    http::Response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = render_text(collector->Collect());
+    last_scrape_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return r;
+  };
+  routes["/healthz"] = [&](const http::Request& /*request*/) {
+    const auto since =
+        std::chrono::nanoseconds(static_cast<std::int64_t>(monotonic_ns()) - heartbeat_ns.load());
+    if (since > kLoopStallLimit) {
+      return plain(503, fmt::format("the event loop has not turned for {:.1f} s\n",
+                                    std::chrono::duration<double>(since).count()));
+    }
+    return plain(200, "ok\n");
+  };
+  routes["/ready"] = [&](const http::Request& /*request*/) {
+    return ready.load() ? plain(200, "ready\n") : plain(503, "bootstrapping the socket table\n");
+  };
+  http::ServerOptions web;
+  web.listen_addresses = addresses;
+  web.max_requests = options.max_requests;
+  web.web_config_file = options.web_config_file;
+  web.log = [](std::string_view line) { spdlog::warn("http: {}", line); };
+  std::unique_ptr<http::Server> http;
   try {
-    http = std::make_unique<CivetServer>(
-        std::vector<std::string>{"listening_ports", ports, "num_threads", "4"});
-  } catch (const CivetException& e) {
-    throw Error(std::string("cannot start the HTTP server on ") + ports + ": " + e.what());
+    http = std::make_unique<http::Server>(web, std::move(routes));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  } catch (const std::runtime_error& e) {
+    std::string hint;
+    const std::string what = e.what();
+    if (what.find("Address already in use") != std::string::npos) {
+      const auto address = http::parse_listen_address(
+          what.substr(what.find("on ") + 3, what.find(": ") - what.find("on ") - 3));
+      hint = "; `portlens why " + std::to_string(address.port) +
+             "` shows who holds it, or pick another port";
+    }
+    throw Error(what + hint);
   }
-  http->addHandler("/", landing);
-  http->addHandler(options.telemetry_path, metrics);
+  std::string ports;
+  for (const auto& b : http->bound()) {
+    ports += (ports.empty() ? "" : ",") + b;
+  }
 
   LocalApiServer api(options.api_socket, [&](const json& request) -> json {
     const std::string op = request.value("op", "");
@@ -295,6 +252,17 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
 
   spdlog::info("serving {} on {} and the local API on {}", options.telemetry_path, ports,
                options.api_socket);
+  // Served from here on, /ready says 503 until the first look at every namespace is merged.
+  const std::vector<NetnsRef> namespaces = inspector.namespaces().discover();
+  pipeline.bootstrap(inspector.namespaces(), namespaces);
+  {
+    const std::lock_guard lock(pipeline.mutex());
+    spdlog::info("bootstrapped {} sockets and {} TIME_WAIT from {} network namespaces",
+                 pipeline.tracker().socket_count(), pipeline.tracker().time_wait_count(),
+                 namespaces.size());
+  }
+
+  ready = true;
 
   SnapshotWalker walker(inspector.namespaces(), options.reconcile_interval_s,
                         [&inspector] { return inspector.namespaces().discover(); });
@@ -306,6 +274,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
         spdlog::info("reopened the event log {}", *options.event_log);
       }
     }
+    heartbeat_ns = static_cast<std::int64_t>(monotonic_ns());
     pipeline.step(std::chrono::milliseconds(100));
     if (auto taken = walker.next_snapshot()) {
       const auto start = Clock::now();
@@ -330,10 +299,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   spdlog::info("stopping");
   timed("the BPF programs", [&] { tracer.reset(); });
   timed("the local API", [&] { api.stop(); });
-  // civetweb's mg_stop() waits out its master thread's 2 s poll quantum (compiled in). The
-  // process is exiting and the kernel closes the listening sockets with it, so the server is
-  // deliberately not waited for.
-  static_cast<void>(http.release());  // NOLINT(bugprone-unused-return-value)
+  timed("the HTTP server", [&] { http.reset(); });
   return 0;
 }
 

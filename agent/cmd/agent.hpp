@@ -17,6 +17,8 @@ namespace portlens {
 struct AgentOptions {
   std::vector<std::string> listen_addresses = {":10130"};  // --web.listen-address, repeatable
   std::string telemetry_path = "/metrics";
+  unsigned max_requests = 40;                  // --web.max-requests: parallel scrapes; 0 = any
+  std::optional<std::string> web_config_file;  // exporter-toolkit's web config (TLS, basic auth)
   std::size_t top_k = 20;
   std::optional<std::string> event_log;  // JSON Lines of every diagnosed failure
   std::uint64_t event_log_max_bytes = std::uint64_t{64} << 20;
@@ -29,10 +31,9 @@ struct AgentOptions {
   std::size_t history = 10'000;  // diagnosed failures kept for the local API
 };
 
-// A --web.listen-address as civetweb wants it: ":10130" -> "10130" (every IPv4 address),
-// "127.0.0.1:10130" as is. Throws UsageError for malformed forms and for IPv6 addresses, which
-// the HTTP library (Debian's civetweb, built without IPv6) cannot serve.
-std::string civetweb_listen_spec(const std::string& address);
+// The --web.listen-address values, each checked (":PORT" dual-stack, "IPv4:PORT",
+// "[IPv6]:PORT"); throws UsageError naming the bad one.
+std::vector<std::string> checked_listen_addresses(const std::vector<std::string>& addresses);
 
 // Runs until stop becomes true; reopens the event log whenever reopen_log is set (SIGHUP).
 // Throws Error (one line, what to do) when it cannot start.

@@ -38,24 +38,8 @@ int resolve_device(const std::string& device, const NetnsRef& ns) {
   if (ec == std::errc() && ptr == device.data() + device.size() && index > 0) {
     return index;
   }
-  unsigned found = 0;
-  int err = 0;
-  std::thread worker([&] {
-    const int fd = open(ns.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
-      err = errno;
-      if (fd >= 0) {
-        close(fd);
-      }
-      return;
-    }
-    close(fd);
-    found = if_nametoindex(device.c_str());
-  });
-  worker.join();
-  if (err != 0) {
-    throw Error("--device: cannot enter " + ns.path + ": " + errno_text(err));
-  }
+  const unsigned found =
+      run_in_netns(ns, [&](std::uint64_t /*inode*/) { return if_nametoindex(device.c_str()); });
   if (found == 0) {
     throw UsageError("--device " + device + ": no such interface in that network namespace " +
                      "(`ip link` lists them)");

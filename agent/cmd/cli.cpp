@@ -63,11 +63,21 @@ void build_app(CLI::App& app, CommandLine& cl) {
   AgentOptions& a = cl.agent;
   agent
       ->add_option("--web.listen-address", a.listen_addresses,
-                   "where to serve HTTP: :PORT (every IPv4 address) or IPv4:PORT; repeatable")
+                   "where to serve HTTP: :PORT (every address, IPv4 and IPv6), IPv4:PORT or "
+                   "[IPv6]:PORT; repeatable")
       ->capture_default_str()
       ->type_name("ADDR");
   agent->add_option("--web.telemetry-path", a.telemetry_path, "path of the metrics")
       ->capture_default_str();
+  agent
+      ->add_option("--web.max-requests", a.max_requests,
+                   "requests served in parallel; beyond it 503 (0: no limit)")
+      ->capture_default_str()
+      ->type_name("N");
+  agent
+      ->add_option("--web.config.file", a.web_config_file,
+                   "TLS and basic auth, in the exporter-toolkit web configuration format")
+      ->type_name("PATH");
   agent
       ->add_option("--top-k", a.top_k,
                    "series kept per port, destination and comm label; the rest sum into other")

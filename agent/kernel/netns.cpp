@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "agent/model/error.hpp"
+#include "agent/model/fd.hpp"
 
 namespace portlens {
 namespace {
@@ -47,8 +48,8 @@ std::string spec_to_path(std::string_view spec) {
 NetnsRef resolve_netns(std::string_view spec) {
   const std::string path = spec_to_path(spec);
   // O_NONBLOCK: a FIFO (or a device) named by mistake must not hang the command.
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
+  const Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd) {
     const int err = errno;
     std::string hint;
     if (err == ENOENT && path.starts_with("/run/netns/")) {
@@ -60,10 +61,9 @@ NetnsRef resolve_netns(std::string_view spec) {
                      errno_text(err) + hint);
   }
   // NS_GET_NSTYPE tells a namespace file from any other file, and its kind.
-  const int type = ioctl(fd, NS_GET_NSTYPE);
+  const int type = ioctl(fd.get(), NS_GET_NSTYPE);
   struct stat st {};
-  const int stat_rc = fstat(fd, &st);
-  close(fd);
+  const int stat_rc = fstat(fd.get(), &st);
   if (type != CLONE_NEWNET || stat_rc != 0) {
     throw UsageError("--netns " + std::string(spec) + ": " + path + " is not a network namespace");
   }
@@ -139,6 +139,20 @@ std::vector<NetnsRef> discover_netns(std::size_t max_namespaces) {
     closedir(proc);
   }
   return out;
+}
+
+std::uint64_t enter_netns(const NetnsRef& ns) {
+  const Fd fd(open(ns.path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    throw Error("cannot open network namespace " + ns.path + ": " + errno_text(errno));
+  }
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0 || setns(fd.get(), CLONE_NEWNET) != 0) {
+    const int err = errno;
+    throw Error("cannot enter network namespace " + ns.path + ": " + errno_text(err) +
+                (err == EPERM ? " (run as root: entering a namespace needs CAP_SYS_ADMIN)" : ""));
+  }
+  return st.st_ino;
 }
 
 }  // namespace portlens

@@ -2,9 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "agent/kernel/kernel_only.hpp"
@@ -26,5 +29,42 @@ std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode);
 // Every network namespace this process can reach: its own, /run/netns/*, and each distinct one
 // in /proc/*/ns/net (containers), one path per inode. At most max_namespaces.
 std::vector<NetnsRef> discover_netns(std::size_t max_namespaces = 4096);
+
+// setns(CLONE_NEWNET) for the calling thread only; returns the namespace's inode. Throws Error.
+std::uint64_t enter_netns(const NetnsRef& ns);
+
+// Runs fn(inode) in a thread of its own that has entered ns and ends with it, so that no other
+// thread's namespace ever changes; returns what fn returns and rethrows what fn or the entering
+// throws.
+template <typename Fn>
+auto run_in_netns(const NetnsRef& ns, Fn&& fn) -> std::invoke_result_t<Fn, std::uint64_t> {
+  using Result = std::invoke_result_t<Fn, std::uint64_t>;
+  std::exception_ptr error;
+  if constexpr (std::is_void_v<Result>) {
+    std::thread([&] {
+      try {
+        fn(enter_netns(ns));
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }).join();
+    if (error) {
+      std::rethrow_exception(error);
+    }
+  } else {
+    std::optional<Result> out;
+    std::thread([&] {
+      try {
+        out.emplace(fn(enter_netns(ns)));
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }).join();
+    if (error) {
+      std::rethrow_exception(error);
+    }
+    return std::move(*out);
+  }
+}
 
 }  // namespace portlens

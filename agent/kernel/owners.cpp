@@ -8,6 +8,8 @@
 #include <charconv>
 #include <memory>
 
+#include "agent/model/fd.hpp"
+
 namespace portlens {
 namespace {
 
@@ -27,13 +29,12 @@ std::optional<std::uint32_t> parse_pid(const char* name) {
 }
 
 std::string read_comm(int pid_dir_fd) {
-  const int fd = openat(pid_dir_fd, "comm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  const Fd fd(openat(pid_dir_fd, "comm", O_RDONLY | O_CLOEXEC));
+  if (!fd) {
     return {};
   }
   std::array<char, 64> buf{};
-  const ssize_t n = read(fd, buf.data(), buf.size() - 1);
-  close(fd);
+  const ssize_t n = read(fd.get(), buf.data(), buf.size() - 1);
   if (n <= 0) {
     return {};
   }
@@ -73,22 +74,20 @@ void SocketOwnerMap::scan(const std::string& proc_root) {
       continue;
     }
     // Work relative to the pid's directory: a process that exits mid-scan just ends the walk.
-    const int pid_fd = openat(dirfd(proc.get()), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (pid_fd < 0) {
+    const Fd pid_fd(openat(dirfd(proc.get()), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!pid_fd) {
       continue;
     }
-    const int fd_dir_fd = openat(pid_fd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd_dir_fd < 0) {
-      close(pid_fd);
+    Fd fd_dir(openat(pid_fd.get(), "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd_dir) {
       continue;
     }
-    const DirPtr fds(fdopendir(fd_dir_fd));
+    const DirPtr fds(fdopendir(fd_dir.get()));
     if (!fds) {
-      close(fd_dir_fd);
-      close(pid_fd);
       continue;
     }
-    std::string comm;  // read once per process, and only when it holds a socket
+    static_cast<void>(fd_dir.release());  // the DIR owns it now
+    std::string comm;                     // read once per process, and only when it holds a socket
     while (const dirent* fe = readdir(fds.get())) {
       std::array<char, 64> target{};
       const ssize_t n = readlinkat(dirfd(fds.get()), fe->d_name, target.data(), target.size());
@@ -101,7 +100,7 @@ void SocketOwnerMap::scan(const std::string& proc_root) {
         continue;
       }
       if (comm.empty()) {
-        comm = read_comm(pid_fd);
+        comm = read_comm(pid_fd.get());
       }
       const auto it = owners_.find(*inode);
       if (it != owners_.end()) {
@@ -116,7 +115,6 @@ void SocketOwnerMap::scan(const std::string& proc_root) {
       }
       owners_.emplace(*inode, SocketOwner{*pid, comm});
     }
-    close(pid_fd);
   }
 }
 

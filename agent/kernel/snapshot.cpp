@@ -14,12 +14,14 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <unordered_set>
 
 #include "agent/kernel/netns_config.hpp"
 #include "agent/kernel/sock_diag.hpp"
 #include "agent/model/error.hpp"
+#include "agent/model/fd.hpp"
 #include "snapshot.skel.h"
 
 namespace portlens {
@@ -131,42 +133,25 @@ unsigned measure_hz(int prog_fd) {
   return hz_from_measurement(j1 - j0, std::chrono::duration<double>(t1 - t0).count());
 }
 
-// setns() for the calling thread only; returns the namespace's inode.
-std::uint64_t enter_netns(const NetnsRef& ns) {
-  const int fd = open(ns.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    throw Error("cannot open network namespace " + ns.path + ": " + errno_text(errno));
-  }
-  struct stat st {};
-  const int stat_rc = fstat(fd, &st);
-  const int rc = stat_rc == 0 ? setns(fd, CLONE_NEWNET) : -1;
-  const int err = errno;
-  close(fd);
-  if (rc != 0) {
-    throw Error("cannot enter network namespace " + ns.path + ": " + errno_text(err) +
-                (err == EPERM ? " (run as root: entering a namespace needs CAP_SYS_ADMIN)" : ""));
-  }
-  return st.st_ino;
-}
+}  // namespace
 
 // Reads an iterator to its end, handing each whole record to sink. Records may straddle reads.
-template <class Sink>
-void read_records(bpf_link* link, const char* what, Sink&& sink) {
-  const int fd = bpf_iter_create(bpf_link__fd(link));
-  if (fd < 0) {
+void read_iterator(bpf_link* link, const char* what,
+                   const std::function<void(const pl_sock_record&)>& sink) {
+  const Fd fd(bpf_iter_create(bpf_link__fd(link)));
+  if (!fd) {
     throw Error(std::string("cannot start the ") + what + " iterator: " + errno_text(errno));
   }
   constexpr std::size_t kRecord = sizeof(pl_sock_record);
   std::vector<std::byte> buf(std::size_t{256} << 10);
   std::size_t have = 0;
   for (;;) {
-    const ssize_t n = read(fd, buf.data() + have, buf.size() - have);
+    const ssize_t n = read(fd.get(), buf.data() + have, buf.size() - have);
     if (n < 0 && errno == EINTR) {
       continue;
     }
     if (n < 0) {
       const int err = errno;
-      close(fd);
       throw Error(std::string("reading the ") + what + " iterator failed: " + errno_text(err));
     }
     if (n == 0) {
@@ -182,10 +167,7 @@ void read_records(bpf_link* link, const char* what, Sink&& sink) {
     std::memmove(buf.data(), buf.data() + used, have - used);
     have -= used;
   }
-  close(fd);
 }
-
-}  // namespace
 
 std::optional<unsigned> hz_from_sysctl(std::uint64_t jiffies, long seconds) {
   // proc_dointvec_jiffies() stores seconds * HZ, so a value set through /proc divides exactly.
@@ -308,66 +290,57 @@ SocketSnapshotter::SocketSnapshotter(SnapshotOptions options) : options_(options
     }
     fallback_reason_ = e.what();
     source_ = SnapshotSource::kSockDiag;
+    iterators_.clear();
+    skel_.reset();
   }
 }
 
-SocketSnapshotter::~SocketSnapshotter() { snapshot_bpf__destroy(skel_); }
+SocketSnapshotter::~SocketSnapshotter() = default;
 
 void SocketSnapshotter::load() {
-  skel_ = snapshot_bpf__open();
-  if (skel_ == nullptr) {
+  skel_ = adopt_skeleton(snapshot_bpf__open(), &snapshot_bpf__destroy);
+  if (!skel_) {
     const int err = errno;
     throw Error("cannot open the snapshot BPF object: " + errno_text(err) + load_hint(err));
   }
-  const int rc = snapshot_bpf__load(skel_);
+  const int rc = snapshot_bpf__load(skel_.get());
   if (rc != 0) {
-    snapshot_bpf__destroy(skel_);
-    skel_ = nullptr;
     throw Error("cannot load the snapshot BPF programs: " + errno_text(rc) + load_hint(-rc) +
                 "; run with -v for the verifier's log");
   }
-  const std::array<std::pair<bpf_program*, bpf_link**>, 3> iters{{
-      {skel_->progs.snapshot_tcp, &skel_->links.snapshot_tcp},
-      {skel_->progs.snapshot_udp, &skel_->links.snapshot_udp},
-      {skel_->progs.snapshot_bound, &skel_->links.snapshot_bound},
-  }};
-  for (const auto& [prog, link] : iters) {
-    *link = bpf_program__attach_iter(prog, nullptr);
-    if (*link == nullptr) {
-      const int err = errno;
-      const std::string name = bpf_program__section_name(prog);
-      snapshot_bpf__destroy(skel_);
-      skel_ = nullptr;
-      throw Error("cannot attach " + name + ": " + errno_text(err) + load_hint(err));
+  // Every iterator program of the object, by its section: adding one needs no list here.
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    const std::string section = bpf_program__section_name(prog);
+    if (!section.starts_with("iter/")) {
+      continue;
     }
+    LinkPtr link(bpf_program__attach_iter(prog, nullptr));
+    if (!link) {
+      const int err = errno;
+      throw Error("cannot attach " + section + ": " + errno_text(err) + load_hint(err));
+    }
+    iterators_.emplace(section, std::move(link));
   }
-  try {
-    hz_ = measure_hz(bpf_program__fd(skel_->progs.clock_sample));
-  } catch (const Error&) {
-    snapshot_bpf__destroy(skel_);
-    skel_ = nullptr;
-    throw;
+  hz_ = measure_hz(bpf_program__fd(skel_->progs.clock_sample));
+}
+
+bpf_link* SocketSnapshotter::iterator(std::string_view section) const {
+  const auto it = iterators_.find(section);
+  if (it == iterators_.end()) {
+    throw Error("the snapshot BPF object has no " + std::string(section) + " program");
   }
+  return it->second.get();
 }
 
 Snapshot SocketSnapshotter::take(const NetnsRef& ns) const {
   Snapshot out;
   out.source = source_;
   const auto start = Clock::now();
-  std::exception_ptr error;
-  // A thread of its own enters the namespace and ends with it: no other thread moves.
-  std::thread worker([&] {
-    try {
-      out.netns = enter_netns(ns);
-      take_in_netns(&out);
-    } catch (...) {
-      error = std::current_exception();
-    }
+  run_in_netns(ns, [&](std::uint64_t inode) {
+    out.netns = inode;
+    take_in_netns(&out);
   });
-  worker.join();
-  if (error) {
-    std::rethrow_exception(error);
-  }
   out.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   return out;
 }
@@ -398,11 +371,11 @@ void SocketSnapshotter::read_iterators(Snapshot* out) const {
     }
     sockets.push_back(std::move(*entry));
   };
-  read_records(skel_->links.snapshot_tcp, "iter/tcp", keep);
-  read_records(skel_->links.snapshot_udp, "iter/udp", keep);
+  read_iterator(iterator("iter/tcp"), "iter/tcp", keep);
+  read_iterator(iterator("iter/udp"), "iter/udp", keep);
   // A bound-only socket held by several descriptors (fork, SCM_RIGHTS) comes once per holder.
   std::unordered_set<std::uint64_t> bound_seen;
-  read_records(skel_->links.snapshot_bound, "iter/task_file", [&](const pl_sock_record& record) {
+  read_iterator(iterator("iter/task_file"), "iter/task_file", [&](const pl_sock_record& record) {
     if (bound_seen.insert(record.sk).second) {
       keep(record);
     }

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +16,7 @@
 
 #include "agent/kernel/kernel_only.hpp"
 #include "agent/kernel/netns.hpp"
+#include "agent/kernel/skeleton.hpp"
 #include "agent/model/snapshot.hpp"
 #include "agent/model/socket_table.hpp"
 #include "bpf/events.h"
@@ -36,6 +39,11 @@ struct SnapshotOptions {
   // Entries kept per snapshot; the rest are counted in Snapshot::truncated, never stored.
   std::size_t max_entries = 4'000'000;
 };
+
+// Reads an iterator to its end, handing each whole record to sink (records may straddle reads).
+// The iterator's fd is closed on every path, a sink that throws included. Throws Error.
+void read_iterator(bpf_link* link, const char* what,
+                   const std::function<void(const pl_sock_record&)>& sink);
 
 // Decodes one iterator record. Pure. nullopt for records that are not a TCP or UDP socket of
 // AF_INET/AF_INET6. hz (jiffies per second) converts the TIME_WAIT timer to milliseconds.
@@ -68,9 +76,12 @@ class SocketSnapshotter {
   void load();
   void take_in_netns(Snapshot* out) const;
   void read_iterators(Snapshot* out) const;
+  [[nodiscard]] bpf_link* iterator(std::string_view section) const;
 
   SnapshotOptions options_;
-  snapshot_bpf* skel_ = nullptr;
+  SkeletonPtr<snapshot_bpf> skel_{nullptr, nullptr};
+  // The iterators' links by section name ("iter/tcp", ...); destroyed before the skeleton.
+  std::map<std::string, LinkPtr, std::less<>> iterators_;
   SnapshotSource source_ = SnapshotSource::kSockDiag;
   std::string fallback_reason_;
   unsigned hz_ = 0;

@@ -72,7 +72,8 @@ for pkg in $names; do
   awk -v p="$pkg" '{ for (i = 1; i <= NF; i++) if ($i == p) found = 1 } END { exit !found }' \
     "$tmp/installed" || fail "Depends names $pkg, which no installed package is or provides"
 done
-for lib in libc6 libstdc++6 libbpf1 libcivetweb1 libfmt9 libmnl0 libprometheus-cpp-core1.0; do
+for lib in libc6 libstdc++6 libbpf1 libmicrohttpd12 libgnutls30 libcrypt1 libyaml-cpp0.7 zlib1g \
+  libfmt9 libmnl0 libprometheus-cpp-core1.0; do
   echo "$names" | grep -qx "$lib" || fail "Depends lacks $lib: $depends"
 done
 

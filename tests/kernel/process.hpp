@@ -29,6 +29,7 @@ class Process {
   int wait(std::chrono::milliseconds timeout);
 
   void signal(int signo) const;
+  [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] const std::string& out() const { return out_; }
   [[nodiscard]] const std::string& err() const { return err_; }
 

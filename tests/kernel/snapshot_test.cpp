@@ -14,12 +14,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <stdexcept>
 #include <tuple>
 
+#include "agent/kernel/skeleton.hpp"
 #include "agent/model/error.hpp"
+#include "snapshot.skel.h"
 #include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
 
@@ -624,6 +627,53 @@ TEST_F(SnapshotKernelTest, EntriesBeyondTheCapAreCountedNotStored) {
   const Snapshot snap = capped.take({ns().path(), ns().inode()});
   EXPECT_EQ(snap.table.sockets.size(), 3U);
   EXPECT_EQ(snap.truncated, 5U);
+}
+
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    static_cast<void>(entry);
+    ++n;
+  }
+  return n;
+}
+
+// read_iterator() closes the iterator's fd on every path: a sink that throws (a decoding error,
+// a full table) once leaked one fd per snapshot.
+TEST_F(SnapshotKernelTest, IteratorReadClosesItsFdWhenTheSinkThrows) {
+  auto skel = adopt_skeleton(snapshot_bpf__open_and_load(), &snapshot_bpf__destroy);
+  if (!skel) {
+    if (bpf_required()) {
+      FAIL() << "PORTLENS_REQUIRE_BPF=1 but the snapshot programs could not load";
+    }
+    GTEST_SKIP() << "BPF unavailable";
+  }
+  const LinkPtr link(bpf_program__attach_iter(skel->progs.snapshot_tcp, nullptr));
+  ASSERT_TRUE(link) << "cannot attach iter/tcp";
+  // At least one record to throw on: a listener in the test's namespace (the iterator sees only
+  // the calling thread's namespace).
+  run_in_netns(NetnsRef{ns().path(), 0}, [&](std::uint64_t /*inode*/) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(fd, reinterpret_cast<const sockaddr*>(&sin), sizeof sin), 0);
+    ASSERT_EQ(listen(fd, 1), 0);
+    const std::size_t before = open_fds();
+    int records = 0;
+    for (int round = 0; round < 50; ++round) {
+      EXPECT_THROW(read_iterator(link.get(), "iter/tcp",
+                                 [&](const pl_sock_record& /*record*/) {
+                                   ++records;
+                                   throw std::runtime_error("sink failed");
+                                 }),
+                   std::runtime_error);
+    }
+    EXPECT_EQ(records, 50);
+    EXPECT_EQ(open_fds(), before) << "read_iterator leaked the iterator's fd";
+    close(fd);
+  });
 }
 
 }  // namespace

@@ -25,10 +25,34 @@ std::size_t heap_in_use() {
   return mi.uordblks + mi.hblkhd;
 }
 
-pl_event state_event(std::uint64_t sk, std::uint64_t ts, std::uint8_t from, std::uint8_t to,
-                     std::uint32_t i) {
-  pl_event e{};
+pl_sock_event state_event(std::uint64_t sk, std::uint64_t ts, std::uint8_t from, std::uint8_t to,
+                          std::uint32_t i) {
+  pl_sock_event e{};
   e.type = PL_EV_STATE;
+  e.ts_ns = ts;
+  e.sk = sk;
+  e.netns = kNetns;
+  e.sock_family = AF_INET;
+  e.flags = PL_F_OPTS_VALID | PL_F_TS_RECENT;
+  e.old_state = from;
+  e.new_state = to;
+  // 127.0.0.1:(1024 + i % 64000) -> 127.1.x.y:80, a distinct 4-tuple for each i
+  e.saddr[0] = 127;
+  e.saddr[3] = 1;
+  e.sport = static_cast<std::uint16_t>(1024 + i % 64000);
+  e.daddr[0] = 127;
+  e.daddr[1] = 1;
+  e.daddr[2] = static_cast<__u8>(i / 64000);
+  e.daddr[3] = 1;
+  e.dport = 80;
+  return e;
+}
+
+// The connect() exit of state_event(..., i)'s socket.
+pl_event connect_event(std::uint64_t sk, std::uint64_t ts, std::uint32_t i) {
+  const pl_sock_event s = state_event(sk, ts, 0, 0, i);
+  pl_event e{};
+  e.type = PL_EV_CONNECT;
   e.ts_ns = ts;
   e.sk = sk;
   e.pid = 4000;
@@ -37,25 +61,19 @@ pl_event state_event(std::uint64_t sk, std::uint64_t ts, std::uint8_t from, std:
   e.sock_family = AF_INET;
   e.sock_type = SOCK_STREAM;
   e.protocol = IPPROTO_TCP;
-  e.flags = PL_F_OPTS_VALID | PL_F_TS_RECENT;
-  e.old_state = from;
-  e.new_state = to;
-  // 127.0.0.1:(1024 + i % 64000) -> 127.1.x.y:80, a distinct 4-tuple for each i
+  e.flags = PL_F_OPTS_VALID | PL_F_REQ_VALID;
   e.local.family = PL_AF_INET;
-  e.local.addr[0] = 127;
-  e.local.addr[3] = 1;
-  e.local.port = static_cast<std::uint16_t>(1024 + i % 64000);
-  e.remote.family = PL_AF_INET;
-  e.remote.addr[0] = 127;
-  e.remote.addr[1] = 1;
-  e.remote.addr[2] = static_cast<__u8>(i / 64000);
-  e.remote.addr[3] = 1;
-  e.remote.port = 80;
+  std::memcpy(e.local.addr, s.saddr, 4);
+  e.local.port = s.sport;
+  e.req.family = PL_AF_INET;
+  std::memcpy(e.req.addr, s.daddr, 4);
+  e.req.port = s.dport;
   std::strncpy(e.comm, "client", sizeof e.comm - 1);
   return e;
 }
 
-void apply(SocketTracker& tracker, const pl_event& raw) {
+template <class Record>
+void apply(SocketTracker& tracker, const Record& raw) {
   const DecodeResult d = decode_event(std::as_bytes(std::span(&raw, 1)));
   if (d.event) {
     tracker.apply(*d.event);
@@ -91,16 +109,11 @@ void tracker_memory_section(const Options& options, Report& report) {
     for (std::uint32_t i = 0; i < count; ++i) {
       const std::uint64_t sk = 0xffff'8880'0000'0000ULL + i * 2048ULL;
       const std::uint64_t ts = 1'000'000'000ULL + i * 1000ULL;
-      pl_event syn = state_event(sk, ts, 7, 2, i);
-      syn.local.port = 0;
+      pl_sock_event syn = state_event(sk, ts, 7, 2, i);
+      syn.sport = 0;
       apply(t, syn);
       apply(t, state_event(sk, ts + 100, 2, 1, i));
-      pl_event connect = state_event(sk, ts + 200, 0, 0, i);
-      connect.type = PL_EV_CONNECT;
-      connect.flags = PL_F_OPTS_VALID | PL_F_REQ_VALID;
-      connect.req = connect.remote;
-      connect.remote = pl_endpoint{};
-      apply(t, connect);
+      apply(t, connect_event(sk, ts + 200, i));
     }
   });
   // TIME_WAIT inferred from FIN_WAIT2->CLOSE of sockets the tracker never saw: TIME_WAIT alone.
@@ -116,14 +129,14 @@ void tracker_memory_section(const Options& options, Report& report) {
     for (std::uint32_t i = 0; i < count; ++i) {
       const std::uint64_t sk = 0xffff'8880'0000'0000ULL + i * 2048ULL;
       const std::uint64_t ts = 1'000'000'000ULL + i * 50'000ULL;  // 20k connections/s
-      pl_event syn = state_event(sk, ts, 7, 2, i);
-      syn.local.port = 0;
+      pl_sock_event syn = state_event(sk, ts, 7, 2, i);
+      syn.sport = 0;
       apply(t, syn);
       apply(t, state_event(sk, ts + 100, 2, 1, i));
       apply(t, state_event(sk, ts + 200, 1, 4, i));
       apply(t, state_event(sk, ts + 300, 4, 5, i));
       apply(t, state_event(sk, ts + 400, 5, 7, i));
-      pl_event destroy = state_event(sk, ts + 500, 7, 7, i);
+      pl_sock_event destroy = state_event(sk, ts + 500, 7, 7, i);
       destroy.type = PL_EV_DESTROY;
       apply(t, destroy);
     }

@@ -16,6 +16,7 @@
 #define AF_INET6 10
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define PL_EINPROGRESS 115 /* include/uapi/asm-generic/errno.h */
 
 /*
  * Shared maps. Each type is spelled once, here; maps.bpf.c defines them and every other object
@@ -43,12 +44,41 @@ PL_EVENTS_MAP_TYPE events SEC(".maps");
 PL_COUNTERS_MAP_TYPE counters SEC(".maps");
 const volatile __u32 targ_tgid = 0;
 const volatile __u32 targ_netns = 0;
+const volatile __u64 wakeup_bytes = 0;
 #else
 extern PL_EVENTS_MAP_TYPE events SEC(".maps");
 extern PL_COUNTERS_MAP_TYPE counters SEC(".maps");
 extern const volatile __u32 targ_tgid;
 extern const volatile __u32 targ_netns;
+extern const volatile __u64 wakeup_bytes;
 #endif
+
+/* Past wakeup_bytes, the agent is woken once per this many bytes, not for every record. */
+#define PL_WAKEUP_STEP (64 * 1024)
+
+/*
+ * How a record of size bytes is submitted. The agent drains the ring on a bounded interval
+ * (BpfTracer::poll), so waking it for a record only costs: bpf_ringbuf_commit() queues an
+ * irq_work, a self-IPI (a VM exit under a hypervisor), and the agent switches in. It is woken
+ * for anything urgent (a failed call, to be diagnosed at once) and when the ring holds more than
+ * wakeup_bytes, which the agent sets to half the ring so that a burst never fills it unseen: then
+ * once per PL_WAKEUP_STEP bytes, as the records cross each step (two CPUs may both miss one
+ * crossing; the next catches it). FORCE_WAKEUP, as the default wakes only a consumer that has
+ * caught up, and one that sleeps while records wait has not. wakeup_bytes 0 keeps the default.
+ */
+static __always_inline __u64 submit_flags(int urgent, __u64 size)
+{
+	if (!wakeup_bytes)
+		return 0;
+	if (urgent)
+		return BPF_RB_FORCE_WAKEUP;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	if (avail > wakeup_bytes && avail >= size &&
+	    (avail - size) / PL_WAKEUP_STEP != avail / PL_WAKEUP_STEP)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
 
 /* Never lose an event silently: every drop is counted where userspace can read it. */
 static __always_inline void count_drop(enum pl_counter which)
@@ -97,23 +127,27 @@ static __always_inline void read_local(const struct sock *sk, __u16 family, stru
 	}
 }
 
-/* Everything the kernel's port rules look at on a socket (docs/kernel-rules.md section 1). */
-static __always_inline void read_sock_opts(struct sock *sk, struct pl_event *e)
+/*
+ * Everything the kernel's port rules look at on a socket (docs/kernel-rules.md section 1), and
+ * sk_uid; returns the PL_F_* flags to add.
+ */
+static __always_inline __u32 read_sock_opts(struct sock *sk, struct pl_sock_opts *opts,
+					    __u32 *sock_uid)
 {
 	struct sock_common *skc = &sk->__sk_common;
 	__u8 state = BPF_CORE_READ(skc, skc_state);
+	__u32 flags = PL_F_OPTS_VALID;
 
-	e->opts.reuseaddr = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuse);
-	e->opts.reuseport = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuseport);
-	e->opts.v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only);
-	e->opts.bound_dev_if = BPF_CORE_READ(skc, skc_bound_dev_if);
-	if (read_inet_options(sk, &e->opts.freebind, &e->opts.transparent,
-			      &e->opts.bind_address_no_port))
-		e->flags |= PL_F_INET_FLAGS;
+	opts->reuseaddr = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuse);
+	opts->reuseport = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuseport);
+	opts->v6only = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_ipv6only);
+	opts->bound_dev_if = BPF_CORE_READ(skc, skc_bound_dev_if);
+	if (read_inet_options(sk, &opts->freebind, &opts->transparent, &opts->bind_address_no_port))
+		flags |= PL_F_INET_FLAGS;
 	/* sk_uid lives in struct sock: only full sockets have it (not TIME_WAIT/NEW_SYN_RECV). */
 	if (state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV)
-		e->sock_uid = BPF_CORE_READ(sk, sk_uid.val);
-	e->flags |= PL_F_OPTS_VALID;
+		*sock_uid = BPF_CORE_READ(sk, sk_uid.val);
+	return flags;
 }
 
 #endif /* PORTLENS_COMMON_BPF_H */

@@ -16,9 +16,14 @@
 #include <linux/types.h>
 #endif
 
-#define PL_ABI_VERSION 1
+#define PL_ABI_VERSION 2
 #define PL_COMM_LEN 16
 
+/*
+ * The calls (bind, listen, connect) travel as struct pl_event; the socket events (state, reset,
+ * destroy) as the smaller struct pl_sock_event. Both begin with the same header, so a record's
+ * type is read at the same offset whatever its kind.
+ */
 enum pl_event_type {
 	PL_EV_BIND = 1,
 	PL_EV_LISTEN = 2,
@@ -47,7 +52,7 @@ struct pl_endpoint {
 	__u32 scope_id; /* IPv6 scope id from the sockaddr, 0 otherwise */
 };
 
-/* pl_event.flags */
+/* pl_event.flags and pl_sock_event.flags */
 #define PL_F_REQ_VALID (1u << 0)  /* req holds an address read from the syscall's sockaddr */
 #define PL_F_REQ_FAULT (1u << 1)  /* the sockaddr could not be read from user memory */
 #define PL_F_OPTS_VALID (1u << 2) /* opts and sock_uid were read from the struct sock */
@@ -66,32 +71,61 @@ struct pl_sock_opts {
 	__u8 _pad[2];
 };
 
+/*
+ * A bind(), listen() or connect(), from its entry and exit: what was asked, by whom, what the
+ * socket's options were and what the call left. Its first 24 bytes are laid out as
+ * pl_sock_event's.
+ */
 struct pl_event {
-	__u64 ts_ns;	 /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	__u64 cgroup_id; /* cgroup v2 id of the calling task */
-	__u64 sk;	 /* kernel address of the struct sock: identity only, never shown */
-	__u32 pid;	 /* tgid of the current task */
+	__u64 ts_ns;	   /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 sk;	   /* kernel address of the struct sock: identity only, never shown */
+	__u32 netns;	   /* inode of the socket's network namespace */
+	__u16 type;	   /* enum pl_event_type */
+	__u16 sock_family; /* AF_INET or AF_INET6: the socket's own family */
+	__u64 cgroup_id;   /* cgroup v2 id of the calling task */
+	__u32 pid;	   /* tgid of the current task */
 	__u32 tid;
 	__u32 uid;	/* uid of the current task */
 	__u32 sock_uid; /* sk->sk_uid: the socket's owner, what SO_REUSEPORT compares */
-	__u32 netns;	/* inode of the socket's network namespace */
-	__s32 ret;	/* syscall return value (0 or -errno); 0 for state and reset events */
+	__s32 ret;	/* syscall return value (0 or -errno) */
 	__s32 fd;
-	__s32 backlog;	   /* listen() backlog */
-	__u16 type;	   /* enum pl_event_type */
-	__u16 sock_family; /* AF_INET or AF_INET6: the socket's own family */
-	__u16 sock_type;   /* SOCK_STREAM, SOCK_DGRAM, ... */
-	__u16 protocol;	   /* IPPROTO_TCP, IPPROTO_UDP, ... */
-	__u8 old_state;	   /* state events: TCP_* */
+	__s32 backlog;	 /* listen() backlog */
+	__u16 sock_type; /* SOCK_STREAM, SOCK_DGRAM, ... */
+	__u16 protocol;	 /* IPPROTO_TCP, IPPROTO_UDP, ... */
+	__u8 old_state;	 /* unused by the calls: 0 */
 	__u8 new_state;
 	__u16 enter_port; /* connect: the local port the socket already had (0: unbound) */
 	__u32 flags;	  /* PL_F_* */
 	struct pl_sock_opts opts;
 	struct pl_endpoint req;	   /* bind: requested local address; connect: destination */
-	struct pl_endpoint local;  /* the socket's local address at syscall exit; state: sport */
-	struct pl_endpoint remote; /* state and reset events: the peer */
+	struct pl_endpoint local;  /* the socket's local address at syscall exit */
+	struct pl_endpoint remote; /* unused by the calls: zero */
 	char comm[PL_COMM_LEN];
 	__u32 _reserved; /* explicit tail padding to 8-byte alignment */
+};
+
+/*
+ * A TCP state change, received reset or destroyed socket (PL_EV_STATE, PL_EV_RESET,
+ * PL_EV_DESTROY). These run mostly in softirq context, where the current task is whoever the CPU
+ * was running, so they carry no task: the socket, its states and its 4-tuple, and its options
+ * only when the tracker takes them from this event (PL_F_OPTS_VALID; bpf/tcpstate.bpf.c says
+ * which transitions).
+ */
+struct pl_sock_event {
+	__u64 ts_ns;	   /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 sk;	   /* kernel address of the struct sock: identity only, never shown */
+	__u32 netns;	   /* inode of the socket's network namespace */
+	__u16 type;	   /* enum pl_event_type: PL_EV_STATE, PL_EV_RESET or PL_EV_DESTROY */
+	__u16 sock_family; /* AF_INET or AF_INET6 */
+	__u16 sport;	   /* host order */
+	__u16 dport;	   /* host order */
+	__u8 old_state;	   /* state: TCP_* before the change; reset and destroy: skc_state */
+	__u8 new_state;	   /* state: TCP_* after the change; reset and destroy: skc_state */
+	__u16 flags;	   /* PL_F_OPTS_VALID, PL_F_INET_FLAGS, PL_F_TS_RECENT */
+	__u32 sock_uid;	   /* sk->sk_uid, with PL_F_OPTS_VALID */
+	struct pl_sock_opts opts; /* with PL_F_OPTS_VALID */
+	__u8 saddr[16];		  /* AF_INET: the first 4 bytes; network order */
+	__u8 daddr[16];
 };
 
 /* Both compilers check the same layout: clang -target bpf and the host's C++ compiler. */
@@ -108,6 +142,19 @@ PL_STATIC_ASSERT(sizeof(struct pl_event) == 176, "pl_event layout changed: bump 
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, opts) == 72, "pl_event layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, req) == 84, "pl_event layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, comm) == 156, "pl_event layout changed");
+PL_STATIC_ASSERT(sizeof(struct pl_sock_event) == 80,
+		 "pl_sock_event layout changed: bump PL_ABI_VERSION");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_event, opts) == 36,
+		 "pl_sock_event layout changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_event, saddr) == 48,
+		 "pl_sock_event layout changed");
+/* The shared header: a record's type is read before its kind is known. */
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, type) == 20 &&
+		     __builtin_offsetof(struct pl_sock_event, type) == 20,
+		 "the record header changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, sock_family) == 22 &&
+		     __builtin_offsetof(struct pl_sock_event, sock_family) == 22,
+		 "the record header changed");
 
 /*
  * Socket snapshot records: one per socket, written with bpf_seq_write() by the iter/tcp,

@@ -122,7 +122,7 @@ static __always_inline int on_enter(__u16 type, int fd, const void *uaddr, int a
 	e->sock_type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
 	e->enter_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	fill_task(e);
-	read_sock_opts(sk, e);
+	e->flags |= read_sock_opts(sk, &e->opts, &e->sock_uid);
 	if (uaddr)
 		read_sockaddr(e, uaddr, addrlen);
 	if (bpf_map_update_elem(&inflight, &id, e, BPF_ANY))
@@ -155,7 +155,8 @@ static __always_inline int on_exit(__u16 type, long ret)
 	e->ret = (__s32)ret;
 	/* What the call left: bind's port (also bind(0)'s pick), connect's chosen source. */
 	read_local((const struct sock *)e->sk, e->sock_family, &e->local);
-	bpf_ringbuf_submit(e, 0);
+	/* A failed call is diagnosed at once (EINPROGRESS, a non-blocking connect(), is none). */
+	bpf_ringbuf_submit(e, submit_flags(ret < 0 && ret != -PL_EINPROGRESS, sizeof(*e)));
 	return 0;
 }
 

@@ -47,6 +47,9 @@ BpfTracer::BpfTracer(const TracerConfig& config) : ring_bytes_(ring_size_for(con
   }
   skel_->rodata->targ_tgid = config.pid_filter;
   skel_->rodata->targ_netns = config.netns_filter;
+  // The programs wake poll() only past half the ring (or for a failed call): poll() drains the
+  // rest on its own interval, so a burst still has half the ring to land in.
+  skel_->rodata->wakeup_bytes = ring_bytes_ / 2;
   int rc = bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(ring_bytes_));
   if (rc == 0) {
     rc = portlens_bpf__load(skel_);
@@ -129,7 +132,16 @@ int BpfTracer::on_record(void* ctx, void* data, std::size_t size) {
 int BpfTracer::poll(std::chrono::milliseconds timeout, const RecordSink& sink) {
   sink_ = &sink;
   delivered_ = 0;
-  const int rc = ring_buffer__poll(ring_, static_cast<int>(timeout.count()));
+  // Most records come without a wakeup (submit_flags() in bpf/common.bpf.h): take what is
+  // there, and only when nothing is, wait; a wait that ends without a wakeup (the timeout)
+  // still takes what arrived meanwhile, so a record waits at most one timeout.
+  int rc = ring_buffer__consume(ring_);
+  if (rc == 0 && timeout.count() > 0) {
+    rc = ring_buffer__poll(ring_, static_cast<int>(timeout.count()));
+    if (rc == 0) {
+      rc = ring_buffer__consume(ring_);
+    }
+  }
   sink_ = nullptr;
   if (rc < 0 && rc != -EINTR) {
     throw Error("reading the BPF ring buffer failed: " + errno_text(rc));

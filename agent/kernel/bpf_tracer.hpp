@@ -43,8 +43,10 @@ class BpfTracer {
   BpfTracer(BpfTracer&&) = delete;
   BpfTracer& operator=(BpfTracer&&) = delete;
 
-  // Waits up to timeout for records and hands each to sink. Returns how many were handed over;
-  // 0 also when a signal interrupted the wait.
+  // Hands each waiting record to sink; when there is none, waits up to timeout for some. The
+  // programs wake the wait only for a failed call or a ring more than half full, so records
+  // otherwise wait for the end of the timeout: poll with a timeout as long as a record may wait.
+  // Returns how many were handed over; 0 also when a signal interrupted the wait.
   int poll(std::chrono::milliseconds timeout, const RecordSink& sink);
 
   [[nodiscard]] DropCounters drops() const;

@@ -18,6 +18,8 @@ namespace portlens {
 // bpf/events.h asserts its own layout in both compilers; here, that the C++ side sees what the
 // BPF side sees (no packing pragma or different alignment in effect).
 static_assert(sizeof(pl_event) == 176 && alignof(pl_event) == 8, "pl_event differs from BPF");
+static_assert(sizeof(pl_sock_event) == 80 && alignof(pl_sock_event) == 8,
+              "pl_sock_event differs from BPF");
 
 enum class EventType : std::uint8_t {
   kBind = PL_EV_BIND,
@@ -30,6 +32,9 @@ enum class EventType : std::uint8_t {
 
 std::string_view to_string(EventType type);
 
+// A call (bind, listen, connect) from a pl_event, or a socket event (state, reset, destroy) from
+// a pl_sock_event: the latter run in softirq context and carry no task, so pid, tid, uid,
+// cgroup_id and comm are 0 and empty, and opts only where the BPF side read them.
 struct Event {
   EventType type = EventType::kBind;
   std::uint64_t ts_ns = 0;  // CLOCK_MONOTONIC
@@ -51,8 +56,9 @@ struct Event {
   // sockaddr was unreadable (requested_fault).
   std::optional<Endpoint> requested;
   bool requested_fault = false;
-  std::optional<Endpoint> local;   // the socket's local address when the call returned
-  std::optional<Endpoint> remote;  // state and reset events
+  std::optional<Endpoint> local;   // calls: the socket's local address when the call returned;
+                                   // socket events: its local address
+  std::optional<Endpoint> remote;  // socket events (state, reset, destroy): the peer
   std::uint16_t enter_port = 0;    // connect: the port the socket was bound to before the call
   int old_state = 0;
   int new_state = 0;
@@ -70,7 +76,13 @@ struct Event {
   [[nodiscard]] std::optional<Endpoint> shown_remote() const;
 };
 
-enum class DecodeError : std::uint8_t { kTooShort, kBadType, kBadFamily, kBadProtocol };
+enum class DecodeError : std::uint8_t {
+  kTooShort,
+  kBadLength,  // a state, reset or destroy record that is not a pl_sock_event
+  kBadType,
+  kBadFamily,
+  kBadProtocol,
+};
 std::string_view to_string(DecodeError error);
 
 struct DecodeResult {

@@ -18,8 +18,9 @@
 namespace portlens {
 namespace {
 
-DecodeResult decode(const pl_event& raw) {
-  return decode_event(std::as_bytes(std::span<const pl_event, 1>(&raw, 1)));
+template <class Record>
+DecodeResult decode(const Record& raw) {
+  return decode_event(std::as_bytes(std::span<const Record, 1>(&raw, 1)));
 }
 
 pl_endpoint v4_endpoint(std::array<std::uint8_t, 4> addr, std::uint16_t port) {
@@ -67,7 +68,26 @@ pl_event bind_record() {
   return raw;
 }
 
-Event decode_ok(const pl_event& raw) {
+// A well-formed TCP/IPv4 state change, FIN_WAIT2 -> CLOSE, 127.0.0.1:8080 -> 127.0.0.1:40112.
+pl_sock_event state_record() {
+  pl_sock_event raw{};
+  raw.ts_ns = 123'456'789'000ULL;
+  raw.sk = 0xffff'8880'0102'0304ULL;
+  raw.netns = 4026531840U;
+  raw.type = PL_EV_STATE;
+  raw.sock_family = AF_INET;
+  raw.old_state = 5;
+  raw.new_state = 7;
+  raw.sport = 8080;
+  raw.dport = 40112;
+  const std::array<std::uint8_t, 4> loopback = {127, 0, 0, 1};
+  std::memcpy(raw.saddr, loopback.data(), loopback.size());
+  std::memcpy(raw.daddr, loopback.data(), loopback.size());
+  return raw;
+}
+
+template <class Record>
+Event decode_ok(const Record& raw) {
   const DecodeResult r = decode(raw);
   EXPECT_FALSE(r.error.has_value()) << (r.error ? to_string(*r.error) : "");
   if (!r.event) {
@@ -81,8 +101,6 @@ TEST(DecodeEventTest, Ipv4BindCopiesEveryField) {
   pl_event raw = bind_record();
   raw.enter_port = 5;
   raw.backlog = 11;
-  raw.old_state = 3;
-  raw.new_state = 4;
   raw.local = v4_endpoint({10, 1, 2, 3}, 0);
   const Event e = decode_ok(raw);
   EXPECT_EQ(e.type, EventType::kBind);
@@ -101,8 +119,8 @@ TEST(DecodeEventTest, Ipv4BindCopiesEveryField) {
   EXPECT_EQ(e.sock_type, SOCK_STREAM);
   EXPECT_EQ(e.proto, Proto::kTcp);
   EXPECT_EQ(e.enter_port, 5);
-  EXPECT_EQ(e.old_state, 3);
-  EXPECT_EQ(e.new_state, 4);
+  EXPECT_EQ(e.old_state, 0);
+  EXPECT_EQ(e.new_state, 0);
   EXPECT_EQ(e.comm, "nginx");
   ASSERT_TRUE(e.requested.has_value());
   EXPECT_EQ(e.requested->addr, *IpAddress::parse("10.1.2.3"));
@@ -205,15 +223,69 @@ TEST(DecodeEventTest, WithoutOptsValidThereAreNoOptionsAndNoSocketUid) {
 }
 
 TEST(DecodeEventTest, ResetEventsNeverTrustTheSocketUid) {
-  pl_event raw = bind_record();
+  pl_sock_event raw = state_record();
   raw.type = PL_EV_RESET;
-  raw.ret = 0;
+  raw.flags = PL_F_OPTS_VALID;
   raw.sock_uid = 0;
   const Event e = decode_ok(raw);
   EXPECT_EQ(e.type, EventType::kReset);
   EXPECT_TRUE(e.opts.has_value());
   EXPECT_FALSE(e.sock_uid.has_value());
 }
+
+TEST(DecodeEventTest, StateEventOptionsAndSocketUidOnlyWithOptsValid) {
+  pl_sock_event raw = state_record();
+  raw.sock_uid = 1001;
+  raw.opts.reuseaddr = 1;
+  raw.opts.bound_dev_if = 9;
+  Event e = decode_ok(raw);
+  EXPECT_FALSE(e.opts.has_value());
+  EXPECT_FALSE(e.sock_uid.has_value());
+  raw.flags = PL_F_OPTS_VALID;
+  e = decode_ok(raw);
+  ASSERT_TRUE(e.opts.has_value());
+  EXPECT_EQ(*e.opts, (SocketOptions{.reuseaddr = true, .bound_dev_if = 9}));
+  EXPECT_EQ(e.sock_uid, std::optional<std::uint32_t>(1001));
+}
+
+// Socket events run in softirq context: no task is recorded, and none is made up.
+TEST(DecodeEventTest, SocketEventsCarryNoTask) {
+  for (const std::uint16_t type : {PL_EV_STATE, PL_EV_RESET, PL_EV_DESTROY}) {
+    pl_sock_event raw = state_record();
+    raw.type = type;
+    const Event e = decode_ok(raw);
+    EXPECT_EQ(e.pid, 0U) << type;
+    EXPECT_EQ(e.tid, 0U) << type;
+    EXPECT_EQ(e.uid, 0U) << type;
+    EXPECT_EQ(e.cgroup_id, 0U) << type;
+    EXPECT_EQ(e.comm, "") << type;
+    EXPECT_EQ(e.fd, -1) << type;
+    EXPECT_EQ(e.result, 0) << type;
+    EXPECT_EQ(e.proto, Proto::kTcp) << type;
+    EXPECT_EQ(e.sock_type, SOCK_STREAM) << type;
+    EXPECT_EQ(e.ts_ns, 123'456'789'000ULL) << type;
+    EXPECT_EQ(e.sock_id, 0xffff'8880'0102'0304ULL) << type;
+    EXPECT_EQ(e.netns, 4026531840U) << type;
+  }
+}
+
+TEST(DecodeEventTest, Ipv6StateEventEndpoints) {
+  pl_sock_event raw = state_record();
+  raw.sock_family = AF_INET6;
+  const std::array<std::uint8_t, 16> mapped = {0, 0, 0,    0,    0,  0, 0, 0,
+                                               0, 0, 0xff, 0xff, 10, 0, 0, 1};
+  const std::array<std::uint8_t, 16> global = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0,
+                                               0,    0,    0,    0,    0, 0, 0, 2};
+  std::memcpy(raw.saddr, mapped.data(), mapped.size());
+  std::memcpy(raw.daddr, global.data(), global.size());
+  const Event e = decode_ok(raw);
+  EXPECT_EQ(e.family, Family::kIpv6);
+  ASSERT_TRUE(e.local && e.remote);
+  EXPECT_EQ(e.local->to_string(), "[::ffff:10.0.0.1]:8080");
+  EXPECT_EQ(e.remote->to_string(), "[2001:db8::2]:40112");
+}
+
+}  // namespace
 
 TEST(DecodeEventTest, RequestedNeedsReqValid) {
   pl_event raw = bind_record();
@@ -291,18 +363,27 @@ TEST(DecodeEventTest, ProtocolsAndEventTypes) {
     raw.protocol = static_cast<std::uint16_t>(ipproto);
     EXPECT_EQ(decode_ok(raw).proto, proto) << ipproto;
   }
-  const std::pair<std::uint16_t, EventType> types[] = {
-      {PL_EV_BIND, EventType::kBind},       {PL_EV_LISTEN, EventType::kListen},
-      {PL_EV_CONNECT, EventType::kConnect}, {PL_EV_STATE, EventType::kState},
-      {PL_EV_RESET, EventType::kReset},     {PL_EV_DESTROY, EventType::kDestroy}};
-  for (const auto& [raw_type, type] : types) {
+  const std::pair<std::uint16_t, EventType> calls[] = {{PL_EV_BIND, EventType::kBind},
+                                                       {PL_EV_LISTEN, EventType::kListen},
+                                                       {PL_EV_CONNECT, EventType::kConnect}};
+  for (const auto& [raw_type, type] : calls) {
     pl_event raw = bind_record();
+    raw.type = raw_type;
+    EXPECT_EQ(decode_ok(raw).type, type) << raw_type;
+  }
+  const std::pair<std::uint16_t, EventType> socket_events[] = {
+      {PL_EV_STATE, EventType::kState},
+      {PL_EV_RESET, EventType::kReset},
+      {PL_EV_DESTROY, EventType::kDestroy}};
+  for (const auto& [raw_type, type] : socket_events) {
+    pl_sock_event raw = state_record();
     raw.type = raw_type;
     EXPECT_EQ(decode_ok(raw).type, type) << raw_type;
   }
 }
 
-void expect_error(const pl_event& raw, DecodeError expected) {
+template <class Record>
+void expect_error(const Record& raw, DecodeError expected) {
   const DecodeResult r = decode(raw);
   EXPECT_FALSE(r.event.has_value());
   ASSERT_TRUE(r.error.has_value());
@@ -324,9 +405,16 @@ TEST(DecodeEventTest, TooShortRecords) {
   EXPECT_EQ(decode_event({}).error, DecodeError::kTooShort);
 }
 
+TEST(DecodeEventTest, TooShortSocketEvents) {
+  const pl_sock_event raw = state_record();
+  const auto bytes = std::as_bytes(std::span<const pl_sock_event, 1>(&raw, 1));
+  for (const std::size_t size : {std::size_t{23}, std::size_t{24}, sizeof(pl_sock_event) - 1}) {
+    EXPECT_EQ(decode_event(bytes.first(size)).error, DecodeError::kTooShort) << size;
+  }
+}
+
 TEST(DecodeEventTest, TimestampsFlagOnlyWhenSet) {
-  pl_event raw = bind_record();
-  raw.type = PL_EV_STATE;
+  pl_sock_event raw = state_record();
   EXPECT_FALSE(decode_ok(raw).timestamps);
   raw.flags |= PL_F_TS_RECENT;
   EXPECT_TRUE(decode_ok(raw).timestamps);
@@ -442,14 +530,8 @@ TEST(EventTest, EventTypeNames) {
 }
 
 TEST(DecodeEventTest, StateEventEndpoints) {
-  pl_event raw = bind_record();
-  raw.type = PL_EV_STATE;
-  raw.ret = 0;
-  raw.flags = 0;
-  raw.old_state = 5;
-  raw.new_state = 7;
-  raw.local = v4_endpoint({127, 0, 0, 1}, 8080);
-  raw.remote = v4_endpoint({127, 0, 0, 1}, 40112);
+  pl_sock_event raw = state_record();
+  std::memset(raw.saddr + 4, 0xaa, sizeof raw.saddr - 4);  // IPv4: bytes past the 4th ignored
   const Event e = decode_ok(raw);
   EXPECT_EQ(e.type, EventType::kState);
   EXPECT_FALSE(e.failed());
@@ -461,6 +543,14 @@ TEST(DecodeEventTest, StateEventEndpoints) {
   EXPECT_EQ(e.shown_local()->to_string(), "127.0.0.1:8080");
   EXPECT_EQ(e.shown_remote()->to_string(), "127.0.0.1:40112");
 }
+
+// A state event in a call's record (the layout before PL_ABI_VERSION 2) is refused, not misread.
+TEST(DecodeEventTest, SocketEventsInACallsRecordAreRefused) {
+  for (const std::uint16_t type : {PL_EV_STATE, PL_EV_RESET, PL_EV_DESTROY}) {
+    pl_event raw = bind_record();
+    raw.type = type;
+    expect_error(raw, DecodeError::kBadLength);
+  }
 
 }  // namespace
 }  // namespace portlens

@@ -1,6 +1,6 @@
 // portlens_bench: the figures of issue 4's "Benchmarks", printed, never asserted.
 //
-//   portlens_bench [all|pipeline|churn|memory|scrape] [--smoke] [options]
+//   portlens_bench [all|pipeline|churn|memory|scrape|cost] [--smoke] [options]
 //
 // Exit status: 0 when every section ran (or was skipped for want of root), 1 when one could not
 // run at all (the agent did not start, a namespace could not be made), 2 on a usage error.
@@ -24,6 +24,8 @@ sections (default: all):
   churn      loopback connections/s without and with the agent; agent CPU; events lost
   memory     bytes per tracked socket; agent RSS with the TIME_WAIT population
   scrape     /metrics scrape time, snapshot and agent start-to-serving with that population
+  cost       BPF and userspace time per connection and per bind: empty programs, bpftrace,
+             the agent (issue 11)
   all        every section (memory and scrape share one population)
 
 options:
@@ -32,16 +34,17 @@ options:
   --events N           pipeline: records in the stream (1000000)
   --runs N             pipeline: runs, the median is reported (5)
   --failure-every N    pipeline: one failed call per N events (10000)
-  --rounds N           churn: rounds of (without agent, with agent) (3)
+  --rounds N           churn: rounds of (without agent, with agent); cost: rounds of the 4
+                       configurations (3)
   --seconds S          churn: the time bound of each run (5)
-  --clients N          churn and population: client threads (2)
+  --clients N          churn, population and cost: client threads (2)
   --time-waits N       memory/scrape: TIME_WAIT sockets to make (200000)
   --destinations N     memory/scrape: destinations they spread over (10000)
   --tracker-sockets N  memory: sockets in the tracker measurement (200000)
   --scrapes N          scrape: scrapes timed, the median is reported (10)
 
-Kernel sections (churn, the agent and snapshot parts of memory and scrape) need root; without
-it they are skipped, unless PORTLENS_REQUIRE_BPF=1 makes that a failure.
+Kernel sections (churn, cost, the agent and snapshot parts of memory and scrape) need root;
+without it they are skipped, unless PORTLENS_REQUIRE_BPF=1 makes that a failure.
 )";
 
 std::size_t number(const std::vector<std::string>& args, std::size_t& i) {
@@ -92,14 +95,15 @@ int run(const std::vector<std::string>& args) {
       options.tracker_sockets = number(args, i);
     } else if (a == "--scrapes") {
       options.scrapes = static_cast<int>(number(args, i));
-    } else if (a == "pipeline" || a == "churn" || a == "memory" || a == "scrape" || a == "all") {
+    } else if (a == "pipeline" || a == "churn" || a == "memory" || a == "scrape" || a == "cost" ||
+               a == "all") {
       sections.insert(a);
     } else {
       throw std::invalid_argument("unknown argument " + a);
     }
   }
   if (sections.empty() || sections.contains("all")) {
-    sections = {"pipeline", "churn", "memory", "scrape"};
+    sections = {"pipeline", "churn", "memory", "scrape", "cost"};
   }
   if (options.runs < 1 || options.rounds < 1 || options.clients < 1 || options.scrapes < 1 ||
       options.events < 1000 || options.destinations < 1 || options.time_waits < 1) {
@@ -145,6 +149,9 @@ int run(const std::vector<std::string>& args) {
   }
   if (sections.contains("memory") || sections.contains("scrape")) {
     kernel_section("agent RSS, scrape and bootstrap", [&] { population_section(options, report); });
+  }
+  if (sections.contains("cost")) {
+    kernel_section("cost", [&] { cost_section(options, report); });
   }
 
   std::cout << "\n## summary\n\nmachine: " << machine_context() << "\n\n" << report.markdown();

@@ -26,6 +26,10 @@ void churn_section(const Options& options, Report& report);
 //    time, agent start-to-serving time, and PortlensCollector::build() alone.
 void population_section(const Options& options, Report& report);
 
+// 5. What tracing costs per connection and per bind (issue 11): BPF run time (the kernel's
+//    bpf_stats) and the tracer's CPU, for no tracer, empty programs, bpftrace and the agent.
+void cost_section(const Options& options, Report& report);
+
 // The loopback churn generator, shared by the kernel sections.
 struct Destination {
   std::uint32_t addr = 0;  // IPv4, host order (127.x.y.z)

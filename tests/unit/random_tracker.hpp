@@ -1,15 +1,19 @@
 // A SocketTracker fed a random but plausible event stream over two network namespaces: outbound
 // connections (some from explicitly bound ports, some MPTCP or UDP), listeners and their accepted
 // children, active closes into TIME_WAIT (with and without timestamps, some after an RST),
-// passive closes, takeovers of TIME_WAIT 4-tuples, expiry, and reconciles against snapshots that
-// disagree with the events. Small address and port pools make destinations, ports and 4-tuples
-// collide. For differential tests of what is computed from the tracker.
+// passive closes, takeovers of TIME_WAIT 4-tuples, expiry, and merges of snapshots that disagree
+// with the events (bootstrap or reconcile). As in the agent, snapshots are taken, queued, then
+// merged in slices of random size, with events applied before the merge and between slices.
+// Small address and port pools make destinations, ports and 4-tuples collide. For differential
+// tests of the tracker itself and of what is computed from it.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -42,19 +46,25 @@ class RandomTracker {
     }
   }
 
-  // Follows every operation applied to tracker(), e.g. with another tracker.
+  // Follows every operation applied to tracker(), e.g. with a model of it. merge_some() returns
+  // whether the merge is done; merged() is called after each merge.
   struct Mirror {
     std::function<void(const Event&)> apply;
     std::function<void(std::uint64_t now_ns)> expire;
-    std::function<void(std::uint64_t netns, const SocketTable&, std::uint64_t ts_ns,
+    std::function<void(std::uint64_t netns, const SocketTable&, std::uint64_t snapshot_ns,
                        bool bootstrap)>
-        merge;
+        begin_merge;
+    std::function<bool(std::size_t max_entries)> merge_some;
+    std::function<void()> merged;
   };
   void mirror(Mirror m) { mirror_ = std::move(m); }
 
   SocketTracker& tracker() { return tracker_; }
   [[nodiscard]] std::uint64_t now() const { return ts_; }
   [[nodiscard]] const std::map<std::uint64_t, NetnsPortConfig>& configs() const { return configs_; }
+  // Slices after which the mirror's merge_some() said otherwise than the tracker's.
+  [[nodiscard]] int slices_disagreed() const { return slices_disagreed_; }
+  [[nodiscard]] int merges() const { return merges_; }
 
   void run(int steps) {
     for (int i = 0; i < steps; ++i) {
@@ -176,18 +186,42 @@ class RandomTracker {
     live_[sk] = s;
   }
 
-  void snapshot_reconcile() {
-    const std::uint64_t netns = random_netns();
+  // Every process that listens on a port is the same one, so that which of several listeners
+  // on a port an accepted child is attributed to never matters.
+  static SocketOwner owner_of_port(std::uint16_t port) {
+    const std::uint32_t pid = 100 + port % 6;
+    return SocketOwner{pid, "proc" + std::to_string(pid)};
+  }
+
+  // What the kernel has, as a snapshot of netns would show it: the tracker's table, less some
+  // sockets (closes the events missed), with other states, flags, timers and TIME_WAIT
+  // substates, plus sockets and TIME_WAITs the events never showed, and entries every merge
+  // skips (another namespace's, a request sock).
+  SocketTable snapshot_of(std::uint64_t netns) {
     SocketTable snap = tracker_.table(netns, ts_);
     std::vector<SocketEntry> kept;
     for (SocketEntry& s : snap.sockets) {
       if (pick(10) == 0) {
         continue;  // the kernel no longer has it
       }
-      s.owner.reset();  // a snapshot names no TIME_WAIT owner
-      if (s.state == TcpState::kTimeWait && pick(3) == 0) {
-        s.time_wait_remaining = std::chrono::milliseconds(pick(60000));
-        s.time_wait_substate = pick(4) == 0 ? TcpState::kFinWait2 : TcpState::kTimeWait;
+      s.owner.reset();  // a snapshot names no TIME_WAIT owner, and seldom another
+      if (s.state == TcpState::kTimeWait) {
+        if (pick(3) == 0) {
+          s.time_wait_remaining = std::chrono::milliseconds(pick(60000));
+          s.time_wait_substate = pick(4) == 0 ? TcpState::kFinWait2 : TcpState::kTimeWait;
+        }
+      } else {
+        if (s.state != TcpState::kListen && pick(4) == 0) {
+          s.owner = SocketOwner{200 + pick(3), "snapped"};
+        }
+        if (s.state == TcpState::kEstablished && pick(12) == 0) {
+          s.state = TcpState::kCloseWait;  // a FIN the events did not show
+        } else if (s.state == TcpState::kListen && pick(12) == 0) {
+          s.state = TcpState::kClose;
+        }
+        if (pick(12) == 0) {
+          s.reuseaddr = !s.reuseaddr.value_or(false);
+        }
       }
       kept.push_back(s);
     }
@@ -198,7 +232,9 @@ class RandomTracker {
       tw.time_wait_substate = pick(5) == 0 ? TcpState::kFinWait2 : TcpState::kTimeWait;
       tw.local = local_endpoint(random_port());
       tw.remote = remote_endpoint();
-      tw.time_wait_remaining = std::chrono::milliseconds(pick(60000));
+      if (pick(6) != 0) {
+        tw.time_wait_remaining = std::chrono::milliseconds(pick(60000));
+      }
       if (pick(3) != 0) {
         tw.timestamps = pick(2) == 0;
       }
@@ -208,24 +244,120 @@ class RandomTracker {
       tw.sock_id = next_sk_++;
       kept.push_back(tw);
     }
-    snap.sockets = std::move(kept);
-    const bool bootstrap = pick(3) == 0;
-    if (bootstrap) {
-      tracker_.bootstrap(netns, snap, ts_);
-    } else {
-      tracker_.reconcile(netns, snap, ts_);
+    if (pick(2) == 0) {  // a socket the events never showed, known by inode only at times
+      SocketEntry s;
+      s.netns = netns;
+      s.local = local_endpoint(random_port());
+      const std::uint32_t kind = pick(3);
+      s.state = kind == 0   ? TcpState::kClose
+                : kind == 1 ? TcpState::kEstablished
+                            : TcpState::kListen;
+      if (kind == 1) {
+        s.remote = remote_endpoint();
+      } else {
+        s.explicit_port = true;
+      }
+      if (kind == 2) {
+        s.owner = owner_of_port(s.local.port);
+      }
+      s.reuseaddr = pick(2) == 0;
+      s.inode = 500'000 + next_sk_ % 100'000;
+      s.sock_id = pick(4) == 0 ? 0 : next_sk_;
+      ++next_sk_;
+      kept.push_back(s);
     }
-    if (mirror_.merge) {
-      mirror_.merge(netns, snap, ts_, bootstrap);
+    if (pick(8) == 0) {  // a request sock and another namespace's socket: not merged
+      SocketEntry req;
+      req.netns = netns;
+      req.state = TcpState::kNewSynRecv;
+      req.local = local_endpoint(random_port());
+      req.remote = remote_endpoint();
+      req.sock_id = next_sk_++;
+      kept.push_back(req);
+      SocketEntry other = req;
+      other.state = TcpState::kEstablished;
+      other.netns = netns == kNetnsA ? kNetnsB : kNetnsA;
+      other.sock_id = next_sk_++;
+      kept.push_back(other);
+    }
+    snap.sockets = std::move(kept);
+    return snap;
+  }
+
+  struct Pending {
+    std::uint64_t netns = 0;
+    SocketTable snapshot;
+    std::uint64_t taken_ns = 0;
+    bool bootstrap = false;
+  };
+
+  void take_snapshot() {
+    const std::uint64_t netns = random_netns();
+    pending_.push_back(Pending{netns, snapshot_of(netns), ts_, pick(3) == 0});
+    ++ts_;  // what the events show from now on happened after the snapshot began
+  }
+
+  // The oldest snapshot taken, merged in slices of random size; events arrive between slices
+  // while the merge is young, so that what they remove is still tombstoned when it ends.
+  void merge_oldest() {
+    merging_ = std::move(pending_.front());
+    pending_.pop_front();
+    const Pending& m = merging_;
+    tracker_.begin_merge(m.netns, m.snapshot, m.taken_ns, m.bootstrap);
+    if (mirror_.begin_merge) {
+      mirror_.begin_merge(m.netns, m.snapshot, m.taken_ns, m.bootstrap);
+    }
+    static constexpr std::array<std::size_t, 6> kSlices = {1, 2, 3, 7, 30, 100'000};
+    for (bool done = false; !done;) {
+      const std::size_t slice = kSlices[pick(kSlices.size())];
+      done = tracker_.merge_some(slice);
+      if (mirror_.merge_some && mirror_.merge_some(slice) != done) {
+        ++slices_disagreed_;
+      }
+      if (!done && ts_ < m.taken_ns + 4 * kSec && pick(3) == 0) {
+        for (std::uint32_t i = 0, n = 1 + pick(3); i < n; ++i) {
+          ts_ += pick(10) * (kSec / 50);
+          churn(pick(96));
+        }
+      }
+    }
+    ++merges_;
+    if (mirror_.merged) {
+      mirror_.merged();
     }
     for (auto it = live_.begin(); it != live_.end();) {  // forget what the merge may have erased
-      it = it->second.netns == netns && pick(2) == 0 ? live_.erase(it) : std::next(it);
+      it = it->second.netns == m.netns && pick(2) == 0 ? live_.erase(it) : std::next(it);
     }
   }
 
   void step() {
     ts_ += pick(10) * (kSec / 50);
     const std::uint32_t op = pick(100);
+    if (op < 96) {
+      churn(op);
+    } else if (op < 98) {
+      if (pending_.size() < 3) {
+        take_snapshot();
+        if (pick(3) == 0) {
+          merge_oldest();  // at once: no events before the merge
+        }
+      }
+    } else if (op < 99) {
+      if (!pending_.empty()) {
+        merge_oldest();
+      }
+    } else if (pick(4) == 0) {
+      while (!pending_.empty()) {  // no snapshot waits across the jump
+        merge_oldest();
+      }
+      ts_ += 30 * kSec;
+    }
+    if (!pending_.empty() && pending_.front().taken_ns + 3 * kSec < ts_) {
+      merge_oldest();
+    }
+  }
+
+  void churn(std::uint32_t op) {
     if (op < 30) {
       const bool bound = pick(10) == 0;
       if (pick(2) == 0) {  // one busy destination, so that its ports run out at times
@@ -242,13 +374,21 @@ class RandomTracker {
       Event b = call(EventType::kBind, sk, netns);
       b.requested = local;
       b.local = local;
+      const bool listens = pick(2) == 0;
+      if (listens) {
+        b.pid = owner_of_port(local.port).pid;
+        b.comm = owner_of_port(local.port).comm;
+      }
       apply(b);
       Live s{netns, Proto::kTcp, local, Endpoint{}, TcpState::kClose};
-      if (pick(2) == 0) {
+      if (listens) {
+        // inet_csk_listen_start(): CLOSE -> LISTEN before listen() returns.
+        state(sk, s, TcpState::kListen);
         Event l = call(EventType::kListen, sk, netns);
+        l.pid = owner_of_port(local.port).pid;
+        l.comm = owner_of_port(local.port).comm;
         l.local = local;
         apply(l);
-        s.state = TcpState::kListen;
       }
       live_[sk] = s;
     } else if (op < 44) {
@@ -294,15 +434,11 @@ class RandomTracker {
         const Live& tw = tws_[pick(static_cast<std::uint32_t>(tws_.size()))];
         connect_out(tw.local, tw.remote, tw.netns, pick(2) == 0);
       }
-    } else if (op < 96) {
+    } else {
       tracker_.expire(ts_);
       if (mirror_.expire) {
         mirror_.expire(ts_);
       }
-    } else if (op < 98) {
-      snapshot_reconcile();
-    } else if (pick(4) == 0) {
-      ts_ += 30 * kSec;
     }
   }
 
@@ -311,7 +447,11 @@ class RandomTracker {
   Mirror mirror_;
   std::map<std::uint64_t, NetnsPortConfig> configs_;
   std::map<std::uint64_t, Live> live_;
-  std::vector<Live> tws_;  // 4-tuples that went into TIME_WAIT, for takeovers
+  std::vector<Live> tws_;        // 4-tuples that went into TIME_WAIT, for takeovers
+  std::deque<Pending> pending_;  // snapshots taken, not merged yet
+  Pending merging_;  // the snapshot being merged: the tracker reads it until the merge ends
+  int slices_disagreed_ = 0;
+  int merges_ = 0;
   std::uint64_t ts_ = 1000 * kSec;
   std::uint64_t next_sk_ = 0xffff'8880'0000'0000ULL;
 };

@@ -413,29 +413,75 @@ struct RunStats {
   std::map<std::string, std::size_t> causes;
 };
 
+// The stream as the ring carries it: calls as pl_event, state, reset and destroy events as the
+// slimmer pl_sock_event (bpf/events.h), back to back.
+struct Recorded {
+  std::vector<std::byte> bytes;
+  std::vector<std::size_t> sizes;
+};
+
+template <typename T>
+void append(Recorded& out, const T& record) {
+  const auto* p = reinterpret_cast<const std::byte*>(&record);
+  out.bytes.insert(out.bytes.end(), p, p + sizeof record);
+  out.sizes.push_back(sizeof record);
+}
+
+// The generator writes every event as a pl_event; the socket events keep only what the kernel
+// side now sends for them.
+Recorded recorded(const std::vector<pl_event>& stream) {
+  Recorded out;
+  out.bytes.reserve(stream.size() * sizeof(pl_event));
+  for (const pl_event& e : stream) {
+    if (e.type != PL_EV_STATE && e.type != PL_EV_RESET && e.type != PL_EV_DESTROY) {
+      append(out, e);
+      continue;
+    }
+    pl_sock_event s{};
+    s.ts_ns = e.ts_ns;
+    s.sk = e.sk;
+    s.netns = e.netns;
+    s.type = e.type;
+    s.sock_family = e.sock_family;
+    s.sport = e.local.port;
+    s.dport = e.remote.port;
+    s.old_state = e.old_state;
+    s.new_state = e.new_state;
+    s.flags = static_cast<__u16>(e.flags);
+    s.sock_uid = e.sock_uid;
+    s.opts = e.opts;
+    std::memcpy(s.saddr, e.local.addr, sizeof s.saddr);
+    std::memcpy(s.daddr, e.remote.addr, sizeof s.daddr);
+    append(out, s);
+  }
+  return out;
+}
+
 // The recorded stream as the ring would hand it over: kBatch records per wakeup.
 class ReplayRing final : public RecordSource {
  public:
-  explicit ReplayRing(std::span<const std::byte> bytes) : bytes_(bytes) {}
+  explicit ReplayRing(const Recorded& records) : records_(records) {}
   int poll(std::chrono::milliseconds /*timeout*/, const Sink& sink) override {
     if (drained_) {  // the ring looked empty once: the pipeline processes what it has
       drained_ = false;
       return 0;
     }
     int n = 0;
-    while (offset_ < bytes_.size() && n < static_cast<int>(kBatch)) {
-      sink(bytes_.subspan(offset_, sizeof(pl_event)));
-      offset_ += sizeof(pl_event);
+    const std::span<const std::byte> bytes(records_.bytes);
+    while (next_ < records_.sizes.size() && n < static_cast<int>(kBatch)) {
+      sink(bytes.subspan(offset_, records_.sizes[next_]));
+      offset_ += records_.sizes[next_++];
       ++n;
     }
     drained_ = true;
     return n;
   }
   [[nodiscard]] DropCounters drops() const override { return {}; }
-  [[nodiscard]] bool done() const { return offset_ >= bytes_.size(); }
+  [[nodiscard]] bool done() const { return next_ >= records_.sizes.size(); }
 
  private:
-  std::span<const std::byte> bytes_;
+  const Recorded& records_;
+  std::size_t next_ = 0;
   std::size_t offset_ = 0;
   bool drained_ = false;
 };
@@ -445,9 +491,10 @@ class PrebuiltNamespaces final : public NamespaceSource {
  public:
   explicit PrebuiltNamespaces(const SocketTable& table) : table_(table) {}
   std::vector<NetnsRef> discover() override { return {NetnsRef{"/bench/ns", kNetns}}; }
-  std::optional<NetnsRef> locate(std::uint32_t /*inode*/) override {
+  std::optional<NetnsRef> locate(std::uint32_t /*inode*/, std::uint32_t /*pid*/) override {
     return NetnsRef{"/bench/ns", kNetns};
   }
+  [[nodiscard]] bool refers_to(const NetnsRef& /*ns*/) const override { return true; }
   [[nodiscard]] Snapshot take(const NetnsRef& /*ns*/) const override {
     Snapshot s;
     s.table = table_;
@@ -504,19 +551,22 @@ class BenchSink final : public PipelineSink {
   Clock::time_point diag_start_;
 };
 
-RunStats run_once(std::span<const std::byte> bytes, const SocketTable& prebuilt, Mode mode) {
+RunStats run_once(const Recorded& records, const SocketTable& prebuilt, Mode mode) {
   RunStats stats;
   if (mode == Mode::kDecode) {
     const auto start = Clock::now();
-    for (std::size_t off = 0; off < bytes.size(); off += sizeof(pl_event)) {
-      stats.events += decode_event(bytes.subspan(off, sizeof(pl_event))).event ? 1 : 0;
+    const std::span<const std::byte> bytes(records.bytes);
+    std::size_t off = 0;
+    for (const std::size_t size : records.sizes) {
+      stats.events += decode_event(bytes.subspan(off, size)).event ? 1 : 0;
+      off += size;
     }
     stats.seconds = seconds_since(start);
     return stats;
   }
   // The agent's own pipeline, with the agent's sink (AgentFindings: per-event tallies, failure
   // counters, history) for kAgent; only the ring, the snapshots and /proc are stand-ins.
-  ReplayRing ring(bytes);
+  ReplayRing ring(records);
   PrebuiltNamespaces namespaces(prebuilt);
   NoOwners owners;
   FailureJudge judge(namespaces, owners);
@@ -524,7 +574,7 @@ RunStats run_once(std::span<const std::byte> bytes, const SocketTable& prebuilt,
   BenchSink sink(mode, stats, mode == Mode::kAgent ? &findings : nullptr);
   PipelineOptions options;
   options.batch_pause = std::chrono::milliseconds(0);
-  EventPipeline pipeline(ring, judge, sink, options);
+  EventPipeline pipeline(ring, namespaces, judge, sink, options);
   const auto start = Clock::now();
   while (!ring.done()) {
     pipeline.step(std::chrono::milliseconds(0));
@@ -577,14 +627,14 @@ void pipeline_section(const Options& options, Report& report) {
   StreamGenerator generator(options.failure_every);
   const auto gen_start = Clock::now();
   const std::vector<pl_event> stream = rebased(generator.generate(count));
-  const auto bytes = std::as_bytes(std::span(stream));
+  const Recorded records = recorded(stream);
   const SocketTable prebuilt = generator.prebuilt_table();
   std::map<int, std::size_t> by_type;
   for (const auto& e : stream) {
     ++by_type[e.type];
   }
   std::cout << "stream: " << with_commas(stream.size()) << " pl_event records ("
-            << with_commas(stream.size() * sizeof(pl_event) / 1024 / 1024) << " MiB), generated in "
+            << with_commas(records.bytes.size() / 1024 / 1024) << " MiB), generated in "
             << fixed(seconds_since(gen_start), 2) << " s: bind " << by_type[PL_EV_BIND]
             << ", listen " << by_type[PL_EV_LISTEN] << ", connect " << by_type[PL_EV_CONNECT]
             << ", state " << by_type[PL_EV_STATE] << ", destroy " << by_type[PL_EV_DESTROY]
@@ -600,7 +650,7 @@ void pipeline_section(const Options& options, Report& report) {
     std::vector<double> diag_us;
     RunStats last;
     for (int r = 0; r < runs; ++r) {
-      last = run_once(bytes, prebuilt, mode);
+      last = run_once(records, prebuilt, mode);
       rates.push_back(static_cast<double>(last.events) / last.seconds);
       if (last.failures > 0) {
         diag_us.push_back(last.diagnosis_seconds * 1e6 / static_cast<double>(last.failures));

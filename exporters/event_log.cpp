@@ -59,8 +59,11 @@ bool write_whole_line(int fd, bool regular_file, const std::string& line) {
   }
   if (done > 0 && regular_file) {
     struct stat st {};
-    if (fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) >= done) {
-      (void)::ftruncate(fd, st.st_size - static_cast<off_t>(done));
+    // Cut the partial line off, so that the next one starts on a line of its own; if even that
+    // fails, the reader sees one malformed line, and the failure is counted either way.
+    if (fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) >= done &&
+        ::ftruncate(fd, st.st_size - static_cast<off_t>(done)) != 0) {
+      return false;
     }
   }
   return false;

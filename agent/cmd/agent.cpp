@@ -142,7 +142,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   TracerRecords records(*tracer);
   LiveInspector inspector;
   AgentFindings findings(options.top_k, options.history, event_log.get());
-  EventPipeline pipeline(records, inspector.judge(), findings);
+  EventPipeline pipeline(records, inspector.namespaces(), inspector.judge(), findings);
   const std::uint64_t host_netns = current_netns().inode;
 
   const std::string version = kPortlensVersion;
@@ -254,7 +254,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
                options.api_socket);
   // Served from here on, /ready says 503 until the first look at every namespace is merged.
   const std::vector<NetnsRef> namespaces = inspector.namespaces().discover();
-  pipeline.bootstrap(inspector.namespaces(), namespaces);
+  pipeline.bootstrap(namespaces);
   {
     const std::lock_guard lock(pipeline.mutex());
     spdlog::info("bootstrapped {} sockets and {} TIME_WAIT from {} network namespaces",

@@ -140,14 +140,14 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   LiveInspector inspector;
   TraceSummary summary;
   TraceWriter writer(options, only ? std::optional(only->inode) : std::nullopt, out, summary);
-  EventPipeline pipeline(records, inspector.judge(), writer);
+  EventPipeline pipeline(records, inspector.namespaces(), inspector.judge(), writer);
 
   // Bootstrap: what exists before the first event. A snapshot taken lazily at a namespace's
   // first event could already miss a blocker that exited in between.
   const SnapshotWalker::Scope scope = [&]() {
     return only ? std::vector<NetnsRef>{*only} : inspector.namespaces().discover();
   };
-  const std::size_t namespaces = pipeline.bootstrap(inspector.namespaces(), scope());
+  const std::size_t namespaces = pipeline.bootstrap(scope());
   {
     const std::lock_guard lock(pipeline.mutex());
     spdlog::debug("bootstrapped {} sockets and {} TIME_WAIT from {} namespaces",

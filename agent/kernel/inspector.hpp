@@ -26,9 +26,10 @@ class KernelNamespaces final : public NamespaceSource {
   explicit KernelNamespaces(SnapshotOptions options = {})
       : snapshotter_(std::make_unique<SocketSnapshotter>(options)) {}
   std::vector<NetnsRef> discover() override { return discover_netns(); }
-  std::optional<NetnsRef> locate(std::uint32_t inode) override {
-    return find_netns_by_inode(inode);
+  std::optional<NetnsRef> locate(std::uint32_t inode, std::uint32_t pid) override {
+    return find_netns_of(inode, pid);
   }
+  [[nodiscard]] bool refers_to(const NetnsRef& ns) const override { return still_refers_to(ns); }
   [[nodiscard]] Snapshot take(const NetnsRef& ns) const override { return snapshotter_->take(ns); }
   [[nodiscard]] const SocketSnapshotter& snapshotter() const { return *snapshotter_; }
 

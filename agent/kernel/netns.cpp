@@ -5,6 +5,7 @@
 #include <linux/nsfs.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -153,6 +154,28 @@ std::uint64_t enter_netns(const NetnsRef& ns) {
                 (err == EPERM ? " (run as root: entering a namespace needs CAP_SYS_ADMIN)" : ""));
   }
   return st.st_ino;
+}
+
+std::uint64_t current_netns_cookie() {
+  const Fd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  std::uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  if (!fd || getsockopt(fd.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) {
+    return 0;
+  }
+  return cookie;
+}
+
+bool still_refers_to(const NetnsRef& ns) { return inode_of(ns.path) == ns.inode; }
+
+std::optional<NetnsRef> find_netns_of(std::uint32_t inode, std::uint32_t pid) {
+  if (pid != 0) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
+    if (inode_of(path) == inode) {
+      return NetnsRef{path, inode};
+    }
+  }
+  return find_netns_by_inode(inode);
 }
 
 }  // namespace portlens

@@ -30,6 +30,18 @@ std::optional<NetnsRef> find_netns_by_inode(std::uint32_t inode);
 // in /proc/*/ns/net (containers), one path per inode. At most max_namespaces.
 std::vector<NetnsRef> discover_netns(std::size_t max_namespaces = 4096);
 
+// The calling thread's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+): unlike the
+// inode, never reused by a later namespace. 0 when the kernel cannot tell.
+std::uint64_t current_netns_cookie();
+
+// Whether ns.path still refers to the namespace with inode ns.inode (a path to a namespace
+// that was deleted may now name another one, or nothing).
+bool still_refers_to(const NetnsRef& ns);
+
+// A file for the namespace with this inode: /proc/PID/ns/net of the process that made an event
+// when it is still in it, else find_netns_by_inode().
+std::optional<NetnsRef> find_netns_of(std::uint32_t inode, std::uint32_t pid);
+
 // setns(CLONE_NEWNET) for the calling thread only; returns the namespace's inode. Throws Error.
 std::uint64_t enter_netns(const NetnsRef& ns);
 

@@ -339,6 +339,7 @@ Snapshot SocketSnapshotter::take(const NetnsRef& ns) const {
   const auto start = Clock::now();
   run_in_netns(ns, [&](std::uint64_t inode) {
     out.netns = inode;
+    out.cookie = current_netns_cookie();
     take_in_netns(&out);
   });
   out.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);

@@ -271,8 +271,15 @@ void FailureJudge::refresh_owners_if_stale() {
 Diagnosis FailureJudge::diagnose(const Event& event, const Call& call, const SocketTracker* tracker,
                                  std::mutex* mu) {
   auto path = netns_paths_.find(event.netns);
+  // A cached path is checked before use: after `ip netns del a; ip netns add b` the inode may
+  // be b's while /run/netns/a is gone, and a stale path names a namespace that is not there.
+  if (path != netns_paths_.end() && !namespaces_.refers_to(path->second)) {
+    netns_paths_.erase(path);
+    snapshots_.erase(event.netns);
+    path = netns_paths_.end();
+  }
   if (path == netns_paths_.end()) {
-    const auto found = namespaces_.locate(event.netns);
+    const auto found = namespaces_.locate(event.netns, event.pid);
     if (!found) {
       Diagnosis d;
       d.hint = "cannot inspect network namespace " + std::to_string(event.netns) +

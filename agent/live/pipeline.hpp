@@ -36,15 +36,22 @@ struct PipelineOptions {
   // Snapshot sockets merged per hold of the lock: some 25 ms at ~6 us each, a third of what the
   // default ring holds at 650,000 events/s.
   std::size_t merge_slice = 1024;
+  // Namespaces first seen in events are loaded (config and a bootstrap snapshot) before their
+  // batch is diagnosed: at most this many per batch, the rest with the next batches, and one
+  // that could not be loaded is tried again after load_retry.
+  std::size_t max_new_namespaces_per_batch = 32;
+  std::chrono::milliseconds load_retry{1000};
   TrackerLimits tracker_limits;
 };
 
 // What the pipeline itself counted; read under mutex().
 struct PipelineCounters {
-  std::uint64_t records = 0;    // handed over by the ring
-  std::uint64_t malformed = 0;  // records that failed to decode: dropped, counted here
-  std::uint64_t diagnosed = 0;  // failures judged
-  DropCounters lost;            // what the BPF side dropped, as of the last step
+  std::uint64_t records = 0;              // handed over by the ring
+  std::uint64_t malformed = 0;            // records that failed to decode: dropped, counted here
+  std::uint64_t diagnosed = 0;            // failures judged
+  std::uint64_t namespaces_loaded = 0;    // first seen in events, loaded at once
+  std::uint64_t namespaces_recycled = 0;  // an inode that came back as another namespace
+  DropCounters lost;                      // what the BPF side dropped, as of the last step
 };
 
 // Where findings go.
@@ -76,19 +83,25 @@ struct TakenSnapshot {
 
 class EventPipeline {
  public:
-  EventPipeline(RecordSource& ring, FailureJudge& judge, PipelineSink& sink,
-                PipelineOptions options = {});
+  EventPipeline(RecordSource& ring, NamespaceSource& namespaces, FailureJudge& judge,
+                PipelineSink& sink, PipelineOptions options = {});
 
   // Guards tracker(), configs() and counters().
   [[nodiscard]] std::mutex& mutex() const { return mu_; }
   [[nodiscard]] const SocketTracker& tracker() const { return tracker_; }
   // Each known namespace's port config, from its last snapshot.
   [[nodiscard]] const std::map<std::uint64_t, NetnsPortConfig>& configs() const { return configs_; }
+  // Each known namespace as last found: a path to it and its cookie.
+  struct KnownNamespace {
+    NetnsRef ref;
+    std::uint64_t cookie = 0;
+  };
+  [[nodiscard]] const std::map<std::uint64_t, KnownNamespace>& namespaces() const { return known_; }
   [[nodiscard]] const PipelineCounters& counters() const { return counters_; }
 
   // The first look at each namespace, before the first event: merged at once. Namespaces that
   // cannot be inspected are skipped (logged at debug). Returns how many were bootstrapped.
-  std::size_t bootstrap(NamespaceSource& source, const std::vector<NetnsRef>& namespaces);
+  std::size_t bootstrap(const std::vector<NetnsRef>& namespaces);
 
   // Waits up to timeout for records, then drains up to max_batch, applies them, diagnoses the
   // failures and hands them to the sink. Pauses batch_pause after a batch that did not fill.
@@ -104,19 +117,34 @@ class EventPipeline {
   // Namespaces that are gone: their sockets and config are forgotten (not corrections).
   void forget_all_but(const std::vector<NetnsRef>& alive);
 
+  // Takes one namespace's snapshot and merges it as a first look; a namespace known under the
+  // same inode with another cookie is forgotten first (the inode was reused). False when the
+  // namespace could not be inspected.
+  // as_of_ns, when not 0, is the moment the snapshot stands for: a namespace first seen in
+  // events holds, besides what those events show, only sockets older than its first event.
+  bool load(const NetnsRef& ns, std::uint64_t as_of_ns = 0);
+
  private:
   void take_record(std::span<const std::byte> record);
+  // Loads the namespaces of batch_ the pipeline does not know yet.
+  void load_new_namespaces();
+  // Under mu_: forgets everything of one namespace.
+  void forget_locked(std::uint64_t inode);
   // Drains the ring into batch_, up to max_batch; true when it filled.
   bool drain();
   void process_batch();
 
   RecordSource& ring_;
+  NamespaceSource& source_;
   FailureJudge& judge_;
   PipelineSink& sink_;
   const PipelineOptions options_;
   mutable std::mutex mu_;
   SocketTracker tracker_;
   std::map<std::uint64_t, NetnsPortConfig> configs_;
+  std::map<std::uint64_t, KnownNamespace> known_;
+  // Namespaces that could not be loaded, and when to try again (CLOCK_MONOTONIC ns); bounded.
+  std::map<std::uint64_t, std::uint64_t> retry_at_;
   PipelineCounters counters_;
   std::vector<Event> batch_;
   // Records and malformed ones counted by this thread since the last batch, added to counters_

@@ -54,8 +54,12 @@ class NamespaceSource {
 
   // Every namespace reachable now, one reference each.
   virtual std::vector<NetnsRef> discover() = 0;
-  // A file that refers to the namespace with this inode; nullopt when none is left.
-  virtual std::optional<NetnsRef> locate(std::uint32_t inode) = 0;
+  // A file that refers to the namespace with this inode; nullopt when none is left. pid, when
+  // not 0, made an event there: its /proc/PID/ns/net is the first place to look.
+  virtual std::optional<NetnsRef> locate(std::uint32_t inode, std::uint32_t pid) = 0;
+  // Whether ns.path still refers to that namespace (it may have been deleted since, and the
+  // path reused).
+  [[nodiscard]] virtual bool refers_to(const NetnsRef& ns) const = 0;
   // Every TCP and UDP port owner of ns, with its port config. Throws Error when ns cannot be
   // inspected (it may be gone). May run on another thread than the pipeline's.
   [[nodiscard]] virtual Snapshot take(const NetnsRef& ns) const = 0;

@@ -18,6 +18,9 @@ struct Snapshot {
   SocketTable table;  // sockets of one netns, and its entry in table.netns_config
   SnapshotSource source = SnapshotSource::kBpfIterator;
   std::uint64_t netns = 0;
+  // The namespace's cookie (SO_NETNS_COOKIE): unique for the life of the system, unlike the
+  // inode, which a new namespace may reuse. 0 when unknown.
+  std::uint64_t cookie = 0;
   std::uint64_t truncated = 0;        // sockets seen beyond max_entries
   std::vector<std::string> problems;  // config values that could not be read (defaults kept)
   std::chrono::microseconds elapsed{0};

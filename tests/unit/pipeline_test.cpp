@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -60,21 +61,37 @@ class FakeNamespaces final : public NamespaceSource {
  public:
   explicit FakeNamespaces(SocketTable table) : table_(std::move(table)) {}
   std::vector<NetnsRef> discover() override { return {NetnsRef{"/fake/ns", kNs}}; }
-  std::optional<NetnsRef> locate(std::uint32_t inode) override {
-    return inode == kNs ? std::optional(NetnsRef{"/fake/ns", kNs}) : std::nullopt;
+  std::optional<NetnsRef> locate(std::uint32_t inode, std::uint32_t /*pid*/) override {
+    const std::lock_guard lock(mu_);
+    if (inode == kNs || late_.contains(inode)) {
+      return NetnsRef{"/fake/ns/" + std::to_string(inode), inode};
+    }
+    return std::nullopt;
   }
+  // A namespace born after the bootstrap: only events lead to it.
+  void add_late(std::uint32_t inode, SocketTable table, std::uint64_t cookie) {
+    const std::lock_guard lock(mu_);
+    late_[inode] = {std::move(table), cookie};
+  }
+  [[nodiscard]] bool refers_to(const NetnsRef& /*ns*/) const override { return true; }
   [[nodiscard]] Snapshot take(const NetnsRef& ns) const override {
+    std::unique_lock lock(mu_);
+    ++takes_;
+    if (const auto it = late_.find(ns.inode); it != late_.end()) {
+      Snapshot s;
+      s.table = it->second.first;
+      s.netns = ns.inode;
+      s.cookie = it->second.second;
+      return s;
+    }
     if (ns.inode != kNs) {
       throw Error("no such namespace");
     }
-    {
-      std::unique_lock lock(mu_);
-      ++takes_;
-      cv_.wait(lock, [this] { return !hold_; });
-    }
+    cv_.wait(lock, [this] { return !hold_; });
     Snapshot s;
     s.table = table_;
     s.netns = kNs;
+    s.cookie = 1;
     return s;
   }
   [[nodiscard]] int takes() const {
@@ -97,6 +114,7 @@ class FakeNamespaces final : public NamespaceSource {
   mutable std::condition_variable cv_;
   mutable int takes_ = 0;
   bool hold_ = false;
+  std::map<std::uint32_t, std::pair<SocketTable, std::uint64_t>> late_;
 };
 
 class NoOwners final : public OwnerSource {
@@ -180,7 +198,7 @@ struct Rig {
   TempDir dir{"portlens-pipeline"};
   EventLog log{dir.file("events.jsonl")};
   AgentFindings findings{5, 100, &log};
-  EventPipeline pipeline{ring, judge, findings, unpaused()};
+  EventPipeline pipeline{ring, namespaces, judge, findings, unpaused()};
   static PipelineOptions unpaused() {
     PipelineOptions o;
     o.batch_pause = std::chrono::milliseconds(0);
@@ -190,7 +208,7 @@ struct Rig {
 
 TEST(EventPipelineTest, RecordedEventsReachTheTrackerCountersFindingsAndEventLog) {
   Rig rig;
-  ASSERT_EQ(rig.pipeline.bootstrap(rig.namespaces, rig.namespaces.discover()), 1U);
+  ASSERT_EQ(rig.pipeline.bootstrap(rig.namespaces.discover()), 1U);
   EXPECT_EQ(rig.namespaces.takes(), 1);
 
   rig.ring.push(call(PL_EV_BIND, 0xa000, "127.0.0.1:7000", 0, "redis"));
@@ -245,7 +263,7 @@ TEST(EventPipelineTest, RecordedEventsReachTheTrackerCountersFindingsAndEventLog
 
 TEST(EventPipelineTest, ReconcileCountsWhatTheSnapshotShowsAndForgetsGoneNamespaces) {
   Rig rig;
-  rig.pipeline.bootstrap(rig.namespaces, rig.namespaces.discover());
+  rig.pipeline.bootstrap(rig.namespaces.discover());
   SocketTable more = namespace_table();
   more.sockets.push_back(
       connection("127.0.0.1:50000", "127.0.0.1:8080", TcpState::kEstablished, kNs));
@@ -274,7 +292,7 @@ TEST(EventPipelineTest, ReconcileCountsWhatTheSnapshotShowsAndForgetsGoneNamespa
 // scrape, the local API) gets the lock while the walk is still running.
 TEST(EventPipelineTest, ReadersDoNotWaitForTheSnapshotADiagnosisTakes) {
   Rig rig;
-  rig.pipeline.bootstrap(rig.namespaces, rig.namespaces.discover());
+  rig.pipeline.bootstrap(rig.namespaces.discover());
   rig.namespaces.hold(true);
   rig.ring.push(call(PL_EV_BIND, 0xb000, "0.0.0.0:8080", -EADDRINUSE, "nginx2", true));
   std::thread loop([&] { rig.pipeline.step(std::chrono::milliseconds(0)); });
@@ -316,6 +334,63 @@ TEST(SnapshotWalkerTest, HandsOverEachSnapshotThenTheRound) {
   ASSERT_TRUE(round.has_value());
   ASSERT_EQ(round->size(), 1U);
   EXPECT_EQ(round->front().inode, kNs);
+}
+
+// A namespace created after the start is loaded at its first event, before that event's batch
+// is diagnosed: its failure is judged against its own sockets, not "unknown".
+TEST(EventPipelineTest, ANamespaceBornAfterTheStartIsLoadedAtItsFirstEvent) {
+  Rig rig;
+  rig.pipeline.bootstrap(rig.namespaces.discover());
+  constexpr std::uint32_t kLate = 4026532200U;
+  SocketTable late;
+  SocketEntry l = listener("0.0.0.0:6379", kLate);
+  l.reuseaddr = false;
+  l.reuseport = false;
+  l.v6only = false;
+  l.bound_dev_if = 0;
+  l.uid = 0;
+  l.inode = 7000;
+  l.owner = SocketOwner{1300, "redis-server"};
+  late.sockets.push_back(l);
+  late.sockets.push_back(time_wait("127.0.0.1:40001", "10.0.0.5:6379", kLate));
+  late.netns_config[kLate] = NetnsPortConfig{};
+  rig.namespaces.add_late(kLate, late, 77);
+  pl_event failed = call(PL_EV_BIND, 0xf000, "0.0.0.0:6379", -EADDRINUSE, "redis-server");
+  failed.netns = kLate;
+  rig.ring.push(failed);
+  rig.pipeline.step(std::chrono::milliseconds(0));
+  {
+    const std::lock_guard lock(rig.pipeline.mutex());
+    EXPECT_EQ(rig.pipeline.counters().namespaces_loaded, 1U);
+    EXPECT_TRUE(rig.pipeline.configs().contains(kLate));
+    ASSERT_TRUE(rig.pipeline.namespaces().contains(kLate));
+    EXPECT_EQ(rig.pipeline.namespaces().at(kLate).cookie, 77U);
+    EXPECT_EQ(rig.pipeline.tracker().time_wait_count(), 2U);  // its own and kNs's
+  }
+  const auto lines = read_lines(rig.dir.file("events.jsonl"));
+  ASSERT_EQ(lines.size(), 1U);
+  EXPECT_EQ(lines[0]["diagnosis"]["cause"], "port_in_use");
+  ASSERT_FALSE(lines[0]["diagnosis"]["blockers"].empty());
+  EXPECT_EQ(lines[0]["diagnosis"]["blockers"][0]["pid"], 1300);
+}
+
+// An inode that comes back as another namespace (a new cookie) starts from a fresh first look:
+// nothing of the old one carries over, and it is not counted as corrections.
+TEST(EventPipelineTest, ARecycledInodeStartsFromAFreshBootstrap) {
+  Rig rig;
+  rig.pipeline.bootstrap(rig.namespaces.discover());
+  SocketTable fresh;
+  fresh.netns_config[kNs] = NetnsPortConfig{};
+  TakenSnapshot taken{NetnsRef{"/fake/ns", kNs}, {}, monotonic_ns()};
+  taken.snapshot.table = fresh;
+  taken.snapshot.cookie = 2;  // the bootstrap saw cookie 1
+  rig.pipeline.reconcile(taken);
+  const std::lock_guard lock(rig.pipeline.mutex());
+  EXPECT_EQ(rig.pipeline.counters().namespaces_recycled, 1U);
+  EXPECT_EQ(rig.pipeline.tracker().socket_count(), 0U);
+  EXPECT_EQ(rig.pipeline.tracker().time_wait_count(), 0U);
+  EXPECT_TRUE(rig.pipeline.tracker().counters().corrections.empty());
+  EXPECT_EQ(rig.pipeline.namespaces().at(kNs).cookie, 2U);
 }
 
 }  // namespace

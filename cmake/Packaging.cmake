@@ -1,7 +1,8 @@
 # The Debian package: `cmake --build build --target package` (or `cd build && cpack -G DEB`)
 # writes build/portlens_<version>_<arch>.deb. It holds the agent, its systemd unit and
 # /etc/default/portlens, the Grafana dashboards and provisioning examples, the Prometheus alert
-# rules, and the docs. tests/deploy/check_package.sh checks what it contains.
+# rules, the docs, the man page and the bash and zsh completion. tests/deploy/check_package.sh
+# checks what it contains, and that lintian finds nothing to say (no error, no warning).
 #
 # The binary's own rule is in agent/CMakeLists.txt (/usr/sbin/portlens, as the unit expects).
 # The rest is installed from here. Directories are installed with FILES_MATCHING, so a file that
@@ -23,7 +24,8 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/dashboards/
         DESTINATION ${PORTLENS_SHARE}/dashboards
         FILES_MATCHING PATTERN "*.json"
         PATTERN "provisioning" EXCLUDE
-        PATTERN "alerts" EXCLUDE)
+        PATTERN "alerts" EXCLUDE
+        PATTERN "mixin" EXCLUDE)  # the jsonnet sources of the rendered rules and dashboard
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/dashboards/provisioning/
         DESTINATION ${PORTLENS_SHARE}/provisioning
         FILES_MATCHING PATTERN "*.yaml")
@@ -33,12 +35,32 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/dashboards/alerts/
         DESTINATION ${PORTLENS_SHARE}/alerts
         FILES_MATCHING PATTERN "*.rules.yml")
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${PORTLENS_DOC})
+# Debian policy 12.5 and 12.7: the machine-readable copyright, and the changelog (made into
+# changelog.gz, with the man page and the shell completion, by cmake/ManPage.cmake).
+install(FILES ${PROJECT_SOURCE_DIR}/deploy/debian/copyright DESTINATION ${PORTLENS_DOC})
+# No lintian overrides: lintian has no error and no warning to say (check_package.sh runs it).
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/
         DESTINATION ${PORTLENS_DOC}
         FILES_MATCHING PATTERN "runbook.md")
 
-set(PORTLENS_PACKAGE_MAINTAINER "portlens maintainers <portlens@localhost>"
+# Debian policy 5.6.2: the Maintainer is a name and a working address (lintian rejects
+# @localhost). Set your own when you build packages you distribute:
+#   cmake -DPORTLENS_PACKAGE_MAINTAINER="Jane Doe <jane@example.org>" ...
+set(PORTLENS_PACKAGE_MAINTAINER "portlens maintainers <portlens@users.noreply.github.com>"
     CACHE STRING "Maintainer field of the Debian package (name <email>)")
+# Build directories configured before carry the old @localhost default in their cache.
+if(PORTLENS_PACKAGE_MAINTAINER STREQUAL "portlens maintainers <portlens@localhost>")
+  set_property(CACHE PORTLENS_PACKAGE_MAINTAINER
+               PROPERTY VALUE "portlens maintainers <portlens@users.noreply.github.com>")
+endif()
+if(NOT PORTLENS_PACKAGE_MAINTAINER MATCHES "^[^<>]+ <[^<>@ ]+@[^<>@ ]+\\.[^<>@ ]+>$")
+  message(FATAL_ERROR "PORTLENS_PACKAGE_MAINTAINER must read 'Name <user@domain.tld>', not "
+                      "'${PORTLENS_PACKAGE_MAINTAINER}'")
+endif()
+if(PORTLENS_PACKAGE_MAINTAINER MATCHES "@(localhost|localdomain)")
+  message(FATAL_ERROR "PORTLENS_PACKAGE_MAINTAINER needs a real mail domain, not "
+                      "'${PORTLENS_PACKAGE_MAINTAINER}'")
+endif()
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME portlens)
@@ -47,15 +69,16 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_PACKAGE_CONTACT ${PORTLENS_PACKAGE_MAINTAINER})
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER ${PORTLENS_PACKAGE_MAINTAINER})
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "eBPF port and TIME_WAIT observability agent")
-# The long description; CPack puts the summary above it as the first line.
+# The long description; CPack puts the summary above it as the first line. Lines of at most 79
+# characters: with the leading space dpkg adds, lintian wants 80 at most.
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION
-    "portlens watches every bind(), listen() and connect() on the host, and every TCP
-state change, from kernel tracepoints. It explains why a bind() or connect()
-failed (which socket and process is in the way, and how to fix it), counts
-TIME_WAIT sockets by port and destination, and measures how close each
-destination is to running out of ephemeral ports. The agent exports Prometheus
-metrics on port 10130; the package also ships a systemd unit, Grafana dashboards
-and Prometheus alert rules.")
+    "portlens watches every bind(), listen() and connect() on the host, and every
+TCP state change, from kernel tracepoints. It explains why a bind() or
+connect() failed (which socket and process is in the way, and how to fix it),
+counts TIME_WAIT sockets by port and destination, and measures how close each
+destination is to running out of ephemeral ports. The agent exports
+Prometheus metrics on port 10130; the package also ships a systemd unit,
+Grafana dashboards and Prometheus alert rules.")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # portlens_<version>_<arch>.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)

@@ -23,6 +23,10 @@ packages=(
   # deployment checks (tests/deploy): PyYAML for the Kubernetes manifests, systemd-analyze for
   # the unit, dpkg-shlibdeps (dpkg-dev, which needs file) for the .deb's Depends
   python3-yaml systemd dpkg-dev file
+  # the Debian package (cmake/ManPage.cmake, tests/deploy/check_package.sh): help2man makes the
+  # man page from --help; lintian checks the .deb; hardening-check (devscripts, installed
+  # without its recommends like everything here) checks the binary; zsh checks the completion
+  help2man lintian devscripts zsh
   # benchmarks: bpftrace, the counting tracer `portlens_bench cost` compares the agent with
   # (without it, the bench counts with its own BPF programs and says so)
   bpftrace

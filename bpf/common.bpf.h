@@ -45,12 +45,15 @@ PL_COUNTERS_MAP_TYPE counters SEC(".maps");
 const volatile __u32 targ_tgid = 0;
 const volatile __u32 targ_netns = 0;
 const volatile __u64 wakeup_bytes = 0;
+/* The layout of bpf/events.h this object was built with; the agent refuses another. */
+const volatile __u32 pl_abi_version = PL_ABI_VERSION;
 #else
 extern PL_EVENTS_MAP_TYPE events SEC(".maps");
 extern PL_COUNTERS_MAP_TYPE counters SEC(".maps");
 extern const volatile __u32 targ_tgid;
 extern const volatile __u32 targ_netns;
 extern const volatile __u64 wakeup_bytes;
+extern const volatile __u32 pl_abi_version;
 #endif
 
 /* Past wakeup_bytes, the agent is woken once per this many bytes, not for every record. */

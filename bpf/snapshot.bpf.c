@@ -18,6 +18,9 @@
 
 #include "events.h"
 
+/* The layout of bpf/events.h this object was built with; the agent refuses another. */
+const volatile __u32 pl_abi_version = PL_ABI_VERSION;
+
 #define AF_INET 2
 #define AF_INET6 10
 /* include/net/sock.h */

@@ -40,11 +40,12 @@ std::size_t ring_size_for(std::size_t requested_bytes) {
 }
 
 BpfTracer::BpfTracer(const TracerConfig& config) : ring_bytes_(ring_size_for(config.ring_bytes)) {
-  skel_ = portlens_bpf__open();
-  if (skel_ == nullptr) {
+  skel_ = adopt_skeleton(portlens_bpf__open(), &portlens_bpf__destroy);
+  if (!skel_) {
     const int err = errno;
     throw Error("cannot open the BPF object: " + errno_text(err) + load_failure_hint(err));
   }
+  check_abi(skel_->rodata->pl_abi_version, "tracer");
   skel_->rodata->targ_tgid = config.pid_filter;
   skel_->rodata->targ_netns = config.netns_filter;
   // The programs wake poll() only past half the ring (or for a failed call): poll() drains the
@@ -52,74 +53,50 @@ BpfTracer::BpfTracer(const TracerConfig& config) : ring_bytes_(ring_size_for(con
   skel_->rodata->wakeup_bytes = ring_bytes_ / 2;
   int rc = bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(ring_bytes_));
   if (rc == 0) {
-    rc = portlens_bpf__load(skel_);
+    rc = portlens_bpf__load(skel_.get());
   }
   if (rc != 0) {
-    portlens_bpf__destroy(skel_);
-    skel_ = nullptr;
     throw Error("cannot load the BPF programs: " + errno_text(rc) + load_failure_hint(-rc) +
                 "; run with -v for the verifier's log");
   }
 
-  std::vector<std::pair<bpf_program*, bpf_link**>> wanted;
-  if (config.syscalls) {
-    wanted.insert(wanted.end(), {{skel_->progs.sys_enter_bind, &skel_->links.sys_enter_bind},
-                                 {skel_->progs.sys_exit_bind, &skel_->links.sys_exit_bind},
-                                 {skel_->progs.sys_enter_listen, &skel_->links.sys_enter_listen},
-                                 {skel_->progs.sys_exit_listen, &skel_->links.sys_exit_listen},
-                                 {skel_->progs.sys_enter_connect, &skel_->links.sys_enter_connect},
-                                 {skel_->progs.sys_exit_connect, &skel_->links.sys_exit_connect}});
-  }
-  if (config.tcp_states) {
-    wanted.insert(wanted.end(),
-                  {{skel_->progs.inet_sock_set_state, &skel_->links.inet_sock_set_state},
-                   {skel_->progs.tcp_receive_reset, &skel_->links.tcp_receive_reset},
-                   {skel_->progs.tcp_destroy_sock, &skel_->links.tcp_destroy_sock}});
-  }
-  for (auto [prog, link] : wanted) {
-    *link = bpf_program__attach(prog);
-    if (*link == nullptr) {
-      const int err = errno;
-      const std::string name = bpf_program__section_name(prog);
-      portlens_bpf__destroy(skel_);  // detaches what was attached so far
-      skel_ = nullptr;
-      throw Error("cannot attach " + name + ": " + errno_text(err) + load_failure_hint(err));
+  // Every program of the object, by its section: the syscall tracepoints for the calls, the
+  // rest (tp_btf) for the socket's states. Adding a program needs no list here.
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    const std::string section = bpf_program__section_name(prog);
+    const bool syscall = section.starts_with("tracepoint/syscalls/");
+    if (syscall ? !config.syscalls : !config.tcp_states) {
+      continue;
     }
+    LinkPtr link(bpf_program__attach(prog));
+    if (!link) {
+      const int err = errno;
+      throw Error("cannot attach " + section + ": " + errno_text(err) + load_failure_hint(err));
+    }
+    links_.push_back(std::move(link));
   }
 
-  ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), &BpfTracer::on_record, this, nullptr);
-  if (ring_ == nullptr) {
+  ring_ = {ring_buffer__new(bpf_map__fd(skel_->maps.events), &BpfTracer::on_record, this, nullptr),
+           &ring_buffer__free};
+  if (!ring_) {
     const int err = errno;
-    portlens_bpf__destroy(skel_);
-    skel_ = nullptr;
     throw Error("cannot map the BPF ring buffer: " + errno_text(err) + load_failure_hint(err));
   }
 }
 
 BpfTracer::~BpfTracer() {
-  ring_buffer__free(ring_);
-  if (skel_ == nullptr) {
-    return;
-  }
+  ring_.reset();
   // Unregistering a tracepoint waits for an RCU grace period, about 100 ms each on this kernel;
   // detaching the links side by side lets the waits overlap (800 ms -> one grace period).
   std::vector<std::thread> detachers;
-  for (bpf_link** link :
-       {&skel_->links.sys_enter_bind, &skel_->links.sys_exit_bind, &skel_->links.sys_enter_listen,
-        &skel_->links.sys_exit_listen, &skel_->links.sys_enter_connect,
-        &skel_->links.sys_exit_connect, &skel_->links.inet_sock_set_state,
-        &skel_->links.tcp_receive_reset, &skel_->links.tcp_destroy_sock}) {
-    if (*link != nullptr) {
-      detachers.emplace_back([link] {
-        bpf_link__destroy(*link);
-        *link = nullptr;
-      });
-    }
+  detachers.reserve(links_.size());
+  for (LinkPtr& link : links_) {
+    detachers.emplace_back([&link] { link.reset(); });
   }
   for (auto& t : detachers) {
     t.join();
   }
-  portlens_bpf__destroy(skel_);
 }
 
 int BpfTracer::on_record(void* ctx, void* data, std::size_t size) {
@@ -135,11 +112,11 @@ int BpfTracer::poll(std::chrono::milliseconds timeout, const RecordSink& sink) {
   // Most records come without a wakeup (submit_flags() in bpf/common.bpf.h): take what is
   // there, and only when nothing is, wait; a wait that ends without a wakeup (the timeout)
   // still takes what arrived meanwhile, so a record waits at most one timeout.
-  int rc = ring_buffer__consume(ring_);
+  int rc = ring_buffer__consume(ring_.get());
   if (rc == 0 && timeout.count() > 0) {
-    rc = ring_buffer__poll(ring_, static_cast<int>(timeout.count()));
+    rc = ring_buffer__poll(ring_.get(), static_cast<int>(timeout.count()));
     if (rc == 0) {
-      rc = ring_buffer__consume(ring_);
+      rc = ring_buffer__consume(ring_.get());
     }
   }
   sink_ = nullptr;

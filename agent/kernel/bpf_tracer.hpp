@@ -9,8 +9,10 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "agent/kernel/kernel_only.hpp"
+#include "agent/kernel/skeleton.hpp"
 #include "agent/live/sources.hpp"
 
 struct portlens_bpf;
@@ -55,8 +57,9 @@ class BpfTracer {
  private:
   static int on_record(void* ctx, void* data, std::size_t size);
 
-  portlens_bpf* skel_ = nullptr;
-  ring_buffer* ring_ = nullptr;
+  SkeletonPtr<portlens_bpf> skel_{nullptr, nullptr};
+  std::vector<LinkPtr> links_;  // the attached programs; destroyed before the skeleton
+  std::unique_ptr<ring_buffer, void (*)(ring_buffer*)> ring_{nullptr, nullptr};
   const RecordSink* sink_ = nullptr;
   int delivered_ = 0;
   std::size_t ring_bytes_ = 0;

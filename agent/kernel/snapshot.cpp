@@ -303,6 +303,7 @@ void SocketSnapshotter::load() {
     const int err = errno;
     throw Error("cannot open the snapshot BPF object: " + errno_text(err) + load_hint(err));
   }
+  check_abi(skel_->rodata->pl_abi_version, "snapshot");
   const int rc = snapshot_bpf__load(skel_.get());
   if (rc != 0) {
     throw Error("cannot load the snapshot BPF programs: " + errno_text(rc) + load_hint(-rc) +

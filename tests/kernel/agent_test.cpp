@@ -5,16 +5,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
@@ -353,6 +357,83 @@ TEST(AgentHttpTest, ServesIpv6AndIpv4WithHeadNotFoundHealthAndGzip) {
           .output;
   EXPECT_TRUE(metric(gz, "portlens_build_info").has_value()) << gz.substr(0, 300);
   EXPECT_NE(gz.find("# TYPE portlens_events_total counter"), std::string::npos);
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+// A diagnosis that needs a fresh snapshot of a big namespace walks it without the agent's lock:
+// scrapes made while the walk runs answer without waiting for it. Both latencies are printed.
+TEST_F(AgentTest, ScrapesDoNotWaitForTheSnapshotADiagnosisTakes) {
+  make_time_waits(ns(), 7700, 20000);  // a namespace the snapshot needs tens of ms to walk
+  PORTLENS_START_AGENT(agent);
+  const auto log = agent.dir() / "events.log";
+  const auto lines_in_log = [&] {
+    std::ifstream in(log);
+    std::size_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++n;
+    }
+    return n;
+  };
+  using Clock = std::chrono::steady_clock;
+  std::atomic<bool> done{false};
+  std::mutex mu;
+  std::vector<std::pair<Clock::time_point, Clock::time_point>> scrapes;
+  std::thread scraper([&] {
+    for (int i = 0; i < 2000 && !done; ++i) {
+      const auto start = Clock::now();
+      const std::string text = http_get(agent.port(), "/metrics");
+      const auto end = Clock::now();
+      if (!text.empty()) {
+        const std::lock_guard lock(mu);
+        scrapes.emplace_back(start, end);
+      }
+    }
+  });
+  std::vector<double> diagnosis_ms;
+  int overlapped = 0;
+  for (int i = 0; i < 10; ++i) {
+    const auto failed_at = Clock::now();
+    ASSERT_EQ(ns().run([] {
+      TestSocket a(AF_INET, SOCK_STREAM);
+      TestSocket b(AF_INET, SOCK_STREAM);
+      if (a.bind("127.0.0.1", 7701) != 0 || a.listen() != 0) {
+        return -1;
+      }
+      return b.bind("127.0.0.1", 7701);
+    }),
+              EADDRINUSE);
+    const auto want = static_cast<std::size_t>(i + 1);
+    // Polled every millisecond, so that the moment it is logged is known to about 1 ms.
+    bool logged = false;
+    for (int tick = 0; tick < 20000 && !logged; ++tick) {
+      logged = lines_in_log() >= want;
+      if (!logged) {
+        std::this_thread::sleep_for(1ms);
+      }
+    }
+    ASSERT_TRUE(logged) << "failure " << want << " never reached the event log";
+    const auto logged_at = Clock::now();
+    diagnosis_ms.push_back(
+        std::chrono::duration<double, std::milli>(logged_at - failed_at).count());
+    const std::lock_guard lock(mu);
+    for (const auto& [start, end] : scrapes) {
+      overlapped += start > failed_at && end < logged_at ? 1 : 0;
+    }
+  }
+  done = true;
+  scraper.join();
+  double max_scrape_ms = 0;
+  for (const auto& [start, end] : scrapes) {
+    max_scrape_ms =
+        std::max(max_scrape_ms, std::chrono::duration<double, std::milli>(end - start).count());
+  }
+  std::sort(diagnosis_ms.begin(), diagnosis_ms.end());
+  std::printf(
+      "diagnosis (failed bind to its event log line), median %.1f ms; %zu scrapes, max "
+      "%.1f ms; %d scrapes began and ended while a diagnosis was under way\n",
+      diagnosis_ms[diagnosis_ms.size() / 2], scrapes.size(), max_scrape_ms, overlapped);
+  EXPECT_GT(overlapped, 0) << "every scrape waited for the diagnoses";
+  EXPECT_LT(max_scrape_ms, 1000.0);
   EXPECT_EQ(agent.stop(), 0);
 }
 

@@ -400,9 +400,9 @@ void SocketTracker::apply(const Event& event) {
         e->local = *event.local;
       }
       e->remote = event.requested;  // AF_UNSPEC (disconnect) leaves none
-      if (event.enter_port != 0) {
-        e->explicit_port = true;
-      }
+      // The port held at entry says whether bind() gave it: set, not only raised, so that a
+      // kernel address reused by a new socket does not inherit an old socket's bind.
+      e->explicit_port = event.enter_port != 0;
       if (e->proto != Proto::kUdp && e->proto != Proto::kUdpLite) {
         // State events usually arrived first; without them, infer from the result.
         if (!e->state || *e->state == TcpState::kClose) {

@@ -365,6 +365,12 @@ int severity(Cause cause) {
 // ---------------------------------------------------------------------------------------------
 // Port conflicts (bind() with a port, listen()).
 
+// A TCP socket that is only bound: neither listening nor connected.
+bool is_bound_only(const SocketEntry& e) {
+  return table_of(e.proto) == PortTable::kTcp && !e.remote &&
+         (e.state == TcpState::kClose || e.state == TcpState::kBoundInactive);
+}
+
 // docs/architecture.md: TIME_WAIT first, then different-address overlap, then LISTEN, then others.
 // A SO_REUSEPORT pair split only by uid is named as such before LISTEN: that is its fix.
 Cause classify(const Subject& s, const SocketEntry& e) {
@@ -425,6 +431,11 @@ std::string why_blocks(const Subject& s, const SocketEntry& e, Cause cause) {
     case Cause::kPortInUse:
       return state_text(e) + " on the same address";
     case Cause::kMissingReuseaddr:
+      // Also a different, overlapping address when neither side listens (classify).
+      if (!same_address(s.local.addr, e.local.addr)) {
+        return state_text(e) + " on " + address_text(e.local.addr, e.v6only) + ", overlaps " +
+               address_text(s.local.addr, s.options.v6only) + ", " + reuseaddr_gap(s, e);
+      }
       return state_text(e) + " on the same address, " + reuseaddr_gap(s, e);
     default:
       return {};
@@ -596,8 +607,8 @@ std::string conflict_hint(const Subject& s, const std::vector<Blocker>& blockers
                "(same uid), or stop " +
                owner_text(e);
       }
-      return "both sockets need SO_REUSEADDR and neither may listen (or SO_REUSEPORT on both, "
-             "same uid)";
+      return "set SO_REUSEADDR on both sockets: overlapping addresses then share the port while "
+             "at most one of them listens (or SO_REUSEPORT on both, same uid)";
     }
     case Cause::kMissingReuseaddr: {
       const bool others_have_it =
@@ -607,17 +618,20 @@ std::string conflict_hint(const Subject& s, const std::vector<Blocker>& blockers
       if (!s.options.reuseaddr && others_have_it) {
         return "set SO_REUSEADDR before bind()";
       }
-      return std::string("both sockets need SO_REUSEADDR and neither may listen: set it on ") +
-             (s.options.reuseaddr ? "" : "this socket and on ") + owner_text(e);
+      // R1 needs it on both; a bound socket sharing this way may not listen once this one does.
+      return std::string("set SO_REUSEADDR on ") +
+             (s.options.reuseaddr ? "" : "this socket and on ") + "the socket of " + owner_text(e) +
+             (is_bound_only(e) ? " (of sockets sharing a port this way, only one can listen)" : "");
     }
     case Cause::kTimeWait:
-      if (!s.options.reuseaddr) {
-        return "set SO_REUSEADDR before bind() (or " + wait_text(blockers) + ")";
-      }
+      // A TIME_WAIT keeps its socket's sk_reuse (tcp_time_wait), which R1 reads.
       if (e.reuseaddr == false) {
-        return "these TIME_WAIT sockets kept no SO_REUSEADDR from their socket: set it in every "
-               "instance of the server, or " +
+        return "these TIME_WAIT sockets kept no SO_REUSEADDR from their socket, so SO_REUSEADDR "
+               "here does not pass them: " +
                wait_text(blockers);
+      }
+      if (!s.options.reuseaddr && e.reuseaddr == true) {
+        return "set SO_REUSEADDR before bind() (or " + wait_text(blockers) + ")";
       }
       return wait_text(blockers) + " (their SO_REUSEADDR is unknown)";
     default:
@@ -1322,6 +1336,701 @@ std::string reuseaddr_cohabitants_note(const Subject& s, const SocketTable& tabl
                            "): only the first of them to listen() will succeed";
 }
 
+Diagnosis diagnose_unfixed(const Call& call, const SocketTable& table) {
+  switch (call.syscall) {
+    case Syscall::kBind:
+      return diagnose_bind(call, table);
+    case Syscall::kListen:
+      if (-call.result != EADDRINUSE) {
+        return unknown_diagnosis("portlens has no rule for this listen() error");
+      }
+      // inet_csk_listen_start(): an unbound socket picks its port here.
+      return call.local.port == 0 ? autobind_diagnosis(call, table)
+                                  : conflict_diagnosis(call, table, true);
+    case Syscall::kConnect:
+      return diagnose_connect(call, table);
+  }
+  return unknown_diagnosis("portlens has no rule for this call");
+}
+
+// predict() without fixes. check_address false skips the address and privilege checks: what a fix
+// that keeps the address needs, since the kernel judged them before the port (__inet_bind).
+Prediction predict_core(const Call& bind_call, bool then_listen, const SocketTable& table,
+                        bool check_address) {
+  Call call = bind_call;
+  call.syscall = Syscall::kBind;
+  call.result = 0;
+  const NetnsPortConfig& config = table.config_for(call.netns);
+  if (table_of(call.proto) == PortTable::kSctp) {
+    Prediction p;
+    p.outcome = Outcome::kUndetermined;
+    p.diagnosis = unknown_diagnosis("portlens does not model SCTP's port rules");
+    return p;
+  }
+
+  // __inet_bind checks the address before the privilege; __inet6_bind the other way round.
+  const bool privileged = check_address && needs_privilege(call, config) &&
+                          !call.cap_net_bind_service.value_or(call.uid == 0);
+  const Tristate local = !check_address || nonlocal_bind_allowed(call, config)
+                             ? Tristate::kYes
+                             : address_is_local(call.local.addr, config);
+  if (call.family == Family::kIpv6 && privileged) {
+    return fails(Syscall::kBind, EACCES, privileged_port_diagnosis(call, config));
+  }
+  if (local == Tristate::kNo) {
+    return fails(Syscall::kBind, EADDRNOTAVAIL, address_not_local_diagnosis(call, config));
+  }
+  if (privileged) {
+    return fails(Syscall::kBind, EACCES, privileged_port_diagnosis(call, config));
+  }
+
+  std::string fast_path_note;
+  const bool autobind_at_bind = call.local.port == 0 && !call.options.bind_address_no_port;
+  const bool autobind_at_listen =
+      then_listen && call.local.port == 0 && call.options.bind_address_no_port;
+  const auto exhaustion = [&](Syscall step) -> std::optional<Prediction> {
+    Call at = call;
+    at.syscall = step;
+    Diagnosis d = autobind_diagnosis(at, table);
+    if (d.cause != Cause::kEphemeralExhausted) {
+      return std::nullopt;
+    }
+    if (d.ephemeral->undecided > 0) {
+      Prediction p = fails(step, EADDRINUSE, std::move(d));
+      p.outcome = Outcome::kUndetermined;
+      p.expected_result = 0;
+      return p;
+    }
+    return fails(step, EADDRINUSE, std::move(d));
+  };
+
+  if (autobind_at_bind) {
+    if (auto p = exhaustion(Syscall::kBind)) {
+      return *p;
+    }
+  } else if (call.local.port != 0) {
+    const Subject s = subject_of(call, false);
+    const Judgement fast = s.table == PortTable::kTcp ? tcp_bind_fast_path(s, table) : known(false);
+    Diagnosis d = conflict_diagnosis(call, table, false);
+    if (!d.blockers.empty()) {
+      if (fast.value == Tristate::kYes) {
+        fast_path_note =
+            "bind() skips the conflict check: the port's bind bucket lets this socket "
+            "in (inet_csk_get_port fast path), although " +
+            owner_text(d.blockers.front().socket) + " overlaps it";
+      } else {
+        if (fast.value == Tristate::kUnknown) {
+          mark_unknown(d.blockers, kBucketUnknown);
+          rank(d.blockers);
+        }
+        return fails(Syscall::kBind, EADDRINUSE, std::move(d));
+      }
+    }
+  }
+  if (autobind_at_listen) {
+    if (auto p = exhaustion(Syscall::kListen)) {
+      return *p;
+    }
+  } else if (then_listen && call.local.port != 0) {
+    // inet_csk_listen_start() runs get_port() again with the socket now in LISTEN.
+    const Subject s = subject_of(call, true);
+    if (s.table != PortTable::kTcp || !tcp_listen_fast_path(s, table)) {
+      Diagnosis d = conflict_diagnosis(call, table, true);
+      if (!d.blockers.empty()) {
+        return fails(Syscall::kListen, EADDRINUSE, std::move(d));
+      }
+    }
+  }
+
+  Prediction p;
+  if (local == Tristate::kUnknown) {
+    p.outcome = Outcome::kUndetermined;
+    p.failing_syscall = Syscall::kBind;
+    p.diagnosis = unknown_diagnosis(
+        "portlens does not know the addresses of this network "
+        "namespace, so cannot tell whether " +
+        call.local.addr.to_string() + " is local");
+    return p;
+  }
+  if (call.local.port != 0) {
+    p.note = reuseaddr_cohabitants_note(subject_of(call, then_listen), table, then_listen);
+  }
+  if (!fast_path_note.empty()) {
+    p.note = p.note.empty() ? fast_path_note : fast_path_note + "; " + p.note;
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixes (docs/architecture.md, "Fixes"). Each candidate is applied to a copy of the call and the
+// table, and kept only when predict_core() then says the call succeeds: every fix listed is
+// sufficient on its own, by the same rules that explain the failure.
+
+// The same socket in two copies of a table: by inode, else kernel identity, else its endpoints
+// and state (TIME_WAIT minisockets have neither).
+bool same_socket(const SocketEntry& a, const SocketEntry& b) {
+  if (a.inode != 0 || b.inode != 0) {
+    return a.inode == b.inode;
+  }
+  if (a.sock_id != 0 && b.sock_id != 0) {
+    return a.sock_id == b.sock_id;
+  }
+  return a.proto == b.proto && a.netns == b.netns && a.local == b.local && a.remote == b.remote &&
+         a.state == b.state;
+}
+
+// Only the sockets of the call's port: all predict_core() looks at for an explicit port.
+SocketTable port_view(const SocketTable& table, const Call& call) {
+  SocketTable view;
+  view.netns_config = table.netns_config;
+  view.default_config = table.default_config;
+  for (const SocketEntry& e : table.sockets) {
+    if (e.netns == call.netns && e.local.port == call.local.port) {
+      view.sockets.push_back(e);
+    }
+  }
+  return view;
+}
+
+// After owners of the port change or go, the bind bucket no longer is what the snapshot read:
+// inet_csk_update_fastreuse() rewrites it in the order sockets come. An unknown bucket makes
+// predict_core() answer only what holds whatever the bucket. Likewise a UDP socket made again
+// joins its chain at the head (at the tail for IPv6 with SO_REUSEPORT, udp_lib_get_port).
+void forget_order(SocketTable& table, bool udp_chain) {
+  for (SocketEntry& e : table.sockets) {
+    e.bind_bucket = std::nullopt;
+    if (udp_chain) {
+      e.udp_chain_position = std::nullopt;
+    }
+  }
+}
+
+bool succeeds(const Call& call, bool then_listen, const SocketTable& table, bool check_address) {
+  return predict_core(call, then_listen, table, check_address).outcome == Outcome::kSucceeds;
+}
+
+Fix set_option_fix(std::string option, Fix::On on, std::vector<std::uint32_t> pids,
+                   std::string text) {
+  Fix f;
+  f.kind = Fix::Kind::kSetOption;
+  f.option = std::move(option);
+  f.on = on;
+  f.pids = std::move(pids);
+  f.text = std::move(text);
+  return f;
+}
+
+Fix sysctl_fix(std::string name, std::string value, std::string text) {
+  Fix f;
+  f.kind = Fix::Kind::kSysctl;
+  f.name = std::move(name);
+  f.value = std::move(value);
+  f.text = std::move(text);
+  return f;
+}
+
+// Tenths of a second, rounded up: "41.3 s".
+std::string tenths_text(std::chrono::milliseconds ms) {
+  const auto tenths = (ms.count() + 99) / 100;
+  return std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " s";
+}
+
+Fix wait_fix(std::chrono::milliseconds ms, std::string text) {
+  Fix f;
+  f.kind = Fix::Kind::kWait;
+  const std::int64_t tenths = (ms.count() + 99) / 100;  // rounded up to 0.1 s
+  f.seconds = static_cast<double>(tenths) / 10.0;
+  f.text = std::move(text);
+  return f;
+}
+
+// "PID 812 (nginx)'s socket", "PID 812 (nginx)'s sockets and socket inode 4711's (process
+// unknown)": the targets of a blocker-side fix, one mention per owner.
+std::string sockets_text(const std::vector<const SocketEntry*>& targets) {
+  std::vector<std::string> owners;
+  std::vector<int> counts;
+  for (const SocketEntry* e : targets) {
+    std::string who;
+    if (e->owner) {
+      who = "PID " + std::to_string(e->owner->pid) + " (" + e->owner->comm + ")";
+    } else if (e->inode != 0) {
+      who = "socket inode " + std::to_string(e->inode);
+    } else {
+      who = "the " + state_text(*e) + " socket on " + e->local.to_string();
+    }
+    const auto it = std::find(owners.begin(), owners.end(), who);
+    if (it == owners.end()) {
+      owners.push_back(who);
+      counts.push_back(1);
+    } else {
+      ++counts[static_cast<std::size_t>(it - owners.begin())];
+    }
+  }
+  std::string out;
+  for (std::size_t i = 0; i < owners.size(); ++i) {
+    out += i == 0 ? "" : " and ";
+    const bool named = owners[i].rfind("PID ", 0) == 0;
+    if (named) {
+      out += owners[i] + (counts[i] > 1 ? "'s sockets" : "'s socket");
+    } else if (owners[i].rfind("socket inode ", 0) == 0) {
+      out += owners[i] + " (process unknown)";
+    } else {
+      out += owners[i];
+    }
+  }
+  return out;
+}
+
+std::vector<std::uint32_t> pids_of(const std::vector<const SocketEntry*>& targets) {
+  std::vector<std::uint32_t> pids;
+  for (const SocketEntry* e : targets) {
+    if (e->owner && std::find(pids.begin(), pids.end(), e->owner->pid) == pids.end()) {
+      pids.push_back(e->owner->pid);
+    }
+  }
+  return pids;
+}
+
+// What SO_REUSEADDR on both still does not allow (docs/kernel-rules.md section 2): R1 never
+// clears a LISTEN owner, so of sockets sharing an address this way only one may listen.
+std::string listen_caveat(const std::vector<const SocketEntry*>& changed, bool then_listen) {
+  const bool bound = std::any_of(changed.begin(), changed.end(),
+                                 [](const SocketEntry* e) { return is_bound_only(*e); });
+  if (!bound) {
+    return {};
+  }
+  return then_listen ? "; once this socket listens, the bound one can no longer listen()"
+                     : "; then only the first of them to call listen() can listen";
+}
+
+bool is_dual_stack_v6(const SocketEntry& e) {
+  const IpAddress& a = e.local.addr;
+  if (!a.is_v6() || a.is_v4_mapped() || e.v6only != false) {
+    return false;
+  }
+  return a.is_any() || e.v4_rcv_saddr.has_value();  // [::], or connected over IPv6 (1.3)
+}
+
+IpAddress mapped(const IpAddress& v4) {
+  std::array<std::uint8_t, 16> b{};
+  b[10] = 0xff;
+  b[11] = 0xff;
+  std::copy_n(v4.bytes().begin(), 4, b.begin() + 12);
+  return IpAddress::v6(b);
+}
+
+// Addresses of this namespace the socket could bind instead, in the socket's family: each
+// configured address, and for a loopback prefix its first hosts (fib_add_ifaddr makes the whole
+// prefix local: 127.0.0.2, 127.0.0.3). Link-local IPv6 needs a scope id, so none of those.
+std::vector<IpAddress> other_addresses(const Call& call, const NetnsPortConfig& config) {
+  std::vector<IpAddress> out;
+  if (!config.local_addresses) {
+    return out;
+  }
+  const auto add = [&](const IpAddress& a) {
+    IpAddress bound = a;
+    if (a.is_v4() && call.family == Family::kIpv6) {
+      if (call.options.v6only) {
+        return;  // an IPV6_V6ONLY socket cannot bind a v4-mapped address
+      }
+      bound = mapped(a);
+    }
+    if (a.is_v6() && call.family == Family::kIpv4) {
+      return;
+    }
+    if (same_address(bound, call.local.addr) ||
+        std::find(out.begin(), out.end(), bound) != out.end()) {
+      return;
+    }
+    out.push_back(bound);
+  };
+  constexpr std::uint32_t kLoopbackHosts = 3;
+  for (const LocalAddress& l : *config.local_addresses) {
+    const IpAddress a = l.address.unmapped();
+    if (a.is_v6() && a.bytes()[0] == 0xfe && (a.bytes()[1] & 0xc0U) == 0x80U) {
+      continue;
+    }
+    add(a);
+    if (a.is_v4() && l.on_loopback_device && l.prefix_len <= 30) {
+      const auto& b = a.bytes();
+      const std::uint32_t host = (std::uint32_t{b[0]} << 24U) | (std::uint32_t{b[1]} << 16U) |
+                                 (std::uint32_t{b[2]} << 8U) | b[3];
+      const std::uint32_t mask = l.prefix_len == 0 ? 0 : ~std::uint32_t{0} << (32U - l.prefix_len);
+      for (std::uint32_t n = 1; n <= kLoopbackHosts; ++n) {
+        const std::uint32_t h = (host & mask) + n;
+        add(IpAddress::v4(std::array<std::uint8_t, 4>{
+            static_cast<std::uint8_t>(h >> 24U), static_cast<std::uint8_t>(h >> 16U),
+            static_cast<std::uint8_t>(h >> 8U), static_cast<std::uint8_t>(h)}));
+      }
+    }
+  }
+  return out;
+}
+
+// What closing a process's sockets leaves (tcp_close): a connection that this side closes
+// first goes through FIN_WAIT1 to TIME_WAIT (tcp_time_wait), keeping its flags; LISTEN, bound,
+// SYN_SENT, CLOSE_WAIT and LAST_ACK sockets leave nothing on the port.
+std::optional<SocketEntry> left_after_close(SocketEntry e) {
+  if (table_of(e.proto) != PortTable::kTcp || !e.state) {
+    return std::nullopt;
+  }
+  switch (*e.state) {
+    case TcpState::kEstablished:
+    case TcpState::kFinWait1:
+    case TcpState::kFinWait2:
+    case TcpState::kClosing:
+      e.state = TcpState::kTimeWait;
+      e.time_wait_substate = TcpState::kTimeWait;
+      e.time_wait_remaining = kTimeWaitLength;
+      e.uid = std::nullopt;
+      e.owner = std::nullopt;
+      e.inode = 0;
+      e.sock_id = 0;
+      return e;
+    default:
+      return std::nullopt;
+  }
+}
+
+std::vector<Fix> conflict_fixes(const Call& call, bool then_listen, const SocketTable& full,
+                                const std::vector<Blocker>& blockers) {
+  std::vector<Fix> fixes;
+  const SocketTable table = port_view(full, call);
+  const bool udp = is_udp_like(table_of(call.proto));
+  std::vector<const SocketEntry*> targets;  // the blockers a blocker-side change applies to
+  std::vector<const Blocker*> time_waits;
+  for (const Blocker& b : blockers) {
+    if (b.socket.state == TcpState::kTimeWait && !udp) {
+      time_waits.push_back(&b);
+    } else {
+      targets.push_back(&b.socket);
+    }
+  }
+  const bool only_time_waits = targets.empty();
+
+  // 1. An option on the new socket only.
+  const auto try_new = [&](const std::string& option, bool SocketOptions::*flag, std::string text) {
+    Call c = call;
+    if (c.options.*flag) {
+      return;
+    }
+    c.options.*flag = true;
+    if (succeeds(c, then_listen, table, false)) {
+      fixes.push_back(set_option_fix(option, Fix::On::kNew, {}, std::move(text)));
+    }
+  };
+  try_new("SO_REUSEADDR", &SocketOptions::reuseaddr,
+          "set SO_REUSEADDR before bind()" +
+              std::string(only_time_waits ? " (these TIME_WAIT sockets kept it)"
+                                          : listen_caveat(targets, then_listen)));
+  if (call.family == Family::kIpv6 && call.local.addr.is_v6() && call.local.addr.is_any()) {
+    try_new("IPV6_V6ONLY", &SocketOptions::v6only,
+            "set IPV6_V6ONLY on this socket so that [::] stops covering IPv4");
+  }
+  try_new("SO_REUSEPORT", &SocketOptions::reuseport,
+          only_time_waits
+              ? "set SO_REUSEPORT before bind() (these TIME_WAIT sockets kept it, and their uid "
+                "does not matter)"
+              : "set SO_REUSEPORT before bind(), to share the port with " + sockets_text(targets));
+
+  // 2. Wait: the TIME_WAITs expire (nothing ends them earlier but an RST or a takeover).
+  if (!time_waits.empty()) {
+    SocketTable t = table;
+    std::chrono::milliseconds longest{0};
+    bool all_known = true;
+    for (const Blocker* b : time_waits) {
+      std::erase_if(t.sockets, [&](const SocketEntry& e) { return same_socket(e, b->socket); });
+      all_known = all_known && b->socket.time_wait_remaining.has_value();
+      longest = std::max(longest, b->socket.time_wait_remaining.value_or(kTimeWaitLength));
+    }
+    forget_order(t, false);
+    if (succeeds(call, then_listen, t, false)) {
+      fixes.push_back(wait_fix(longest, all_known ? "wait " + tenths_text(longest) +
+                                                        " for the TIME_WAIT sockets to expire"
+                                                  : "wait up to 60 s for the TIME_WAIT sockets "
+                                                    "to expire"));
+    }
+  }
+
+  // 3. An option on the blockers too (never on a TIME_WAIT: it keeps the flags it has).
+  if (!targets.empty()) {
+    const auto try_blockers = [&](const std::string& option, const auto& eligible,
+                                  const auto& apply, bool also_new, const auto& text) {
+      std::vector<const SocketEntry*> changed;
+      for (const SocketEntry* e : targets) {
+        if (eligible(*e)) {
+          changed.push_back(e);
+        }
+      }
+      if (changed.empty()) {
+        return;  // nothing to change on them: the new socket's own fix, tried above
+      }
+      SocketTable t = table;
+      for (SocketEntry& e : t.sockets) {
+        for (const SocketEntry* c : changed) {
+          if (same_socket(e, *c)) {
+            apply(e);
+          }
+        }
+      }
+      // Recreated with the option, a blocker joins the chain afresh (udp_lib_get_port): its
+      // place is no longer the snapshot's.
+      forget_order(t, udp);
+      Call c = call;
+      if (also_new) {
+        (option == "SO_REUSEADDR" ? c.options.reuseaddr : c.options.reuseport) = true;
+      }
+      if (succeeds(c, then_listen, t, false)) {
+        fixes.push_back(set_option_fix(option, also_new ? Fix::On::kBoth : Fix::On::kBlocker,
+                                       pids_of(changed), text(changed)));
+      }
+    };
+    try_blockers(
+        "IPV6_V6ONLY", [](const SocketEntry& e) { return is_dual_stack_v6(e); },
+        [](SocketEntry& e) { e.v6only = true; }, false,
+        [](const std::vector<const SocketEntry*>& changed) {
+          return "set IPV6_V6ONLY on " + sockets_text(changed) +
+                 ", so that its [::] stops "
+                 "covering IPv4";
+        });
+    try_blockers(
+        "SO_REUSEADDR", [](const SocketEntry& e) { return e.reuseaddr != true; },
+        [](SocketEntry& e) { e.reuseaddr = true; }, !call.options.reuseaddr,
+        [&](const std::vector<const SocketEntry*>& changed) {
+          return (call.options.reuseaddr
+                      ? "set SO_REUSEADDR on " + sockets_text(changed) + " too (this socket has it)"
+                      : "set SO_REUSEADDR on this socket and on " + sockets_text(changed)) +
+                 listen_caveat(targets, then_listen);
+        });
+    try_blockers(
+        "SO_REUSEPORT", [](const SocketEntry& e) { return e.reuseport != true; },
+        [](SocketEntry& e) { e.reuseport = true; }, !call.options.reuseport,
+        [&](const std::vector<const SocketEntry*>& changed) {
+          return call.options.reuseport ? "set SO_REUSEPORT on " + sockets_text(changed) +
+                                              " too (this socket has it; same uid)"
+                                        : "set SO_REUSEPORT on this socket and on " +
+                                              sockets_text(changed) + " (same uid)";
+        });
+  }
+
+  // 4. Another address: the first of this namespace's that the port is free on: it
+  // moves this service, so it comes after changes that keep every address.
+  for (const IpAddress& a : other_addresses(call, table.config_for(call.netns))) {
+    Call c = call;
+    c.local.addr = a;
+    if (succeeds(c, then_listen, table, true)) {
+      Fix f;
+      f.kind = Fix::Kind::kBindAddress;
+      f.addr = a;
+      f.text = "bind " + address_text(a, std::nullopt) + " instead of " +
+               address_text(call.local.addr, call.options.v6only) + ", where port " +
+               std::to_string(call.local.port) + " is free for this socket";
+      fixes.push_back(std::move(f));
+      break;
+    }
+  }
+
+  // 5. Stop the processes that hold the blockers (only when every one is known).
+  const std::vector<std::uint32_t> pids = pids_of(targets);
+  const bool all_owned = std::all_of(targets.begin(), targets.end(),
+                                     [](const SocketEntry* e) { return e->owner.has_value(); });
+  if (!targets.empty() && all_owned) {
+    SocketTable t = table;
+    std::vector<SocketEntry> kept;
+    for (const SocketEntry& e : t.sockets) {
+      const bool stopped = e.state != TcpState::kTimeWait && e.owner &&
+                           std::find(pids.begin(), pids.end(), e.owner->pid) != pids.end();
+      if (!stopped) {
+        kept.push_back(e);
+      } else if (auto left = left_after_close(e)) {
+        kept.push_back(std::move(*left));
+      }
+    }
+    t.sockets = std::move(kept);
+    forget_order(t, false);  // removing sockets leaves the others' chain order as it was
+    if (succeeds(call, then_listen, t, false)) {
+      std::vector<std::string> names;
+      for (const SocketEntry* e : targets) {
+        const std::string n = owner_text(*e);
+        if (std::find(names.begin(), names.end(), n) == names.end()) {
+          names.push_back(n);
+        }
+      }
+      std::string text = "stop ";
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        text += (i == 0 ? "" : " and ") + names[i];
+      }
+      Fix f;
+      f.kind = Fix::Kind::kStop;
+      f.pids = pids;
+      f.text = std::move(text);
+      fixes.push_back(std::move(f));
+    }
+  }
+  return fixes;
+}
+
+// A wider net.ipv4.ip_local_port_range: the range's size again on each side, within
+// 1024-65535. nullopt when it cannot grow.
+std::optional<std::pair<std::uint16_t, std::uint16_t>> widened_range(const NetnsPortConfig& c) {
+  const std::uint32_t size =
+      c.port_range_hi >= c.port_range_lo ? std::uint32_t{c.port_range_hi} - c.port_range_lo + 1 : 0;
+  const std::uint32_t lo = c.port_range_lo > 1024 + size ? c.port_range_lo - size : 1024;
+  const std::uint32_t hi = std::min<std::uint32_t>(65535, std::uint32_t{c.port_range_hi} + size);
+  if (lo >= c.port_range_lo && hi <= c.port_range_hi) {
+    return std::nullopt;
+  }
+  return std::pair{static_cast<std::uint16_t>(std::min<std::uint32_t>(lo, c.port_range_lo)),
+                   static_cast<std::uint16_t>(hi)};
+}
+
+SocketTable with_config(const SocketTable& table, std::uint64_t netns, NetnsPortConfig config) {
+  SocketTable t = table;
+  t.netns_config[netns] = std::move(config);
+  return t;
+}
+
+// Exhaustion: the levers that give this one call a port, each recounted with it applied.
+std::vector<Fix> exhaustion_fixes(const Call& call, bool then_listen, const SocketTable& table,
+                                  const EphemeralAccount& account) {
+  std::vector<Fix> fixes;
+  const NetnsPortConfig& config = table.config_for(call.netns);
+  const auto available = [&](const SocketTable& t) {
+    return account.destination ? account_destination(t, *account.destination).available
+                               : account_autobind(call, t).available;
+  };
+  if (!account.destination && call.syscall == Syscall::kBind && !then_listen &&
+      table_of(call.proto) == PortTable::kTcp && !call.options.bind_address_no_port) {
+    // inet_csk_get_port() is not called for bind(addr, 0) with IP_BIND_ADDRESS_NO_PORT.
+    fixes.push_back(set_option_fix("IP_BIND_ADDRESS_NO_PORT", Fix::On::kNew, {},
+                                   "set IP_BIND_ADDRESS_NO_PORT before bind(), if this socket "
+                                   "binds only to connect()"));
+  }
+  if (account.destination && config.tcp_tw_reuse != 1 && account.time_wait > 0) {
+    NetnsPortConfig c = config;
+    c.tcp_tw_reuse = 1;
+    if (available(with_config(table, call.netns, c)) > 0) {
+      fixes.push_back(sysctl_fix("net.ipv4.tcp_tw_reuse", "1", "set net.ipv4.tcp_tw_reuse=1"));
+    }
+  }
+  if (const auto range = widened_range(config)) {
+    NetnsPortConfig c = config;
+    c.port_range_lo = range->first;
+    c.port_range_hi = range->second;
+    if (available(with_config(table, call.netns, c)) > 0) {
+      const std::string value = std::to_string(range->first) + " " + std::to_string(range->second);
+      fixes.push_back(sysctl_fix("net.ipv4.ip_local_port_range", value,
+                                 "set net.ipv4.ip_local_port_range=\"" + value +
+                                     "\" (it must not cover ports that services listen on)"));
+    }
+  }
+  return fixes;
+}
+
+// address_not_local and privileged_port: each lever replayed through predict_core().
+std::vector<Fix> address_fixes(const Call& call, bool then_listen, const SocketTable& table,
+                               Cause cause) {
+  std::vector<Fix> fixes;
+  const NetnsPortConfig& config = table.config_for(call.netns);
+  const SocketTable view = port_view(table, call);
+  if (cause == Cause::kAddressNotLocal) {
+    Call c = call;
+    c.options.freebind = true;  // inet_can_nonlocal_bind()
+    if (succeeds(c, then_listen, view, true)) {
+      fixes.push_back(set_option_fix("IP_FREEBIND", Fix::On::kNew, {},
+                                     "set IP_FREEBIND before bind(), to bind " +
+                                         call.local.addr.to_string() + " before it is configured"));
+    }
+    NetnsPortConfig nc = config;
+    const bool ipv4_rule = call.local.addr.unmapped().is_v4();
+    (ipv4_rule ? nc.ip_nonlocal_bind : nc.ip6_nonlocal_bind) = true;
+    if (succeeds(call, then_listen, with_config(view, call.netns, nc), true)) {
+      const std::string name =
+          ipv4_rule ? "net.ipv4.ip_nonlocal_bind" : "net.ipv6.ip_nonlocal_bind";
+      fixes.push_back(sysctl_fix(name, "1", "set " + name + "=1"));
+    }
+  } else if (cause == Cause::kPrivilegedPort) {
+    NetnsPortConfig nc = config;
+    nc.ip_unprivileged_port_start = call.local.port;
+    if (succeeds(call, then_listen, with_config(view, call.netns, nc), true)) {
+      const std::string value = std::to_string(call.local.port);
+      fixes.push_back(sysctl_fix("net.ipv4.ip_unprivileged_port_start", value,
+                                 "set net.ipv4.ip_unprivileged_port_start=" + value));
+    }
+  }
+  return fixes;
+}
+
+// four_tuple_in_use: when only TIME_WAITs hold the 4-tuple, they expire.
+std::vector<Fix> four_tuple_fixes(const std::vector<Blocker>& blockers) {
+  std::chrono::milliseconds longest{0};
+  for (const Blocker& b : blockers) {
+    if (b.socket.state != TcpState::kTimeWait || !b.socket.time_wait_remaining) {
+      return {};
+    }
+    longest = std::max(longest, *b.socket.time_wait_remaining);
+  }
+  if (blockers.empty()) {
+    return {};
+  }
+  return {wait_fix(
+      longest, "wait " + tenths_text(longest) + " for the TIME_WAIT on this 4-tuple to expire")};
+}
+
+bool is_port_conflict(Cause cause) {
+  switch (cause) {
+    case Cause::kTimeWait:
+    case Cause::kMissingReuseaddr:
+    case Cause::kWildcardConflict:
+    case Cause::kPortInUse:
+    case Cause::kReuseportUidMismatch:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Fills d.fixes for the call the user asked about (bind(), then listen() when then_listen), and
+// for the port conflicts renders the hint from the first fix. Without a fix portlens can show
+// to work (unknown fields, or no single change suffices), the conflict hint stays the rule's.
+void add_fixes(Diagnosis& d, const Call& asked, bool then_listen, const SocketTable& table) {
+  Call bind = asked;
+  bind.result = 0;
+  if (is_port_conflict(d.cause)) {
+    bind.syscall = Syscall::kBind;
+    d.fixes = conflict_fixes(bind, then_listen, table, d.blockers);
+    if (d.fixes.empty()) {
+      return;
+    }
+    const Blocker& first = d.blockers.front();
+    if (d.cause == Cause::kReuseportUidMismatch && first.socket.uid) {
+      d.hint = "run both under one uid (" + owner_text(first.socket) + " runs as uid " +
+               std::to_string(*first.socket.uid) + ", this socket as uid " +
+               std::to_string(asked.uid) + "), or " + d.fixes.front().text;
+    } else {
+      d.hint = d.fixes.front().text;
+    }
+    return;
+  }
+  switch (d.cause) {
+    case Cause::kEphemeralExhausted:
+      if (d.ephemeral) {
+        d.fixes = exhaustion_fixes(asked, then_listen, table, *d.ephemeral);
+      }
+      return;
+    case Cause::kAddressNotLocal:
+    case Cause::kPrivilegedPort:
+      bind.syscall = Syscall::kBind;
+      d.fixes = address_fixes(bind, then_listen, table, d.cause);
+      return;
+    case Cause::kFourTupleInUse:
+      d.fixes = four_tuple_fixes(d.blockers);
+      return;
+    default:
+      return;
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(Cause cause) {
@@ -1423,124 +2132,46 @@ EphemeralAccount account_autobind(const Call& call, const SocketTable& table) {
   return account;
 }
 
-Diagnosis diagnose(const Call& call, const SocketTable& table) {
-  switch (call.syscall) {
-    case Syscall::kBind:
-      return diagnose_bind(call, table);
-    case Syscall::kListen:
-      if (-call.result != EADDRINUSE) {
-        return unknown_diagnosis("portlens has no rule for this listen() error");
-      }
-      // inet_csk_listen_start(): an unbound socket picks its port here.
-      return call.local.port == 0 ? autobind_diagnosis(call, table)
-                                  : conflict_diagnosis(call, table, true);
-    case Syscall::kConnect:
-      return diagnose_connect(call, table);
+std::string_view to_string(Fix::Kind kind) {
+  switch (kind) {
+    case Fix::Kind::kSetOption:
+      return "set_option";
+    case Fix::Kind::kWait:
+      return "wait";
+    case Fix::Kind::kStop:
+      return "stop";
+    case Fix::Kind::kSysctl:
+      return "sysctl";
+    case Fix::Kind::kBindAddress:
+      return "bind_address";
   }
-  return unknown_diagnosis("portlens has no rule for this call");
+  return "set_option";
+}
+
+std::string_view to_string(Fix::On on) {
+  switch (on) {
+    case Fix::On::kNew:
+      return "new";
+    case Fix::On::kBlocker:
+      return "blocker";
+    case Fix::On::kBoth:
+      return "both";
+  }
+  return "new";
+}
+
+Diagnosis diagnose(const Call& call, const SocketTable& table) {
+  Diagnosis d = diagnose_unfixed(call, table);
+  add_fixes(d, call, call.syscall == Syscall::kListen, table);
+  return d;
 }
 
 Prediction predict(const Call& bind_call, bool then_listen, const SocketTable& table) {
-  Call call = bind_call;
-  call.syscall = Syscall::kBind;
-  call.result = 0;
-  const NetnsPortConfig& config = table.config_for(call.netns);
-  if (table_of(call.proto) == PortTable::kSctp) {
-    Prediction p;
-    p.outcome = Outcome::kUndetermined;
-    p.diagnosis = unknown_diagnosis("portlens does not model SCTP's port rules");
-    return p;
-  }
-
-  // __inet_bind checks the address before the privilege; __inet6_bind the other way round.
-  const bool privileged =
-      needs_privilege(call, config) && !call.cap_net_bind_service.value_or(call.uid == 0);
-  const Tristate local = nonlocal_bind_allowed(call, config)
-                             ? Tristate::kYes
-                             : address_is_local(call.local.addr, config);
-  if (call.family == Family::kIpv6 && privileged) {
-    return fails(Syscall::kBind, EACCES, privileged_port_diagnosis(call, config));
-  }
-  if (local == Tristate::kNo) {
-    return fails(Syscall::kBind, EADDRNOTAVAIL, address_not_local_diagnosis(call, config));
-  }
-  if (privileged) {
-    return fails(Syscall::kBind, EACCES, privileged_port_diagnosis(call, config));
-  }
-
-  std::string fast_path_note;
-  const bool autobind_at_bind = call.local.port == 0 && !call.options.bind_address_no_port;
-  const bool autobind_at_listen =
-      then_listen && call.local.port == 0 && call.options.bind_address_no_port;
-  const auto exhaustion = [&](Syscall step) -> std::optional<Prediction> {
-    Call at = call;
-    at.syscall = step;
-    Diagnosis d = autobind_diagnosis(at, table);
-    if (d.cause != Cause::kEphemeralExhausted) {
-      return std::nullopt;
-    }
-    if (d.ephemeral->undecided > 0) {
-      Prediction p = fails(step, EADDRINUSE, std::move(d));
-      p.outcome = Outcome::kUndetermined;
-      p.expected_result = 0;
-      return p;
-    }
-    return fails(step, EADDRINUSE, std::move(d));
-  };
-
-  if (autobind_at_bind) {
-    if (auto p = exhaustion(Syscall::kBind)) {
-      return *p;
-    }
-  } else if (call.local.port != 0) {
-    const Subject s = subject_of(call, false);
-    const Judgement fast = s.table == PortTable::kTcp ? tcp_bind_fast_path(s, table) : known(false);
-    Diagnosis d = conflict_diagnosis(call, table, false);
-    if (!d.blockers.empty()) {
-      if (fast.value == Tristate::kYes) {
-        fast_path_note =
-            "bind() skips the conflict check: the port's bind bucket lets this socket "
-            "in (inet_csk_get_port fast path), although " +
-            owner_text(d.blockers.front().socket) + " overlaps it";
-      } else {
-        if (fast.value == Tristate::kUnknown) {
-          mark_unknown(d.blockers, kBucketUnknown);
-          rank(d.blockers);
-        }
-        return fails(Syscall::kBind, EADDRINUSE, std::move(d));
-      }
-    }
-  }
-  if (autobind_at_listen) {
-    if (auto p = exhaustion(Syscall::kListen)) {
-      return *p;
-    }
-  } else if (then_listen && call.local.port != 0) {
-    // inet_csk_listen_start() runs get_port() again with the socket now in LISTEN.
-    const Subject s = subject_of(call, true);
-    if (s.table != PortTable::kTcp || !tcp_listen_fast_path(s, table)) {
-      Diagnosis d = conflict_diagnosis(call, table, true);
-      if (!d.blockers.empty()) {
-        return fails(Syscall::kListen, EADDRINUSE, std::move(d));
-      }
-    }
-  }
-
-  Prediction p;
-  if (local == Tristate::kUnknown) {
-    p.outcome = Outcome::kUndetermined;
-    p.failing_syscall = Syscall::kBind;
-    p.diagnosis = unknown_diagnosis(
-        "portlens does not know the addresses of this network "
-        "namespace, so cannot tell whether " +
-        call.local.addr.to_string() + " is local");
-    return p;
-  }
-  if (call.local.port != 0) {
-    p.note = reuseaddr_cohabitants_note(subject_of(call, then_listen), table, then_listen);
-  }
-  if (!fast_path_note.empty()) {
-    p.note = p.note.empty() ? fast_path_note : fast_path_note + "; " + p.note;
+  Prediction p = predict_core(bind_call, then_listen, table, true);
+  if (p.diagnosis && p.outcome != Outcome::kSucceeds) {
+    Call call = bind_call;
+    call.syscall = Syscall::kBind;
+    add_fixes(*p.diagnosis, call, then_listen, table);
   }
   return p;
 }

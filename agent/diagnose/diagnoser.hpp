@@ -43,10 +43,41 @@ struct Blocker {
   bool definite = true;
 };
 
+// One remedy for the call the user asked about (bind(), and with --listen or a listen() call,
+// bind() then listen()), each SUFFICIENT ON ITS OWN: portlens only lists a fix after replaying the
+// kernel's decision with it applied (docs/architecture.md, "Fixes"). A change that needs two
+// sockets changed is one fix (on "both"). Listed least disruptive first.
+struct Fix {
+  enum class Kind : std::uint8_t { kSetOption, kWait, kStop, kSysctl, kBindAddress };
+  // set_option: the socket to change. "blocker" means every blocker of the diagnosis that is not
+  // a TIME_WAIT (a TIME_WAIT keeps the flags it has); "both", those and the new socket.
+  enum class On : std::uint8_t { kNew, kBlocker, kBoth };
+
+  Kind kind = Kind::kSetOption;
+  std::string option;  // set_option: "SO_REUSEADDR", "SO_REUSEPORT", "IPV6_V6ONLY", ...
+  On on = On::kNew;    // set_option
+  // set_option on blocker/both: the blockers' processes, where known; stop: the processes.
+  std::vector<std::uint32_t> pids;
+  std::optional<double> seconds;  // wait: until the last blocking TIME_WAIT expires
+  std::string name;               // sysctl: "net.ipv4.tcp_tw_reuse"
+  std::string value;              // sysctl: "1"
+  std::optional<IpAddress> addr;  // bind_address: what to bind instead
+  std::string text;               // the fix as one line for people; not part of the JSON form
+
+  bool operator==(const Fix&) const = default;
+};
+
+// "set_option", "wait", "stop", "sysctl", "bind_address"; "new", "blocker", "both".
+std::string_view to_string(Fix::Kind kind);
+std::string_view to_string(Fix::On on);
+
 struct Diagnosis {
   Cause cause = Cause::kUnknown;
   std::vector<Blocker> blockers;  // definite blockers first, then by severity
-  std::string hint;               // one actionable line
+  // One actionable line: for the port conflicts, the first fix's text (the uid mismatch says
+  // first that one uid would do); for the other causes, the levers with their context.
+  std::string hint;
+  std::vector<Fix> fixes;  // each sufficient alone, least disruptive first; may be empty
   // ephemeral_exhausted (and an unexplained exhaustion errno): the accounting behind it.
   std::optional<EphemeralAccount> ephemeral;
 };

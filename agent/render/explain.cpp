@@ -16,26 +16,36 @@ struct Explanation {
 constexpr std::array kExplanations = {
     Explanation{
         Cause::kTimeWait,
-        "every blocker is a TIME_WAIT socket; SO_REUSEADDR on the new socket would let it bind",
+        "every blocker is a TIME_WAIT socket; SO_REUSEADDR on the new socket passes one only if "
+        "the socket that left it had SO_REUSEADDR too",
         R"(What the kernel does
   A TCP connection closed by this side first stays in TIME_WAIT for 60 seconds
   (TCP_TIMEWAIT_LEN, fixed in the kernel) so that late segments of the old
   connection cannot be taken for a new one. The TIME_WAIT socket still owns its
-  local port: inet_bind_conflict() counts it as an owner. A new bind() of that
-  port fails with EADDRINUSE unless both sockets have SO_REUSEADDR. The TIME_WAIT
-  socket keeps the flags its connection had, and almost every server sets it.
+  local port: inet_bind_conflict() counts it as an owner. The TIME_WAIT keeps
+  the flags of the socket it replaced (tcp_time_wait()): a new bind() of that
+  port fails with EADDRINUSE unless that socket and the new one both had
+  SO_REUSEADDR, or both had SO_REUSEPORT (then the uids do not matter).
+  Accepted connections take their flags from the listener, and most servers
+  set SO_REUSEADDR, but not all do.
 
 Typical case
   A server is restarted. The old process closed its connections first, and the
   new process binds its port without SO_REUSEADDR:
       old:  listen(0.0.0.0:8080), accept, close()   -> TIME_WAIT 127.0.0.1:8080
       new:  bind(0.0.0.0:8080)                      -> EADDRINUSE for up to 60 s
+  If the old listener had no SO_REUSEADDR, its TIME_WAITs block even a new
+  socket that sets it.
 
 Fixes
-  - Set SO_REUSEADDR on the listening socket before bind(). This is safe: it
+  - If the TIME_WAITs kept SO_REUSEADDR (`portlens why PORT` shows their
+    flags), set SO_REUSEADDR on the new socket before bind(). This is safe: it
     never lets two sockets listen on the same address (see port_in_use).
-  - Or wait until the TIME_WAIT sockets expire. `portlens why PORT` shows when
-    the last one does.
+  - If they kept SO_REUSEPORT, set SO_REUSEPORT on the new socket.
+  - Otherwise wait until the TIME_WAIT sockets expire (`portlens why PORT`
+    shows when the last one does), or bind another address. Set SO_REUSEADDR
+    in every instance of the server so that the next restart does not meet
+    this.
   Do not shorten TIME_WAIT: the kernel has no setting for it, and
   tcp_tw_reuse affects only connect(), never bind().)"},
     Explanation{

@@ -81,12 +81,49 @@ json blocker_to_json(const Blocker& b) {
   return j;
 }
 
+json fix_to_json(const Fix& f) {
+  json j = {{"kind", to_string(f.kind)}};
+  switch (f.kind) {
+    case Fix::Kind::kSetOption:
+      j["option"] = f.option;
+      j["on"] = to_string(f.on);
+      break;
+    case Fix::Kind::kWait:
+      if (f.seconds) {
+        j["seconds"] = *f.seconds;
+      }
+      break;
+    case Fix::Kind::kSysctl:
+      j["name"] = f.name;
+      j["value"] = f.value;
+      break;
+    case Fix::Kind::kBindAddress:
+      if (f.addr) {
+        j["addr"] = f.addr->to_string();
+      }
+      break;
+    case Fix::Kind::kStop:
+      break;
+  }
+  if (f.pids.size() == 1) {
+    j["pid"] = f.pids.front();
+  } else if (f.pids.size() > 1) {
+    j["pids"] = f.pids;
+  }
+  return j;
+}
+
 json diagnosis_to_json(const Diagnosis& d) {
   json blockers = json::array();
   for (const auto& b : d.blockers) {
     blockers.push_back(blocker_to_json(b));
   }
-  json j = {{"cause", to_string(d.cause)}, {"hint", d.hint}, {"blockers", blockers}};
+  json fixes = json::array();
+  for (const Fix& f : d.fixes) {
+    fixes.push_back(fix_to_json(f));
+  }
+  json j = {
+      {"cause", to_string(d.cause)}, {"hint", d.hint}, {"fixes", fixes}, {"blockers", blockers}};
   if (d.ephemeral) {
     const EphemeralAccount& a = *d.ephemeral;
     json dest = nullptr;
@@ -121,6 +158,13 @@ std::string format_socket(const SocketEntry& s) {
 std::string format_diagnosis(const Diagnosis& d, const std::string& indent) {
   std::string out =
       fmt::format("{}cause: {}\n{}fix:   {}\n", indent, to_string(d.cause), indent, d.hint);
+  // The hint is the first fix's text (or leads with it): the others, each sufficient alone.
+  for (std::size_t i = 0; i < d.fixes.size(); ++i) {
+    if (i == 0 && d.hint.find(d.fixes[i].text) != std::string::npos) {
+      continue;
+    }
+    out += fmt::format("{}or:    {}\n", indent, d.fixes[i].text);
+  }
   if (d.ephemeral) {
     const EphemeralAccount& a = *d.ephemeral;
     out += fmt::format(

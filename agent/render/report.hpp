@@ -20,10 +20,15 @@ std::string socket_state_name(const SocketEntry& socket);
 nlohmann::json blocker_to_json(const Blocker& blocker);
 nlohmann::json socket_to_json(const SocketEntry& socket);
 
-// {"cause","hint","blockers":[...]} and, for exhaustion, "ephemeral":{...}.
+// {"kind":"set_option","option":"SO_REUSEADDR","on":"new"}, {"kind":"wait","seconds":41.3},
+// {"kind":"stop","pid":812}, ...: only the keys that apply (docs/architecture.md, "Fixes").
+nlohmann::json fix_to_json(const Fix& fix);
+
+// {"cause","hint","fixes":[...],"blockers":[...]} and, for exhaustion, "ephemeral":{...}.
 nlohmann::json diagnosis_to_json(const Diagnosis& diagnosis);
 
-// "cause: time_wait" line, the hint, and one line per blocker; each line starts with indent.
+// "cause: time_wait" line, the hint, an "or:" line per further fix, and one line per blocker;
+// each line starts with indent.
 std::string format_diagnosis(const Diagnosis& diagnosis, const std::string& indent);
 // One line for a socket: state, endpoints, owner, options, TIME_WAIT time left.
 std::string format_socket(const SocketEntry& socket);

@@ -4,6 +4,13 @@
 // judge (docs/kernel-rules.md): every disagreement fails the test and prints the scenario, with a
 // unit-test form of it for tests/unit/diagnoser_test.cpp.
 //
+// Issue 10, the kernel judges every fix: for each scenario whose real call failed (and that
+// portlens predicted), every set_option, bind_address and wait fix of the diagnosis is applied to
+// a fresh copy of the scenario in a new network namespace (the options set on the new socket, or
+// the blockers made with them; for wait, the copy is made without the blocking TIME_WAITs, which
+// is what waiting does), and the real bind() (and listen()) must then succeed. A fix that fails
+// prints the fix, the errno and the scenario. sysctl and stop fixes are not checked here.
+//
 // PORTLENS_DIFF_SEED (default kDefaultSeed) and PORTLENS_DIFF_COUNT (default kDefaultCount) pick
 // the scenarios; scenario i depends only on (seed, i), so PORTLENS_DIFF_ONLY=i replays one.
 // PORTLENS_DIFF_JOBS sets how many scenarios run at once (default 2), PORTLENS_DIFF_PRINT how
@@ -45,6 +52,7 @@
 #include "agent/kernel/snapshot.hpp"
 #include "agent/model/error.hpp"
 #include "agent/render/format.hpp"
+#include "agent/render/report.hpp"
 #include "tests/kernel/harness.hpp"
 
 namespace portlens::testing {
@@ -57,6 +65,8 @@ constexpr std::uint64_t kDefaultCount = 8000;
 constexpr unsigned kDefaultJobs = 2;
 constexpr std::uint32_t kOtherUid = 1000;
 constexpr std::uint64_t kPrintedDisagreements = 20;
+// Issue 10: the fix check must cover at least this many failing scenarios with the default seed.
+constexpr std::uint64_t kMinFailingWithFixes = 2000;
 
 // ---------------------------------------------------------------------------------------------
 // Environment.
@@ -162,6 +172,8 @@ struct Existing {
 struct NewSocket {
   Proto proto = Proto::kTcp;
   Addr addr = Addr::kAny4;
+  // A bind_address fix: what bind() gets instead of desc(addr).text (same family and options).
+  std::optional<std::string> addr_text;
   bool reuseaddr = false;
   bool reuseport = false;
   std::uint32_t uid = 0;
@@ -370,7 +382,7 @@ int socket_type(Proto p) { return p == Proto::kTcp ? SOCK_STREAM : SOCK_DGRAM; }
 
 // Creates a socket as uid with the options set and bind() done; returns bind()'s errno.
 int make_bound(TestSocket* out, Addr addr, std::uint16_t port, bool reuseaddr, bool reuseport,
-               bool device) {
+               bool device, const std::optional<std::string>& addr_text = std::nullopt) {
   const AddrDesc& a = desc(addr);
   if (a.v6only) {
     out->v6only();
@@ -387,7 +399,7 @@ int make_bound(TestSocket* out, Addr addr, std::uint16_t port, bool reuseaddr, b
       throw std::runtime_error("SO_BINDTODEVICE lo: " + errno_text(errno));
     }
   }
-  return out->bind(a.text, port);
+  return out->bind(addr_text.value_or(a.text), port);
 }
 
 // Everything a scenario keeps open until its real call is made.
@@ -577,6 +589,225 @@ Result run_scenario(const SocketSnapshotter& snapshotter, Scenario scenario) {
   });
   worker.join();
   return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel judges every fix: a failing scenario is made again from scratch in a fresh network
+// namespace with one fix applied, and the real bind() (and listen()) must then succeed.
+
+struct FixRun {
+  bool checked = false;  // false: a kind the kernel check skips (sysctl, stop without a PID)
+  Actual actual;
+  std::string copy_problem;  // the fresh copy could not be made as the original was
+  std::string error;
+  bool changed_any = false;  // the fix recreated blockers with an option
+  bool reordered = false;    // ... and they had to be restarted after the others were made
+};
+
+// Whether an existing socket of the original run is this blocker: by inode, or for a TIME_WAIT
+// (no inode) by its 4-tuple.
+bool is_blocker(const Existing& e, const Blocker& b) {
+  if (!e.fate.empty()) {
+    return false;
+  }
+  if (e.role == Role::kTimeWait) {
+    return b.socket.state == TcpState::kTimeWait && b.socket.remote && e.local && e.remote &&
+           same_endpoint(b.socket.local, *e.local) && same_endpoint(*b.socket.remote, *e.remote);
+  }
+  return b.socket.inode != 0 && b.socket.inode == e.inode;
+}
+
+bool set_flag(const std::string& option, bool& reuseaddr, bool& reuseport, Addr& addr) {
+  if (option == "SO_REUSEADDR") {
+    reuseaddr = true;
+  } else if (option == "SO_REUSEPORT") {
+    reuseport = true;
+  } else if (option == "IPV6_V6ONLY" && addr == Addr::kAny6Dual) {
+    addr = Addr::kAny6Only;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The fresh copy with fix applied, run on the calling thread in a new network namespace. Sockets
+// the kernel refused in the original are left out; every other one is made in the same order.
+// With restart, the blockers the fix changes are first made as in the original, then closed and
+// made again with the option once every other socket exists: what restarting them does on a live
+// host. Both are the same scenario unless a UDP chain or a bind bucket remembers the order in a
+// way that matters to another socket's own bind().
+void run_fix_in_new_netns(const SocketSnapshotter& snapshotter, const Result& r, const Fix& fix,
+                          bool restart, FixRun& out) {
+  Scenario s = r.scenario;
+  std::vector<bool> skip(s.existing.size(), false);
+  std::vector<bool> changed(s.existing.size(), false);
+  for (std::size_t i = 0; i < s.existing.size(); ++i) {
+    skip[i] = !s.existing[i].fate.empty();
+  }
+  const auto blocker = [&](std::size_t i) {
+    return std::any_of(r.prediction->diagnosis->blockers.begin(),
+                       r.prediction->diagnosis->blockers.end(),
+                       [&](const Blocker& b) { return is_blocker(s.existing[i], b); });
+  };
+  switch (fix.kind) {
+    case Fix::Kind::kSetOption:
+      if (fix.on != Fix::On::kBlocker &&
+          !set_flag(fix.option, s.call.reuseaddr, s.call.reuseport, s.call.addr)) {
+        throw std::logic_error("no way to apply " + fix.option + " to the new socket");
+      }
+      if (fix.on != Fix::On::kNew) {
+        // "blocker": every blocker but the TIME_WAITs, recreated with the option.
+        for (std::size_t i = 0; i < s.existing.size(); ++i) {
+          Existing& e = s.existing[i];
+          if (e.role == Role::kTimeWait || !blocker(i)) {
+            continue;
+          }
+          changed[i] = set_flag(fix.option, e.reuseaddr, e.reuseport, e.addr);
+          if (!changed[i] && fix.option != "IPV6_V6ONLY") {
+            throw std::logic_error("no way to apply " + fix.option + " to a blocker");
+          }
+        }
+      }
+      break;
+    case Fix::Kind::kWait:
+      // What waiting does: the blocking TIME_WAITs expire. The copy is made without them.
+      for (std::size_t i = 0; i < s.existing.size(); ++i) {
+        skip[i] = skip[i] || (s.existing[i].role == Role::kTimeWait && blocker(i));
+      }
+      break;
+    case Fix::Kind::kBindAddress:
+      s.call.addr_text = fix.addr->to_string();
+      break;
+    case Fix::Kind::kStop:
+    case Fix::Kind::kSysctl:
+      return;
+  }
+  out.checked = true;
+
+  if (unshare(CLONE_NEWNET) != 0) {
+    throw std::runtime_error("unshare(CLONE_NEWNET): " + errno_text(errno));
+  }
+  bring_loopback_up();
+  std::vector<TestSocket> helpers;
+  for (std::size_t i = 0; i < s.existing.size(); ++i) {
+    TestSocket& h = helpers.emplace_back(AF_INET6, SOCK_STREAM);
+    const auto port = static_cast<std::uint16_t>(s.helper_port + i);
+    int err = h.bind("::", port);
+    if (err == 0) {
+      err = h.listen(16);
+    }
+    if (err != 0) {
+      throw std::runtime_error("helper listener on port " + std::to_string(port) + ": " +
+                               errno_text(err));
+    }
+  }
+  Held held;
+  std::vector<std::optional<Held>> before_restart(s.existing.size());
+  bool time_waits = false;
+  out.changed_any = std::find(changed.begin(), changed.end(), true) != changed.end();
+  const auto make = [&](std::size_t i, Existing& e, Held& into) {
+    e.fate.clear();
+    make_existing(e, helpers[i], static_cast<std::uint16_t>(s.helper_port + i), into);
+    if (!e.fate.empty()) {
+      out.copy_problem +=
+          "#" + std::to_string(i) + " was made in the original, here " + e.fate + "; ";
+    }
+    time_waits = time_waits || e.role == Role::kTimeWait;
+  };
+  for (std::size_t i = 0; i < s.existing.size(); ++i) {
+    if (skip[i]) {
+      continue;
+    }
+    if (restart && changed[i]) {
+      Existing original = r.scenario.existing[i];
+      make(i, original, before_restart[i].emplace());
+    } else {
+      make(i, s.existing[i], held);
+    }
+  }
+  if (restart) {
+    // The changed blockers are closed and made again with the option, after all the others.
+    for (std::size_t i = 0; i < s.existing.size(); ++i) {
+      if (before_restart[i]) {
+        before_restart[i].reset();
+        make(i, s.existing[i], held);
+      }
+    }
+  }
+  if (time_waits) {
+    // As in the original: the TIME_WAITs come a moment after the closes.
+    NetnsRef ns;
+    ns.path = "/proc/" + std::to_string(getpid()) + "/task/" + std::to_string(gettid()) + "/ns/net";
+    struct stat st {};
+    if (stat(ns.path.c_str(), &st) != 0) {
+      throw std::runtime_error("stat " + ns.path + ": " + errno_text(errno));
+    }
+    ns.inode = static_cast<std::uint32_t>(st.st_ino);
+    Scenario present = s;
+    for (std::size_t i = 0; i < present.existing.size(); ++i) {
+      if (skip[i]) {
+        present.existing[i].fate = "left out";
+      }
+    }
+    for (int i = 0; i < 200 && !time_waits_present(present, snapshotter.take(ns)); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  std::optional<TestSocket> sock;
+  int err = 0;
+  {
+    const UidScope as(s.call.uid);
+    sock.emplace(desc(s.call.addr).family, socket_type(s.call.proto));
+    err = make_bound(&*sock, s.call.addr, s.port, s.call.reuseaddr, s.call.reuseport, s.call.device,
+                     s.call.addr_text);
+  }
+  if (err != 0) {
+    out.actual = Actual{false, Syscall::kBind, err};
+  } else if (s.call.then_listen) {
+    err = sock->listen(16);
+    if (err != 0) {
+      out.actual = Actual{false, Syscall::kListen, err};
+    }
+  }
+}
+
+FixRun run_fix_once(const SocketSnapshotter& snapshotter, const Result& r, const Fix& fix,
+                    bool restart) {
+  FixRun out;
+  std::thread worker([&] {
+    try {
+      run_fix_in_new_netns(snapshotter, r, fix, restart, out);
+    } catch (const std::exception& e) {
+      out.error = e.what();
+    }
+  });
+  worker.join();
+  return out;
+}
+
+// The copy in creation order; if a changed blocker made another socket's own bind() fail there
+// (a UDP chain or bind bucket remembers the order), again with the changed blockers restarted.
+FixRun run_fix(const SocketSnapshotter& snapshotter, const Result& r, const Fix& fix) {
+  FixRun out = run_fix_once(snapshotter, r, fix, false);
+  if (!out.copy_problem.empty() && out.changed_any) {
+    FixRun again = run_fix_once(snapshotter, r, fix, true);
+    if (again.copy_problem.empty()) {
+      again.reordered = true;
+      return again;
+    }
+  }
+  return out;
+}
+
+std::string diagnosis_fix_json(const Fix& f) { return fix_to_json(f).dump(); }
+
+std::string fix_label(const Fix& f) {
+  std::string out(to_string(f.kind));
+  if (f.kind == Fix::Kind::kSetOption) {
+    out += " " + f.option + " on " + std::string(to_string(f.on));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -783,6 +1014,9 @@ std::string prediction_text(const Prediction& p) {
     if (!p.diagnosis->hint.empty()) {
       out += "\n      hint: " + p.diagnosis->hint;
     }
+    for (const Fix& f : p.diagnosis->fixes) {
+      out += "\n      fix: " + fix_to_json(f).dump() + " (" + f.text + ")";
+    }
   }
   if (!p.note.empty()) {
     out += "\n      note: " + p.note;
@@ -884,6 +1118,14 @@ TEST_F(DifferentialKernelTest, PredictionsAgreeWithTheKernelOnGeneratedScenarios
   std::map<std::string, std::uint64_t> outcomes;
   std::map<std::string, std::uint64_t> made;  // existing sockets made, by kind
   std::uint64_t dropped = 0;
+  // The fix check.
+  std::uint64_t failing = 0;                           // scenarios whose real call failed
+  std::uint64_t failing_fixed = 0;                     // of those, with at least one fix checked
+  std::map<std::string, std::uint64_t> fixes_checked;  // by kind (and option, side)
+  std::uint64_t fixes_skipped = 0;                     // sysctl, stop: not checked here
+  std::uint64_t fixes_reordered = 0;  // checked with the changed blockers restarted
+  std::uint64_t fix_failure_count = 0;
+  std::vector<std::string> fix_failures;
 
   const auto pool_thread = [&] {
     for (;;) {
@@ -897,7 +1139,51 @@ TEST_F(DifferentialKernelTest, PredictionsAgreeWithTheKernelOnGeneratedScenarios
         r.snapshot_problems = check_snapshot(r.scenario, *r.snapshot);
         ok = r.snapshot_problems.empty() && agrees(*r.prediction, r.actual);
       }
+      // Each fix of an agreed failure, applied to a fresh copy, must let the real call through.
+      std::vector<std::pair<std::string, bool>> fixes_run;  // label, passed
+      std::vector<std::string> fix_printouts;
+      std::uint64_t skipped = 0;
+      std::uint64_t reordered = 0;
+      if (ok && !r.actual.ok && r.prediction->diagnosis) {
+        for (const Fix& fix : r.prediction->diagnosis->fixes) {
+          const FixRun fix_run = run_fix(*snapshotter, r, fix);
+          if (!fix_run.checked && fix_run.error.empty()) {
+            ++skipped;
+            continue;
+          }
+          const bool passed =
+              fix_run.error.empty() && fix_run.copy_problem.empty() && fix_run.actual.ok;
+          fixes_run.emplace_back(fix_label(fix), passed);
+          reordered += fix_run.reordered ? 1 : 0;
+          if (!passed) {
+            std::string text = "fix " + diagnosis_fix_json(fix) + " (\"" + fix.text + "\")";
+            if (!fix_run.error.empty()) {
+              text += ": run failed: " + fix_run.error;
+            } else if (!fix_run.copy_problem.empty()) {
+              text += ": the fresh copy differs: " + fix_run.copy_problem;
+            } else {
+              text += ": the kernel did: " + actual_text(r.scenario.call, fix_run.actual);
+            }
+            fix_printouts.push_back(text + "\n" + scenario_text(r));
+          }
+        }
+      }
       const std::lock_guard lock(mu);
+      if (r.prediction && !r.actual.ok && ok) {
+        ++failing;
+        failing_fixed += fixes_run.empty() ? 0 : 1;
+      }
+      fixes_skipped += skipped;
+      fixes_reordered += reordered;
+      for (const auto& [label, passed] : fixes_run) {
+        ++fixes_checked[label];
+        fix_failure_count += passed ? 0 : 1;
+      }
+      for (std::string& f : fix_printouts) {
+        if (fix_failures.size() < printed) {
+          fix_failures.push_back(std::move(f));
+        }
+      }
       ++run;
       if (r.prediction) {
         ++outcomes[outcome_key(r.scenario.call, r.actual)];
@@ -932,6 +1218,9 @@ TEST_F(DifferentialKernelTest, PredictionsAgreeWithTheKernelOnGeneratedScenarios
   for (const std::string& f : failures) {
     ADD_FAILURE() << "prediction and kernel disagree:\n" << f;
   }
+  for (const std::string& f : fix_failures) {
+    ADD_FAILURE() << "a fix did not work when applied:\n" << f;
+  }
   std::ostringstream summary;
   const double rate =
       run == 0 ? 0.0 : 100.0 * static_cast<double>(agreed) / static_cast<double>(run);
@@ -948,10 +1237,36 @@ TEST_F(DifferentialKernelTest, PredictionsAgreeWithTheKernelOnGeneratedScenarios
     summary << "\n    " << key << ": " << n;
   }
   summary << "\n    dropped (the kernel refused them): " << dropped << '\n';
+  std::uint64_t checked = 0;
+  for (const auto& [key, n] : fixes_checked) {
+    checked += n;
+  }
+  summary << "  fixes: " << failing << " failing scenarios, " << failing_fixed
+          << " with fixes checked; " << checked << " fixes applied to fresh copies, "
+          << checked - fix_failure_count << " worked ("
+          << (checked == 0 ? 100.0
+                           : 100.0 * static_cast<double>(checked - fix_failure_count) /
+                                 static_cast<double>(checked))
+          << " %), " << fixes_skipped << " not checked (sysctl, stop), " << fixes_reordered
+          << " with the changed blockers restarted last";
+  for (const auto& [key, n] : fixes_checked) {
+    summary << "\n    " << key << ": " << n;
+  }
+  summary << '\n';
   std::fputs(summary.str().c_str(), stdout);
   RecordProperty("scenarios", static_cast<int>(run));
   RecordProperty("disagreements", static_cast<int>(failure_count));
+  RecordProperty("fixes_checked", static_cast<int>(checked));
+  RecordProperty("fix_failures", static_cast<int>(fix_failure_count));
   EXPECT_EQ(run, count);
+  EXPECT_EQ(fix_failure_count, 0U)
+      << (fix_failure_count > fix_failures.size()
+              ? "(only the first " + std::to_string(fix_failures.size()) +
+                    " fix failures are printed)"
+              : std::string());
+  if (!only && count == kDefaultCount) {
+    EXPECT_GE(failing_fixed, kMinFailingWithFixes) << "too few failing scenarios had a fix checked";
+  }
   EXPECT_EQ(failure_count, 0U) << (failure_count > failures.size()
                                        ? "(only the first " + std::to_string(failures.size()) +
                                              " are printed)"

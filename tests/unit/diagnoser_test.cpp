@@ -2,7 +2,9 @@
 // and 6 that decides bind(), listen() and connect(), the cause precedence and the hints.
 #include "agent/diagnose/diagnoser.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -377,7 +379,10 @@ TEST(AddressOverlapTest, WildcardWhyAndDualStackHint) {
   const Diagnosis d4 = diagnose(failed(bind_call("127.0.0.1:8080"), EADDRINUSE),
                                 table_of({tcp(TcpState::kListen, "0.0.0.0:8080")}));
   EXPECT_EQ(d4.blockers[0].why, "LISTEN on 0.0.0.0, overlaps 127.0.0.1");
-  EXPECT_NE(d4.hint.find("cannot both listen"), std::string::npos) << d4.hint;
+  // No other address of 127/8 escapes 0.0.0.0: sharing or stopping the listener are the fixes.
+  EXPECT_EQ(d4.hint, "set SO_REUSEPORT on this socket and on PID 812 (nginx)'s socket (same uid)");
+  ASSERT_EQ(d4.fixes.size(), 2U);
+  EXPECT_EQ(d4.fixes[1].kind, Fix::Kind::kStop);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,7 +532,8 @@ TEST(ListenTest, ReuseaddrWildcardAndSpecificCoexistOnlyWhileNeitherListens) {
   listen_call.syscall = Syscall::kListen;
   const Diagnosis d = diagnose(failed(listen_call, EADDRINUSE), table_of({wildcard}));
   EXPECT_EQ(d.cause, Cause::kWildcardConflict);
-  EXPECT_NE(d.hint.find("cannot both listen"), std::string::npos) << d.hint;
+  // SO_REUSEADDR never clears a listener: only SO_REUSEPORT on both, or stopping it.
+  EXPECT_EQ(d.hint, "set SO_REUSEPORT on this socket and on PID 812 (nginx)'s socket (same uid)");
 }
 
 TEST(ListenTest, ReuseportSameUidListenersCoexistOtherUidDoNot) {
@@ -974,26 +980,34 @@ TEST(ClassifyTest, DifferentAddressWithoutAListenerIsMissingReuseaddr) {
 TEST(HintTest, PortInUseNamesTheOwner) {
   const Diagnosis d = diagnose(failed(bind_call("127.0.0.1:8080"), EADDRINUSE),
                                table_of({tcp(TcpState::kListen, "127.0.0.1:8080")}));
-  EXPECT_EQ(d.hint, "stop PID 812 (nginx) or set SO_REUSEPORT on both sockets (same uid)");
+  EXPECT_EQ(d.hint, "set SO_REUSEPORT on this socket and on PID 812 (nginx)'s socket (same uid)");
+  ASSERT_EQ(d.fixes.size(), 3U);
+  EXPECT_EQ(d.fixes[1].kind, Fix::Kind::kBindAddress);
+  EXPECT_EQ(d.fixes[2].text, "stop PID 812 (nginx)");
   SocketEntry anonymous = tcp(TcpState::kListen, "127.0.0.1:8080");
   anonymous.owner = std::nullopt;
   const Diagnosis a =
       diagnose(failed(bind_call("127.0.0.1:8080"), EADDRINUSE), table_of({anonymous}));
   EXPECT_NE(a.hint.find("socket inode 13080"), std::string::npos) << a.hint;
   EXPECT_NE(a.hint.find("process unknown"), std::string::npos) << a.hint;
+  // No process to stop.
+  for (const Fix& f : a.fixes) {
+    EXPECT_NE(f.kind, Fix::Kind::kStop) << f.text;
+  }
 }
 
 TEST(HintTest, TimeWait) {
   const SocketTable table = table_of({tcp(TcpState::kTimeWait, "127.0.0.1:8080")});
   const Diagnosis d = diagnose(failed(bind_call("127.0.0.1:8080"), EADDRINUSE), table);
   EXPECT_EQ(d.blockers[0].why, "TIME_WAIT, expires in 41 s");
-  EXPECT_EQ(d.hint, "set SO_REUSEADDR before bind() (or wait 41 s for TIME_WAIT to expire)");
+  // The TIME_WAIT kept no SO_REUSEADDR, so setting it here would not help: never said.
+  EXPECT_EQ(d.hint, "wait 41.3 s for the TIME_WAIT sockets to expire");
   // The new socket has SO_REUSEADDR; the old socket, whose flags the TIME_WAIT kept, did not.
   const Diagnosis kept =
       diagnose(failed(bind_call("127.0.0.1:8080", reuseaddr()), EADDRINUSE), table);
   EXPECT_EQ(kept.cause, Cause::kTimeWait);
   EXPECT_EQ(kept.blockers[0].why, "TIME_WAIT, expires in 41 s, kept no SO_REUSEADDR");
-  EXPECT_NE(kept.hint.find("kept no SO_REUSEADDR"), std::string::npos) << kept.hint;
+  EXPECT_EQ(kept.hint, "wait 41.3 s for the TIME_WAIT sockets to expire");
 }
 
 TEST(HintTest, MissingReuseaddr) {
@@ -1009,7 +1023,8 @@ TEST(HintTest, MissingReuseaddr) {
   EXPECT_EQ(lacks.cause, Cause::kMissingReuseaddr);
   EXPECT_EQ(lacks.blockers[0].why, "bound on the same address, SO_REUSEADDR missing on it");
   EXPECT_EQ(lacks.hint,
-            "both sockets need SO_REUSEADDR and neither may listen: set it on PID 812 (nginx)");
+            "set SO_REUSEADDR on PID 812 (nginx)'s socket too (this socket has it); then only the "
+            "first of them to call listen() can listen");
 }
 
 TEST(HintTest, UnknownIsSaidPlainly) {
@@ -1409,6 +1424,297 @@ TEST(DualStackConnectedTest, BoundToASpecificIpv6AddressIsV6only) {
   bound.v6only = std::nullopt;
   EXPECT_EQ(predict(bind_call("0.0.0.0:9000"), false, table_of({bound})).outcome,
             Outcome::kUndetermined);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixes: each one sufficient alone (replayed through predict), least disruptive first.
+
+// "kind option on pids" / "wait 41.3" / "bind_address 127.0.0.2": a fix's data in one word list.
+std::string fix_key(const Fix& f) {
+  std::string out(to_string(f.kind));
+  if (f.kind == Fix::Kind::kSetOption) {
+    out += " " + f.option + " " + std::string(to_string(f.on));
+  }
+  for (const std::uint32_t pid : f.pids) {
+    out += " " + std::to_string(pid);
+  }
+  if (f.seconds) {
+    const auto tenths = std::lround(*f.seconds * 10);
+    out += " " + std::to_string(tenths / 10) + "." + std::to_string(tenths % 10);
+  }
+  if (f.kind == Fix::Kind::kSysctl) {
+    out += " " + f.name + "=" + f.value;
+  }
+  if (f.addr) {
+    out += " " + f.addr->to_string();
+  }
+  return out;
+}
+
+std::vector<std::string> fix_keys(const Diagnosis& d) {
+  std::vector<std::string> keys;
+  for (const Fix& f : d.fixes) {
+    keys.push_back(fix_key(f));
+  }
+  return keys;
+}
+
+using Keys = std::vector<std::string>;
+
+// Every fix of d, applied to the table or the call the way its kind says, lets the call through.
+void expect_each_fix_suffices(const Diagnosis& d, const Call& call, bool then_listen,
+                              const SocketTable& table) {
+  for (const Fix& f : d.fixes) {
+    Call c = call;
+    c.syscall = Syscall::kBind;
+    c.result = 0;
+    SocketTable t = table;
+    const auto blocker_of = [&](const SocketEntry& e) {
+      return std::any_of(d.blockers.begin(), d.blockers.end(), [&](const Blocker& b) {
+        return b.socket.local == e.local && b.socket.remote == e.remote &&
+               b.socket.state == e.state && b.socket.inode == e.inode;
+      });
+    };
+    switch (f.kind) {
+      case Fix::Kind::kSetOption:
+        if (f.on != Fix::On::kBlocker) {
+          (f.option == "SO_REUSEADDR"   ? c.options.reuseaddr
+           : f.option == "SO_REUSEPORT" ? c.options.reuseport
+           : f.option == "IPV6_V6ONLY"  ? c.options.v6only
+                                        : c.options.bind_address_no_port) = true;
+        }
+        if (f.on != Fix::On::kNew) {
+          for (SocketEntry& e : t.sockets) {
+            if (blocker_of(e) && e.state != TcpState::kTimeWait) {
+              (f.option == "SO_REUSEADDR"   ? e.reuseaddr
+               : f.option == "SO_REUSEPORT" ? e.reuseport
+                                            : e.v6only) = true;
+            }
+          }
+        }
+        break;
+      case Fix::Kind::kWait:
+        std::erase_if(t.sockets, [&](const SocketEntry& e) {
+          return blocker_of(e) && e.state == TcpState::kTimeWait;
+        });
+        break;
+      case Fix::Kind::kBindAddress:
+        c.local.addr = *f.addr;
+        break;
+      case Fix::Kind::kStop:
+        std::erase_if(t.sockets, [&](const SocketEntry& e) {
+          return e.owner && std::find(f.pids.begin(), f.pids.end(), e.owner->pid) != f.pids.end();
+        });
+        break;
+      case Fix::Kind::kSysctl:
+        continue;
+    }
+    EXPECT_EQ(predict(c, then_listen, t).outcome, Outcome::kSucceeds) << fix_key(f);
+  }
+}
+
+TEST(FixTest, TimeWaitThatKeptReuseaddrIsPassedBySoReuseaddrHere) {
+  SocketEntry tw = tcp(TcpState::kTimeWait, "127.0.0.1:8080");
+  tw.reuseaddr = true;
+  const Call call = bind_call("127.0.0.1:8080");
+  const Diagnosis d = diagnose(failed(call, EADDRINUSE), table_of({tw}));
+  EXPECT_EQ(d.cause, Cause::kTimeWait);
+  EXPECT_EQ(fix_keys(d),
+            (Keys{"set_option SO_REUSEADDR new", "wait 41.3", "bind_address 127.0.0.2"}));
+  EXPECT_EQ(d.hint, "set SO_REUSEADDR before bind() (these TIME_WAIT sockets kept it)");
+  EXPECT_EQ(d.fixes[1].seconds, 41.3);
+  expect_each_fix_suffices(d, call, false, table_of({tw}));
+}
+
+TEST(FixTest, TimeWaitWithoutReuseaddrIsNeverToldToSetSoReuseaddr) {
+  // inet_bind_conflict(): R1 reads the TIME_WAIT's own sk_reuse, which it kept from a socket
+  // without SO_REUSEADDR: no SO_REUSEADDR here passes it, with or without --listen.
+  const SocketTable table = table_of({tcp(TcpState::kTimeWait, "127.0.0.1:8080")});
+  for (const bool listen : {false, true}) {
+    for (const bool here : {false, true}) {
+      const Call call = bind_call("127.0.0.1:8080", SocketOptions{.reuseaddr = here});
+      const Prediction p = predict(call, listen, table);
+      ASSERT_EQ(p.outcome, Outcome::kFails);
+      EXPECT_EQ(fix_keys(*p.diagnosis), (Keys{"wait 41.3", "bind_address 127.0.0.2"}));
+      EXPECT_EQ(p.diagnosis->hint, "wait 41.3 s for the TIME_WAIT sockets to expire");
+      for (const Fix& f : p.diagnosis->fixes) {
+        EXPECT_NE(f.option, "SO_REUSEADDR");
+        EXPECT_NE(f.kind, Fix::Kind::kStop);  // no process holds a TIME_WAIT
+      }
+      expect_each_fix_suffices(*p.diagnosis, call, listen, table);
+    }
+  }
+}
+
+TEST(FixTest, TimeWaitThatKeptReuseportIsPassedBySoReuseportWhateverTheUid) {
+  // R2: SO_REUSEPORT on both, and a TIME_WAIT's uid is not compared (kernel-rules.md 5.1).
+  SocketEntry tw = tcp(TcpState::kTimeWait, "127.0.0.1:8080");
+  tw.reuseport = true;
+  const Call call = bind_call("127.0.0.1:8080", reuseaddr(), kOtherUid);
+  const Diagnosis d = diagnose(failed(call, EADDRINUSE), table_of({tw}));
+  EXPECT_EQ(fix_keys(d),
+            (Keys{"set_option SO_REUSEPORT new", "wait 41.3", "bind_address 127.0.0.2"}));
+  EXPECT_EQ(d.hint,
+            "set SO_REUSEPORT before bind() (these TIME_WAIT sockets kept it, and their uid does "
+            "not matter)");
+  expect_each_fix_suffices(d, call, true, table_of({tw}));
+}
+
+TEST(FixTest, WaitIsForTheLastBlockingTimeWait) {
+  SocketEntry a = tcp(TcpState::kTimeWait, "127.0.0.1:8080");
+  SocketEntry b = tcp(TcpState::kTimeWait, "127.0.0.1:8080");
+  b.remote = ep("127.0.0.1:40001");
+  b.time_wait_remaining = std::chrono::milliseconds{59001};
+  const Diagnosis d = diagnose(failed(bind_call("0.0.0.0:8080"), EADDRINUSE), table_of({a, b}));
+  // 127.0.0.2 is not 127.0.0.1: binding it instead of the wildcard passes both.
+  EXPECT_EQ(fix_keys(d), (Keys{"wait 59.1", "bind_address 127.0.0.2"}));
+  EXPECT_EQ(d.hint, "wait 59.1 s for the TIME_WAIT sockets to expire");
+}
+
+TEST(FixTest, BoundWildcardBesideASpecificBindIsWordedExactly) {
+  // Beside a bound, not listening 0.0.0.0:P, a 127.0.0.1:P bind then listen: SO_REUSEADDR on
+  // both lets the new one bind AND listen; only the bound one may then not listen.
+  const SocketEntry wildcard = tcp(TcpState::kClose, "0.0.0.0:8080");
+  const SocketTable table = table_of({wildcard});
+  const Call call = bind_call("127.0.0.1:8080");
+  const Prediction p = predict(call, true, table);
+  ASSERT_EQ(p.outcome, Outcome::kFails);
+  const Diagnosis& d = *p.diagnosis;
+  EXPECT_EQ(d.cause, Cause::kMissingReuseaddr);
+  EXPECT_EQ(d.blockers[0].why, "bound on 0.0.0.0, overlaps 127.0.0.1, SO_REUSEADDR on neither");
+  EXPECT_EQ(fix_keys(d), (Keys{"set_option SO_REUSEADDR both 812",
+                               "set_option SO_REUSEPORT both 812", "stop 812"}));
+  EXPECT_EQ(d.hint,
+            "set SO_REUSEADDR on this socket and on PID 812 (nginx)'s socket; once this socket "
+            "listens, the bound one can no longer listen()");
+  expect_each_fix_suffices(d, call, true, table);
+
+  // A traced bind() (no listen asked): the same fix, said for bind() alone.
+  const Diagnosis traced = diagnose(failed(call, EADDRINUSE), table);
+  EXPECT_EQ(traced.hint,
+            "set SO_REUSEADDR on this socket and on PID 812 (nginx)'s socket; then only the first "
+            "of them to call listen() can listen");
+  for (const Diagnosis* x : {&d, &traced}) {
+    EXPECT_EQ(x->hint.find("neither may listen"), std::string::npos) << x->hint;
+    EXPECT_EQ(x->blockers[0].why.find("same address"), std::string::npos) << x->blockers[0].why;
+  }
+}
+
+TEST(FixTest, MissingReuseaddrOnAConnectionNeedsBothSides) {
+  // An old instance's connection (Q07): stopping its process would leave a TIME_WAIT with the
+  // same flags (tcp_close -> tcp_time_wait), so "stop" alone is not offered.
+  SocketEntry conn = tcp(TcpState::kEstablished, "127.0.0.1:8080");
+  const SocketTable table = table_of({conn});
+  const Call call = bind_call("0.0.0.0:8080");
+  const Diagnosis d = diagnose(failed(call, EADDRINUSE), table);
+  EXPECT_EQ(d.cause, Cause::kMissingReuseaddr);
+  EXPECT_EQ(fix_keys(d), (Keys{"set_option SO_REUSEADDR both 812",
+                               "set_option SO_REUSEPORT both 812", "bind_address 127.0.0.2"}));
+  EXPECT_EQ(d.hint, "set SO_REUSEADDR on this socket and on PID 812 (nginx)'s socket");
+  expect_each_fix_suffices(d, call, false, table);
+}
+
+TEST(FixTest, PortInUseByAListener) {
+  const SocketTable table = table_of({tcp(TcpState::kListen, "0.0.0.0:8080")});
+  const Call call = bind_call("0.0.0.0:8080", reuseaddr());
+  const Prediction p = predict(call, true, table);
+  ASSERT_EQ(p.outcome, Outcome::kFails);
+  EXPECT_EQ(p.diagnosis->cause, Cause::kPortInUse);
+  // Never SO_REUSEADDR against a listener (R1 excludes LISTEN); no other IPv4 address escapes
+  // 0.0.0.0.
+  EXPECT_EQ(fix_keys(*p.diagnosis), (Keys{"set_option SO_REUSEPORT both 812", "stop 812"}));
+  expect_each_fix_suffices(*p.diagnosis, call, true, table);
+}
+
+TEST(FixTest, ReuseportUidMismatchSaysOneUidThenTheFirstFix) {
+  SocketEntry listener = tcp(TcpState::kListen, "127.0.0.1:8080");
+  listener.reuseport = true;
+  const Call call = bind_call("127.0.0.1:8080", reuseport(), kOtherUid);
+  const Diagnosis d = diagnose(failed(call, EADDRINUSE), table_of({listener}));
+  EXPECT_EQ(d.cause, Cause::kReuseportUidMismatch);
+  EXPECT_EQ(fix_keys(d), (Keys{"bind_address 127.0.0.2", "stop 812"}));
+  EXPECT_EQ(d.hint.rfind("run both under one uid (PID 812 (nginx) runs as uid 1000, this socket "
+                         "as uid 33), or bind 127.0.0.2 instead of 127.0.0.1",
+                         0),
+            0U)
+      << d.hint;
+  expect_each_fix_suffices(d, call, false, table_of({listener}));
+}
+
+TEST(FixTest, DualStackWildcardConflict) {
+  // An IPv4 bind under a dual-stack [::] listener: IPV6_V6ONLY on that listener comes first.
+  const SocketTable v6 = table_of({tcp(TcpState::kListen, "[::]:8080")});
+  const Call call4 = bind_call("127.0.0.1:8080");
+  const Diagnosis d = diagnose(failed(call4, EADDRINUSE), v6);
+  EXPECT_EQ(d.cause, Cause::kWildcardConflict);
+  EXPECT_EQ(fix_keys(d), (Keys{"set_option IPV6_V6ONLY blocker 812",
+                               "set_option SO_REUSEPORT both 812", "stop 812"}));
+  EXPECT_EQ(d.hint,
+            "set IPV6_V6ONLY on PID 812 (nginx)'s socket, so that its [::] stops covering IPv4");
+  expect_each_fix_suffices(d, call4, true, v6);
+
+  // A dual-stack [::] bind over an IPv4 listener: IPV6_V6ONLY on the new socket.
+  const SocketTable v4 = table_of({tcp(TcpState::kListen, "0.0.0.0:8080")});
+  const Call call6 = bind_call("[::]:8080");
+  const Diagnosis n = diagnose(failed(call6, EADDRINUSE), v4);
+  ASSERT_FALSE(n.fixes.empty());
+  EXPECT_EQ(fix_key(n.fixes[0]), "set_option IPV6_V6ONLY new");
+  EXPECT_EQ(n.hint, "set IPV6_V6ONLY on this socket so that [::] stops covering IPv4");
+  expect_each_fix_suffices(n, call6, true, v4);
+}
+
+TEST(FixTest, UdpPortInUse) {
+  const SocketTable table = table_of({udp("127.0.0.1:5353")});
+  Call call = bind_call("127.0.0.1:5353");
+  call.proto = Proto::kUdp;
+  const Diagnosis d = diagnose(failed(call, EADDRINUSE), table);
+  EXPECT_EQ(d.cause, Cause::kPortInUse);
+  EXPECT_EQ(fix_keys(d), (Keys{"set_option SO_REUSEADDR both 53", "set_option SO_REUSEPORT both 53",
+                               "bind_address 127.0.0.2", "stop 53"}));
+  expect_each_fix_suffices(d, call, false, table);
+}
+
+TEST(FixTest, UnknownFlagsGiveNoOptionFix) {
+  // sock_diag cannot see the flags: no option can be shown to work; waiting out the timer (its
+  // length unknown: at most 60 s) or another address still can.
+  SocketEntry tw = tcp(TcpState::kTimeWait, "127.0.0.1:8080");
+  tw.reuseaddr = std::nullopt;
+  tw.reuseport = std::nullopt;
+  tw.time_wait_remaining = std::nullopt;
+  const Diagnosis d = diagnose(failed(bind_call("0.0.0.0:8080"), EADDRINUSE), table_of({tw}));
+  EXPECT_EQ(d.cause, Cause::kTimeWait);
+  EXPECT_EQ(fix_keys(d), (Keys{"wait 60.0", "bind_address 127.0.0.2"}));
+  EXPECT_EQ(d.hint, "wait up to 60 s for the TIME_WAIT sockets to expire");
+}
+
+TEST(FixTest, OtherCauses) {
+  // Exhaustion toward one destination: tcp_tw_reuse=1 takes over the aged TIME_WAIT; a wider
+  // range gives new ports.
+  SocketTable table = small_range({client(5000, "10.0.0.9:5432", TcpState::kEstablished),
+                                   client(5001, "10.0.0.9:5432", TcpState::kTimeWait),
+                                   tcp(TcpState::kListen, "0.0.0.0:5002")});
+  const Diagnosis e = diagnose(connect_call("0.0.0.0:0", "10.0.0.9:5432", EADDRNOTAVAIL), table);
+  EXPECT_EQ(fix_keys(e), (Keys{"sysctl net.ipv4.tcp_tw_reuse=1",
+                               "sysctl net.ipv4.ip_local_port_range=4996 5007"}));
+
+  // bind(addr, 0) exhaustion: IP_BIND_ADDRESS_NO_PORT (bind() alone), or a wider range.
+  const Diagnosis b = diagnose(
+      failed(bind_call("10.0.0.1:0"), EADDRINUSE),
+      small_range({tcp(TcpState::kListen, "0.0.0.0:5000"), tcp(TcpState::kListen, "0.0.0.0:5001"),
+                   tcp(TcpState::kListen, "0.0.0.0:5002")}));
+  EXPECT_EQ(b.cause, Cause::kEphemeralExhausted);
+  EXPECT_EQ(fix_keys(b), (Keys{"set_option IP_BIND_ADDRESS_NO_PORT new",
+                               "sysctl net.ipv4.ip_local_port_range=4996 5007"}));
+
+  const Diagnosis a = diagnose(failed(bind_call("192.0.2.1:8080"), EADDRNOTAVAIL), table_of({}));
+  EXPECT_EQ(fix_keys(a),
+            (Keys{"set_option IP_FREEBIND new", "sysctl net.ipv4.ip_nonlocal_bind=1"}));
+
+  const Diagnosis priv = diagnose(failed(bind_call("0.0.0.0:80"), EACCES), table_of({}));
+  EXPECT_EQ(fix_keys(priv), (Keys{"sysctl net.ipv4.ip_unprivileged_port_start=80"}));
+
+  const Diagnosis none = diagnose(failed(bind_call("127.0.0.1:8080"), EADDRINUSE), table_of({}));
+  EXPECT_TRUE(none.fixes.empty());
 }
 
 }  // namespace

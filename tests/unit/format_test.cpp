@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "agent/render/report.hpp"
+
 namespace portlens {
 namespace {
 
@@ -366,6 +368,50 @@ TEST(JsonTest, EndpointToJson) {
             json::parse(R"({"addr":"fe80::1","port":22})"));
   EXPECT_EQ(endpoint_to_json(*Endpoint::parse("1.2.3.4:65535")),
             json::parse(R"({"addr":"1.2.3.4","port":65535})"));
+}
+
+// Diagnoses: "fixes" carries exactly the keys that apply; people see the others as "or:" lines.
+TEST(DiagnosisJsonTest, FixesCarryOnlyTheirKeys) {
+  Diagnosis d;
+  d.cause = Cause::kTimeWait;
+  Fix wait;
+  wait.kind = Fix::Kind::kWait;
+  wait.seconds = 41.3;
+  wait.text = "wait 41.3 s for the TIME_WAIT sockets to expire";
+  Fix both;
+  both.kind = Fix::Kind::kSetOption;
+  both.option = "SO_REUSEADDR";
+  both.on = Fix::On::kBlocker;
+  both.pids = {812};
+  both.text = "set SO_REUSEADDR on PID 812 (nginx)'s socket too";
+  Fix addr;
+  addr.kind = Fix::Kind::kBindAddress;
+  addr.addr = IpAddress::parse("127.0.0.2");
+  addr.text = "bind 127.0.0.2 instead of 127.0.0.1";
+  Fix sysctl;
+  sysctl.kind = Fix::Kind::kSysctl;
+  sysctl.name = "net.ipv4.tcp_tw_reuse";
+  sysctl.value = "1";
+  Fix stop;
+  stop.kind = Fix::Kind::kStop;
+  stop.pids = {812, 900};
+  d.fixes = {wait, both, addr, sysctl, stop};
+  d.hint = wait.text;
+  const json j = diagnosis_to_json(d);
+  EXPECT_EQ(j["fixes"], json::parse(R"([
+      {"kind":"wait","seconds":41.3},
+      {"kind":"set_option","option":"SO_REUSEADDR","on":"blocker","pid":812},
+      {"kind":"bind_address","addr":"127.0.0.2"},
+      {"kind":"sysctl","name":"net.ipv4.tcp_tw_reuse","value":"1"},
+      {"kind":"stop","pids":[812,900]}])"));
+  EXPECT_EQ(j["hint"], wait.text);
+  EXPECT_EQ(diagnosis_to_json(Diagnosis{})["fixes"], json::array());
+
+  const std::string text = format_diagnosis(d, "  ");
+  EXPECT_THAT(text, HasSubstr("  fix:   wait 41.3 s for the TIME_WAIT sockets to expire\n"));
+  EXPECT_THAT(text, HasSubstr("  or:    set SO_REUSEADDR on PID 812 (nginx)'s socket too\n"));
+  EXPECT_THAT(text, HasSubstr("  or:    bind 127.0.0.2 instead of 127.0.0.1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("or:    wait")));
 }
 
 }  // namespace

@@ -27,6 +27,13 @@ packages=(
   # man page from --help; lintian checks the .deb; hardening-check (devscripts, installed
   # without its recommends like everything here) checks the binary; zsh checks the completion
   help2man lintian devscripts zsh
+  # the monitoring mixin (dashboards/mixin): jsonnet renders the rules and the dashboard, and
+  # the mixin.rendered and deploy.kustomize tests render them again. deploy.kustomize also needs
+  # kubectl 1.21 or later for `kubectl kustomize` (kustomize v4+), which the project's machines
+  # have (package kubectl). Debian 12's kubernetes-client is not added: it is kubectl 1.20, whose
+  # kustomize v2.0.3 cannot build the overlays (no directories in `resources:`, no `patches:`,
+  # no components), and its /usr/bin/kubectl would clash with the kubectl package.
+  jsonnet
   # benchmarks: bpftrace, the counting tracer `portlens_bench cost` compares the agent with
   # (without it, the bench counts with its own BPF programs and says so)
   bpftrace

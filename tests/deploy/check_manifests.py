@@ -3,11 +3,15 @@
 
 Usage: check_manifests.py SOURCE_DIR
 
-Loads every YAML document (PyYAML: Debian's python3-yaml) and checks their structure: kinds and
-apiVersions, the DaemonSet's host namespaces, capabilities (exactly the systemd unit's
-CapabilityBoundingSet, everything else dropped), mounts, probes, resources, tolerations, the
-Prometheus annotations, and that the Service and ServiceMonitor select what the DaemonSet runs.
-Prints every problem found and exits 1 if there is any; no cluster is needed.
+Loads every YAML document of the kustomize base (the files its kustomization.yaml lists) and of
+components/podmonitor, as they are, without kustomize (PyYAML: Debian's python3-yaml), and
+checks their structure: kinds and apiVersions, the DaemonSet's host namespaces, capabilities
+(exactly the systemd unit's CapabilityBoundingSet, everything else dropped), nodeSelector,
+tolerations, mounts, probes (/healthz and /ready), resources, the Prometheus annotations, that
+the Service, ServiceMonitor and PodMonitor select what the DaemonSet runs, and the example web
+config. Prints every problem found and exits 1 if there is any; no cluster is needed.
+
+check_kustomize.py imports the checks and applies them to every overlay rendered by kustomize.
 """
 
 import re
@@ -23,6 +27,12 @@ except ImportError:
 
 PORT = 10130
 NAMESPACE = "portlens"
+
+# The agent's web config, where overlays/tls mounts the Secret portlens-web-config.
+WEB_CONFIG_DIR = "/etc/portlens/web"
+WEB_CONFIG_FLAG = f"--web.config.file={WEB_CONFIG_DIR}/web-config.yml"
+# The image is amd64 only (deploy/docker/Dockerfile installs the amd64 .deb).
+NODE_SELECTOR = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
 
 problems = []
 
@@ -104,7 +114,8 @@ def resolve_port(port, container):
     return None
 
 
-def check_daemonset(ds, unit_caps, service_account):
+def check_daemonset(ds, unit_caps, service_account, tls=False):
+    """tls: the agent serves HTTPS (overlays/tls): --web.config.file and HTTPS probes."""
     spec = ds.get("spec", {})
     template = spec.get("template", {})
     pod_labels = template.get("metadata", {}).get("labels", {})
@@ -131,9 +142,17 @@ def check_daemonset(ds, unit_caps, service_account):
           "pod: hostNetwork must be true (the node's own namespace, and :10130 on the node)")
     check(pod.get("priorityClassName") == "system-node-critical",
           "pod: priorityClassName should be system-node-critical")
-    check(any(t.get("operator") == "Exists" and "key" not in t
-              for t in pod.get("tolerations", [])),
-          "pod: needs a toleration {operator: Exists} (no key) to run on every node")
+    check(pod.get("nodeSelector") == NODE_SELECTOR,
+          f"pod: nodeSelector should be {NODE_SELECTOR} (the image is Linux amd64 only): "
+          f"{pod.get('nodeSelector')}")
+    tolerations = pod.get("tolerations", [])
+    for effect in ("NoSchedule", "NoExecute"):
+        check(any(t.get("operator") == "Exists" and "key" not in t and t.get("effect") == effect
+                  and "tolerationSeconds" not in t for t in tolerations),
+              f"pod: needs a toleration {{operator: Exists, effect: {effect}}} (no key) to run on "
+              "tainted nodes")
+    check(not any("effect" not in t and "key" not in t for t in tolerations),
+          "pod: a toleration without key and effect tolerates every taint; name the effects")
     check(pod.get("serviceAccountName") == service_account,
           f"pod: serviceAccountName should be {service_account}")
     check(pod.get("automountServiceAccountToken") is False,
@@ -173,11 +192,20 @@ def check_daemonset(ds, unit_caps, service_account):
     check(sc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"),
           "container: seccompProfile should be RuntimeDefault (or a Localhost profile)")
 
-    for name in ("livenessProbe", "readinessProbe"):
+    check(WEB_CONFIG_FLAG in argv if tls else not any("--web.config.file" in a for a in argv),
+          f"container: {WEB_CONFIG_FLAG} should be passed {'with' if tls else 'only with'} TLS: "
+          f"{argv}")
+    # /healthz: 503 when the event loop stalls; /ready: 503 until the bootstrap is merged. The
+    # startup probe waits for /ready, so a long bootstrap is not taken for a stall.
+    for name, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/ready"),
+                       ("startupProbe", "/ready")):
         probe = c.get(name, {})
         http = probe.get("httpGet", {})
-        check(http.get("path") in ("/", "/metrics"), f"container: {name} should GET / or /metrics")
+        check(http.get("path") == path, f"container: {name} should GET {path}: {http.get('path')}")
         check(resolve_port(http.get("port"), c) == PORT, f"container: {name} port is not {PORT}")
+        scheme = http.get("scheme", "HTTP")
+        check(scheme == ("HTTPS" if tls else "HTTP"),
+              f"container: {name} scheme {scheme}, expected {'HTTPS' if tls else 'HTTP'}")
 
     res = c.get("resources", {})
     requests, limits = res.get("requests", {}), res.get("limits", {})
@@ -212,12 +240,20 @@ def check_daemonset(ds, unit_caps, service_account):
     if check(run is not None, "container: /run/portlens (the API socket) is not mounted"):
         check("emptyDir" in volumes.get(run.get("name"), {}), "/run/portlens should be an emptyDir")
     check("/proc" not in mounts, "container: /proc comes from hostPID; do not mount the host's")
+    web = mounts.get(WEB_CONFIG_DIR)
+    if tls and check(web is not None, f"container: {WEB_CONFIG_DIR} (the web config) is not mounted"):
+        check(web.get("readOnly") is True, f"container: {WEB_CONFIG_DIR} should be read-only")
+        secret = volumes.get(web.get("name"), {}).get("secret", {})
+        check(secret.get("secretName") == "portlens-web-config",
+              f"{WEB_CONFIG_DIR} should be the Secret portlens-web-config: {secret}")
+    if not tls:
+        check(web is None, f"container: {WEB_CONFIG_DIR} is mounted without TLS")
 
 
-def check_servicemonitor(kinds, ds):
+def check_servicemonitor(kinds, ds, scheme="http"):
     pod_labels = ds.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
-    svc = one(kinds, "Service", "v1", "portlens-servicemonitor.yaml")
-    sm = one(kinds, "ServiceMonitor", "monitoring.coreos.com/v1", "portlens-servicemonitor.yaml")
+    svc = one(kinds, "Service", "v1", "the Service")
+    sm = one(kinds, "ServiceMonitor", "monitoring.coreos.com/v1", "the ServiceMonitor")
     spec = svc.get("spec", {})
     check(spec.get("clusterIP") == "None", "Service: should be headless (clusterIP: None)")
     check(selects(spec.get("selector"), pod_labels), "Service: selector does not match the pods")
@@ -235,6 +271,86 @@ def check_servicemonitor(kinds, ds):
         check(e.get("port") in ports, f"ServiceMonitor: endpoint port {e.get('port')} is not a "
               "port name of the Service")
         check(e.get("path") == "/metrics", "ServiceMonitor: endpoint path should be /metrics")
+        check(e.get("scheme", "http") == scheme,
+              f"ServiceMonitor: endpoint scheme {e.get('scheme')}, expected {scheme}")
+        check(scheme == "http" or "tlsConfig" in e, "ServiceMonitor: https without tlsConfig")
+
+
+def check_podmonitor(kinds, ds, scheme="http"):
+    pod_labels = ds.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+    pm = one(kinds, "PodMonitor", "monitoring.coreos.com/v1", "the PodMonitor")
+    spec = pm.get("spec", {})
+    check(selects(spec.get("selector", {}).get("matchLabels"), pod_labels),
+          "PodMonitor: selector does not match the pods")
+    # The rules select job="portlens": the job label must come from the pods' name label.
+    check(pod_labels.get(spec.get("jobLabel")) == "portlens",
+          "PodMonitor: jobLabel should name a pod label whose value is portlens (the rules' job)")
+    check(NAMESPACE in spec.get("namespaceSelector", {}).get("matchNames", []),
+          f"PodMonitor: namespaceSelector should name {NAMESPACE}")
+    container = ds.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
+    port_names = {p.get("name") for p in container.get("ports", [])}
+    endpoints = spec.get("podMetricsEndpoints", [])
+    check(len(endpoints) == 1, "PodMonitor: expected one endpoint")
+    for e in endpoints:
+        check(e.get("port") in port_names, f"PodMonitor: port {e.get('port')} is not a container "
+              "port name")
+        check(e.get("path") == "/metrics", "PodMonitor: endpoint path should be /metrics")
+        check(e.get("scheme", "http") == scheme,
+              f"PodMonitor: endpoint scheme {e.get('scheme')}, expected {scheme}")
+        check(scheme == "http" or "tlsConfig" in e, "PodMonitor: https without tlsConfig")
+
+
+def check_web_config_secret(kinds):
+    """The example web config: exporter-toolkit's YAML, TLS with the mounted certificate."""
+    secrets = [s for s in kinds.get("Secret", [])
+               if s.get("metadata", {}).get("name") == "portlens-web-config"]
+    if not check(len(secrets) == 1, "expected one Secret portlens-web-config"):
+        return
+    secret = secrets[0]
+    check(secret.get("metadata", {}).get("namespace") == NAMESPACE,
+          f"Secret portlens-web-config: not in namespace {NAMESPACE}")
+    text = secret.get("stringData", {}).get("web-config.yml")
+    if not check(isinstance(text, str), "Secret portlens-web-config: no stringData web-config.yml"):
+        return
+    config = yaml.safe_load(text) or {}
+    known = {"tls_server_config", "basic_auth_users", "http_server_config"}
+    check(set(config) <= known, f"web-config.yml: unknown keys {sorted(set(config) - known)}")
+    tls = config.get("tls_server_config", {})
+    check(bool(tls.get("cert_file")) and bool(tls.get("key_file")),
+          "web-config.yml: tls_server_config needs cert_file and key_file")
+    check(config.get("basic_auth_users") is None,
+          "web-config.yml: basic auth in the example would turn the kubelet's probes away (401)")
+
+
+def base_documents(root):
+    """Every document of the base, from the files its kustomization.yaml lists, as they are."""
+    base = root / "deploy/kubernetes/base"
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text(encoding="utf-8"))
+    docs = []
+    for resource in kustomization.get("resources", []):
+        docs += load_all(base / resource)
+    return docs
+
+
+def check_base_objects(kinds, unit_caps, tls=False):
+    """The objects every rendering has: namespace, service account, DaemonSet, web config."""
+    ns = one(kinds, "Namespace", "v1", "the Namespace")
+    check(ns.get("metadata", {}).get("labels", {}).get("pod-security.kubernetes.io/enforce")
+          == "privileged", "Namespace: Pod Security must allow host namespaces (privileged)")
+    sa = one(kinds, "ServiceAccount", "v1", "the ServiceAccount")
+    check(sa.get("automountServiceAccountToken") is False,
+          "ServiceAccount: automountServiceAccountToken should be false")
+    ds = one(kinds, "DaemonSet", "apps/v1", "the DaemonSet")
+    check_daemonset(ds, unit_caps, sa.get("metadata", {}).get("name"), tls=tls)
+    check_web_config_secret(kinds)
+    for kind, api in (("PrometheusRule", "monitoring.coreos.com/v1"), ("ConfigMap", "v1")):
+        for doc in kinds.get(kind, []):
+            check(doc.get("apiVersion") == api, f"{kind}: apiVersion should be {api}")
+            check(doc.get("metadata", {}).get("namespace") == NAMESPACE,
+                  f"{kind}: not in namespace {NAMESPACE}")
+    for cm in kinds.get("ConfigMap", []):
+        check(cm.get("metadata", {}).get("labels", {}).get("grafana_dashboard") == "1",
+              'ConfigMap: label grafana_dashboard should be "1" (Grafana\'s dashboard sidecar)')
 
 
 def main():
@@ -245,25 +361,17 @@ def main():
     unit_caps = unit_capabilities(root / "deploy/systemd/portlens.service")
     check(unit_caps, "the systemd unit sets no CapabilityBoundingSet=")
 
-    ds_file = root / "deploy/kubernetes/portlens-daemonset.yaml"
-    kinds = by_kind(load_all(ds_file))
-    check(set(kinds) == {"Namespace", "ServiceAccount", "DaemonSet"},
-          f"{ds_file.name}: kinds {sorted(map(str, kinds))}, expected Namespace, ServiceAccount, "
-          "DaemonSet")
-    ns = one(kinds, "Namespace", "v1", ds_file.name)
-    check(ns.get("metadata", {}).get("labels", {}).get("pod-security.kubernetes.io/enforce")
-          == "privileged", "Namespace: Pod Security must allow host namespaces (privileged)")
-    sa = one(kinds, "ServiceAccount", "v1", ds_file.name)
-    check(sa.get("automountServiceAccountToken") is False,
-          "ServiceAccount: automountServiceAccountToken should be false")
-    ds = one(kinds, "DaemonSet", "apps/v1", ds_file.name)
-    check_daemonset(ds, unit_caps, sa.get("metadata", {}).get("name"))
+    kinds = by_kind(base_documents(root))
+    expected = {"Namespace", "ServiceAccount", "DaemonSet", "Service", "ServiceMonitor",
+                "PrometheusRule", "ConfigMap", "Secret"}
+    check(set(kinds) == expected,
+          f"base: kinds {sorted(map(str, kinds))}, expected {sorted(expected)}")
+    check_base_objects(kinds, unit_caps)
+    ds = one(kinds, "DaemonSet", "apps/v1", "base")
+    check_servicemonitor(kinds, ds)
 
-    sm_file = root / "deploy/kubernetes/portlens-servicemonitor.yaml"
-    sm_kinds = by_kind(load_all(sm_file))
-    check(set(sm_kinds) == {"Service", "ServiceMonitor"},
-          f"{sm_file.name}: kinds {sorted(map(str, sm_kinds))}, expected Service, ServiceMonitor")
-    check_servicemonitor(sm_kinds, ds)
+    component = root / "deploy/kubernetes/components/podmonitor/podmonitor.yaml"
+    check_podmonitor(by_kind(load_all(component)), ds)
 
     for p in problems:
         print(f"check_manifests: {p}", file=sys.stderr)

@@ -55,7 +55,9 @@ std::string url_encode(const std::string& text) {
 }
 
 // A Prometheus server on a free loopback port, scraping the agent as job "portlens" every
-// second and evaluating the project's rules every second; its data lives in a temp dir.
+// second and evaluating the project's rules every second; its data lives in a temp dir. The
+// target carries cluster="e2e", as a multi-cluster setup's would, for the dashboard's cluster
+// variable and the rules' cluster label.
 class PrometheusServer {
  public:
   explicit PrometheusServer(std::uint16_t agent_port)
@@ -68,7 +70,8 @@ class PrometheusServer {
         << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         << "rule_files:\n  - " << kRulesFile.string() << "\n"
         << "scrape_configs:\n  - job_name: portlens\n    static_configs:\n"
-        << "      - targets: ['127.0.0.1:" << agent_port << "']\n";
+        << "      - targets: ['127.0.0.1:" << agent_port << "']\n"
+        << "        labels: {cluster: e2e}\n";
     process_ = std::make_unique<Process>(std::vector<std::string>{
         kPrometheus, "--config.file=" + (dir_ / "prometheus.yml").string(),
         "--storage.tsdb.path=" + (dir_ / "data").string(),
@@ -247,6 +250,7 @@ TEST_F(PrometheusEndToEndTest, EveryPanelAndAlertEvaluatesAgainstARealScenario) 
   std::map<std::string, std::string> values = {{"__rate_interval", "10s"},
                                                {"__interval", "1s"},
                                                {"__range", "5m"},
+                                               {"cluster", "e2e"},
                                                {"job", "portlens"},
                                                {"instance", instance}};
   const std::regex label_values(R"(^\s*label_values\((.*),\s*(\w+)\)\s*$)");

@@ -1,6 +1,7 @@
-// The Grafana dashboard dashboards/portlens-overview.json, checked for structure: provisioning
-// without import placeholders, the job/instance variables, the panel types, grid and rows, and
-// queries that filter by job and instance, use Grafana's intervals and name only the metric
+// The Grafana dashboard dashboards/portlens-overview.json (rendered from dashboards/mixin),
+// checked for structure: provisioning without import placeholders, the cluster/job/instance
+// variables, the panel types, grid and rows, and
+// queries that filter by cluster, job and instance, use Grafana's intervals and name only the metric
 // families the agent exports. Whether the queries run is the end-to-end test's part.
 #include <algorithm>
 #include <fstream>
@@ -34,11 +35,11 @@ std::set<std::string> exported_families() {
 const std::set<std::string> kExportedFamilies = exported_families();
 
 // The variables the end-to-end test substitutes before it runs every query.
-const std::set<std::string> kAllowedVariables = {"job", "instance", "__rate_interval", "__range",
-                                                 "__interval"};
+const std::set<std::string> kAllowedVariables = {"cluster", "job", "instance", "__rate_interval",
+                                                 "__range", "__interval"};
 
 const json kDatasource = {{"type", "prometheus"}, {"uid", "${datasource}"}};
-const std::string kFilter = R"({job=~"$job", instance=~"$instance")";
+const std::string kFilter = R"({cluster=~"$cluster", job=~"$job", instance=~"$instance")";
 const std::regex kPortlensMetric(R"(portlens_[a-z_]+)");
 
 std::string dashboard_text() {
@@ -124,23 +125,33 @@ TEST(DashboardTest, ProvisionsAsIsWithoutImportPlaceholders) {
   EXPECT_EQ(text.find("${DS_"), std::string::npos);
 }
 
-TEST(DashboardTest, HasDatasourceJobAndInstanceVariables) {
+TEST(DashboardTest, HasDatasourceClusterJobAndInstanceVariables) {
   const json& ds = variable("datasource");
   EXPECT_EQ(ds.at("type"), "datasource");
   EXPECT_EQ(ds.at("query"), "prometheus");
+
+  // "All" is .*, which also matches series without a cluster label: a Prometheus that has none
+  // shows every agent.
+  const json& cluster = variable("cluster");
+  EXPECT_EQ(cluster.at("type"), "query");
+  EXPECT_EQ(cluster.at("datasource"), kDatasource);
+  EXPECT_EQ(cluster.at("multi"), true);
+  EXPECT_EQ(cluster.at("includeAll"), true);
+  EXPECT_EQ(cluster.at("allValue"), ".*");
+  EXPECT_EQ(variable_query(cluster), "label_values(portlens_build_info, cluster)");
 
   const json& job = variable("job");
   EXPECT_EQ(job.at("type"), "query");
   EXPECT_EQ(job.at("datasource"), kDatasource);
   EXPECT_EQ(job.at("multi"), true);
   EXPECT_EQ(job.at("includeAll"), true);
-  EXPECT_EQ(variable_query(job), "label_values(portlens_build_info, job)");
+  EXPECT_EQ(variable_query(job), R"(label_values(portlens_build_info{cluster=~"$cluster"}, job))");
 
   const json& instance = variable("instance");
   EXPECT_EQ(instance.at("type"), "query");
   EXPECT_EQ(instance.at("datasource"), kDatasource);
   EXPECT_EQ(variable_query(instance),
-            R"(label_values(portlens_build_info{job=~"$job"}, instance))");
+            R"(label_values(portlens_build_info{cluster=~"$cluster", job=~"$job"}, instance))");
 }
 
 TEST(DashboardTest, UsesOnlyTimeseriesStatTableAndRowPanels) {
@@ -169,7 +180,7 @@ TEST(DashboardTest, EveryPanelIsDescribedAndQueriesTheDatasourceVariable) {
   }
 }
 
-TEST(DashboardTest, EveryQueryFiltersByJobAndInstance) {
+TEST(DashboardTest, EveryQueryFiltersByClusterJobAndInstance) {
   const std::regex selector(R"(\b(portlens_[a-z_]+|up)\b(\{[^}]*\})?)");
   for (const json& p : graph_panels()) {
     for (const json& t : p.at("targets")) {
@@ -220,7 +231,7 @@ TEST(DashboardTest, QueriesNameOnlyExportedMetricsAndCoverThemAll) {
       used.insert(name);
     }
   }
-  for (const char* var : {"job", "instance"}) {
+  for (const char* var : {"cluster", "job", "instance"}) {
     for (const std::string& name : matches(variable_query(variable(var)), kPortlensMetric)) {
       EXPECT_TRUE(kExportedFamilies.contains(name)) << name << " in $" << var;
     }

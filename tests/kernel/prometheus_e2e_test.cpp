@@ -247,12 +247,9 @@ TEST_F(PrometheusEndToEndTest, EveryPanelAndAlertEvaluatesAgainstARealScenario) 
   })) << prometheus.process().err();
 
   // The template variables resolve to this agent, as Grafana's label_values() would.
-  std::map<std::string, std::string> values = {{"__rate_interval", "10s"},
-                                               {"__interval", "1s"},
-                                               {"__range", "5m"},
-                                               {"cluster", "e2e"},
-                                               {"job", "portlens"},
-                                               {"instance", instance}};
+  std::map<std::string, std::string> values = {{"__rate_interval", "10s"}, {"__interval", "1s"},
+                                               {"__range", "5m"},          {"cluster", "e2e"},
+                                               {"job", "portlens"},        {"instance", instance}};
   const std::regex label_values(R"(^\s*label_values\((.*),\s*(\w+)\)\s*$)");
   for (const auto& [name, query] : dashboards.variables) {
     std::smatch m;

@@ -1,8 +1,8 @@
 // The Grafana dashboard dashboards/portlens-overview.json (rendered from dashboards/mixin),
 // checked for structure: provisioning without import placeholders, the cluster/job/instance
 // variables, the panel types, grid and rows, and
-// queries that filter by cluster, job and instance, use Grafana's intervals and name only the metric
-// families the agent exports. Whether the queries run is the end-to-end test's part.
+// queries that filter by cluster, job and instance, use Grafana's intervals and name only the
+// metric families the agent exports. Whether the queries run is the end-to-end test's part.
 #include <algorithm>
 #include <fstream>
 #include <iterator>
@@ -35,8 +35,8 @@ std::set<std::string> exported_families() {
 const std::set<std::string> kExportedFamilies = exported_families();
 
 // The variables the end-to-end test substitutes before it runs every query.
-const std::set<std::string> kAllowedVariables = {"cluster", "job", "instance", "__rate_interval",
-                                                 "__range", "__interval"};
+const std::set<std::string> kAllowedVariables = {"cluster",         "job",     "instance",
+                                                 "__rate_interval", "__range", "__interval"};
 
 const json kDatasource = {{"type", "prometheus"}, {"uid", "${datasource}"}};
 const std::string kFilter = R"({cluster=~"$cluster", job=~"$job", instance=~"$instance")";

@@ -402,7 +402,7 @@ TEST_F(AgentTest, ScrapesDoNotWaitForTheSnapshotADiagnosisTakes) {
       return b.bind("127.0.0.1", 7701);
     }),
               EADDRINUSE);
-    const auto want = static_cast<std::size_t>(i + 1);
+    const auto want = static_cast<std::size_t>(i) + 1;
     // Polled every millisecond, so that the moment it is logged is known to about 1 ms.
     bool logged = false;
     for (int tick = 0; tick < 20000 && !logged; ++tick) {

@@ -1,11 +1,14 @@
 #include "exporters/event_log.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
+#include <optional>
 #include <utility>
 
 #include "agent/model/error.hpp"
@@ -18,26 +21,89 @@ std::string directory_of(const std::string& path) {
   return dir.empty() ? "." : dir;
 }
 
-// One line the user can act on, by the errno open(2) gave.
-Error open_error(const std::string& path, int err) {
-  const std::string what = "cannot open the event log " + path + ": ";
+// The kernel's own file systems, where open(O_CREAT) fails (ENOENT in /proc, EACCES in /sys even
+// for root): name the file system, not a missing directory or a permission.
+std::optional<std::string> pseudo_filesystem(const std::string& dir) {
+  struct statfs fs {};
+  if (statfs(dir.c_str(), &fs) != 0) {
+    return std::nullopt;
+  }
+  switch (static_cast<std::uint64_t>(fs.f_type)) {
+    case PROC_SUPER_MAGIC:
+      return "proc";
+    case SYSFS_MAGIC:
+      return "sysfs";
+    case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC:
+      return "cgroup";
+    case DEBUGFS_MAGIC:
+      return "debugfs";
+    case TRACEFS_MAGIC:
+      return "tracefs";
+    case BPF_FS_MAGIC:
+      return "bpf";
+    default:
+      return std::nullopt;
+  }
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Why path cannot be opened for appending, given the errno open(2) gave, and what to do.
+std::string open_problem(const std::string& path, int err) {
+  const std::string dir = directory_of(path);
+  if (const auto fs = pseudo_filesystem(dir)) {
+    return dir + " is on the kernel's " + *fs +
+           " file system, where no log file can be made; give a path on a disk with "
+           "--event-log PATH";
+  }
   switch (err) {
     case EISDIR:
-      return Error(what + "it is a directory; give a file path with --event-log PATH");
+      return "it is a directory; give a file path with --event-log PATH";
     case ENOENT:
-      return Error(what + "the directory " + directory_of(path) +
-                   " does not exist; create it or give another --event-log PATH");
+      if (is_directory(dir)) {
+        return errno_text(err) + " although " + dir +
+               " exists (its file system does not let files be made); give another "
+               "--event-log PATH";
+      }
+      return "the directory " + dir + " does not exist; create it or give another --event-log PATH";
     case ENOTDIR:
-      return Error(what + "a component of the path is not a directory; give another " +
-                   "--event-log PATH");
+      return "a component of the path is not a directory; give another --event-log PATH";
+    case ELOOP:
+      return "too many symbolic links (a loop?); give another --event-log PATH";
     case EACCES:
     case EPERM:
     case EROFS:
-      return Error(what + errno_text(err) + "; make " + directory_of(path) +
-                   " writable for portlens or give another --event-log PATH");
+      return errno_text(err) + "; make " + dir +
+             " writable for portlens or give another --event-log PATH";
     default:
-      return Error(what + errno_text(err) + "; give another --event-log PATH");
+      return errno_text(err) + "; give another --event-log PATH";
   }
+}
+
+// One line the user can act on, by the errno open(2) gave.
+Error open_error(const std::string& path, int err) {
+  if (path.empty()) {
+    return Error("--event-log: the path is empty; give a file path, as in --event-log " +
+                 std::string("/var/log/portlens/events.jsonl"));
+  }
+  const std::string what = "cannot open the event log " + path + ": ";
+  // open() follows a symbolic link and fails on what it points to: say so, and about the target.
+  struct stat st {};
+  if (err != ELOOP && lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    std::error_code ec;
+    const std::filesystem::path target = std::filesystem::read_symlink(path, ec);
+    if (!ec) {
+      const std::filesystem::path resolved =
+          target.is_absolute() ? target : std::filesystem::path(directory_of(path)) / target;
+      return Error(what + "it is a symbolic link to " + target.string() + ", which cannot be " +
+                   "opened: " + open_problem(resolved.string(), err));
+    }
+  }
+  return Error(what + open_problem(path, err));
 }
 
 // Writes line whole with write(2), through EINTR and short writes. On failure (ENOSPC part way

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <map>
@@ -27,25 +28,52 @@ namespace {
 
 using nlohmann::json;
 
+// A comm is bytes, not always UTF-8: dump() would throw on it; replace keeps the rest valid.
+std::string dump_json(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 NetnsRef resolve_or_current(const std::optional<std::string>& spec) {
   return spec ? resolve_netns(*spec) : current_netns();
 }
 
-// SO_BINDTODEVICE takes a name that only means something inside the namespace: resolve it there.
+// fn() in ns: on this thread when ns is the caller's own (no setns, so no privilege needed).
+template <typename Fn>
+auto in_netns(const NetnsRef& ns, Fn&& fn) {
+  if (ns.inode == current_netns().inode) {
+    return fn();
+  }
+  return run_in_netns(ns, [&](std::uint64_t /*inode*/) { return fn(); });
+}
+
+}  // namespace
+
 int resolve_device(const std::string& device, const NetnsRef& ns) {
   int index = 0;
   const auto [ptr, ec] = std::from_chars(device.data(), device.data() + device.size(), index);
-  if (ec == std::errc() && ptr == device.data() + device.size() && index > 0) {
+  if (ec == std::errc() && ptr == device.data() + device.size()) {
+    if (index <= 0) {
+      throw UsageError("--device " + device + ": interface indexes start at 1");
+    }
+    const bool found = in_netns(ns, [&] {
+      std::array<char, IF_NAMESIZE> name{};
+      return if_indextoname(static_cast<unsigned>(index), name.data()) != nullptr;
+    });
+    if (!found) {
+      throw UsageError("--device " + device + ": no interface has index " + device +
+                       " in that network namespace (`ip link` lists them)");
+    }
     return index;
   }
-  const unsigned found =
-      run_in_netns(ns, [&](std::uint64_t /*inode*/) { return if_nametoindex(device.c_str()); });
+  const unsigned found = in_netns(ns, [&] { return if_nametoindex(device.c_str()); });
   if (found == 0) {
     throw UsageError("--device " + device + ": no such interface in that network namespace " +
                      "(`ip link` lists them)");
   }
   return static_cast<int>(found);
 }
+
+namespace {
 
 std::string outcome_name(Outcome o) {
   switch (o) {
@@ -97,7 +125,7 @@ std::string prediction_text(const Prediction& p, const std::string& indent) {
     out += format_diagnosis(*p.diagnosis, indent);
   }
   if (!p.note.empty()) {
-    out += indent + "note: " + p.note + "\n";
+    out += indent + "note: " + escape_for_terminal(p.note) + "\n";
   }
   return out;
 }
@@ -167,7 +195,7 @@ int run_check(const CheckOptions& o, std::ostream& out) {
                     {"uid", uid},
                     {"netns", ns.inode}};
     j["snapshot"] = snapshot_json(live.snapshot);
-    out << j.dump() << '\n';
+    out << dump_json(j) << '\n';
   } else {
     out << fmt::format("{} {} {}{} with {}, uid {}, netns {}: ", to_string(o.proto), "bind",
                        endpoint->to_string(), o.listen ? " + listen" : "", option_words(opts), uid,
@@ -175,7 +203,7 @@ int run_check(const CheckOptions& o, std::ostream& out) {
         << prediction_text(p, "  ");
     if (live.snapshot.source == SnapshotSource::kSockDiag) {
       out << "  (from sock_diag: SO_REUSEADDR/SO_REUSEPORT of existing sockets unknown; "
-          << inspector.snapshotter().fallback_reason() << ")\n";
+          << escape_for_terminal(inspector.snapshotter().fallback_reason()) << ")\n";
     }
   }
   return p.outcome == Outcome::kSucceeds ? kCheckSucceeds : kCheckFails;
@@ -261,17 +289,21 @@ json ask_agent(const WhyOptions& o, std::uint64_t netns) {
   return h;
 }
 
+// One line per failure the agent kept; every field came from the kernel by way of the agent, so
+// the whole line is escaped for the terminal.
 std::string failure_line(const json& f) {
   const auto endpoint = [](const json& ep) {
     return ep.is_object()
                ? ep.value("addr", std::string("?")) + ":" + std::to_string(ep.value("port", 0))
                : std::string("-");
   };
-  return fmt::format(
-      "  {} {} pid {} {} {} {}: {}", f.value("time", std::string("?")),
-      f.value("comm", std::string("?")), f.value("pid", 0), f.value("event", std::string("?")),
-      endpoint(f["local"]), f.value("errno", std::string("?")),
-      f.contains("diagnosis") ? f["diagnosis"].value("cause", std::string("?")) : std::string("?"));
+  return "  " + escape_for_terminal(fmt::format(
+                    "{} {} pid {} {} {} {}: {}", f.value("time", std::string("?")),
+                    f.value("comm", std::string("?")), f.value("pid", 0),
+                    f.value("event", std::string("?")), endpoint(f["local"]),
+                    f.value("errno", std::string("?")),
+                    f.contains("diagnosis") ? f["diagnosis"].value("cause", std::string("?"))
+                                            : std::string("?")));
 }
 
 }  // namespace
@@ -333,7 +365,7 @@ int run_why(const WhyOptions& o, std::ostream& out) {
         {"history_note", history["history_note"]},
         {"snapshot", snapshot_json(live.snapshot)},
     };
-    out << j.dump() << '\n';
+    out << dump_json(j) << '\n';
     return 0;
   }
 
@@ -374,7 +406,7 @@ int run_why(const WhyOptions& o, std::ostream& out) {
       out << failure_line(f) << '\n';
     }
   } else {
-    out << '\n' << history["history_note"].get<std::string>() << '\n';
+    out << '\n' << escape_for_terminal(history["history_note"].get<std::string>()) << '\n';
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "agent/kernel/snapshot.hpp"
 #include "agent/model/inet.hpp"
+#include "agent/model/netns_ref.hpp"
 
 namespace portlens {
 
@@ -31,6 +32,10 @@ inline constexpr int kCheckSucceeds = 0;
 inline constexpr int kCheckFails = 1;
 
 int run_check(const CheckOptions& options, std::ostream& out);
+
+// The interface index of --device (a name, or an index) in ns, checked there: throws UsageError
+// when no interface has that name or index.
+int resolve_device(const std::string& device, const NetnsRef& ns);
 
 struct WhyOptions {
   std::string api_socket = "/run/portlens/api.sock";  // where a running agent answers

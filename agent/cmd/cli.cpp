@@ -2,17 +2,24 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "agent/kernel/logging.hpp"
+#include "agent/kernel/preflight.hpp"
 #include "agent/model/error.hpp"
 #include "agent/render/explain.hpp"
+#include "agent/render/format.hpp"
 #include "portlens_version.hpp"
 
 namespace portlens {
@@ -34,6 +41,88 @@ void install_stop_handlers() {
   sa.sa_handler = on_hangup_signal;  // the agent reopens its event log
   sigaction(SIGHUP, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a closed stdout shows up as a failed write instead
+}
+
+// text as a number, whole: std::stod would take "1x" as 1 and "nan" or "inf" as numbers.
+std::optional<double> finite_number(const std::string& text) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text.front())) != 0) {
+    return std::nullopt;
+  }
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(v)) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+// A number of seconds from min to max. CLI::Range lets NaN through (every comparison with it is
+// false) and infinity reads as a number: `--reconcile-interval nan` reconciled without pause.
+CLI::Validator seconds_between(double min, double max) {
+  return {[min, max](const std::string& text) -> std::string {
+            const auto v = finite_number(text);
+            if (!v || *v < min || *v > max) {
+              return fmt::format("'{}' is not a number of seconds from {} to {}", text, min, max);
+            }
+            return "";
+          },
+          "S", "seconds"};
+}
+
+// A number of seconds above zero, finite. (CLI11 2.1's PositiveNumber prints DBL_MAX in its
+// message, and lets "inf" through: `trace --duration inf` never stopped.)
+CLI::Validator positive_seconds() {
+  return {[](const std::string& text) -> std::string {
+            const auto v = finite_number(text);
+            return v && *v > 0 ? "" : "'" + text + "' is not a positive number of seconds";
+          },
+          "S", "positive"};
+}
+
+// Digits only: CLI11 would say "Value nan not in range 1 to 10000" or "Could not convert".
+CLI::Validator whole_number() {
+  return {[](const std::string& text) -> std::string {
+            const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+              return std::isdigit(static_cast<unsigned char>(c)) != 0;
+            });
+            return digits ? "" : "'" + text + "' is not a whole number (digits only)";
+          },
+          "", "whole number"};
+}
+
+// A size as CLI::AsSizeValue reads it: digits, then a unit or none ("4096", "64K", "8 MiB").
+// Checked before it, which would call "nan" or "inf" a unit it does not know.
+CLI::Validator size_text() {
+  return {[](const std::string& text) -> std::string {
+            const auto is = [&](std::size_t i, int (*klass)(int)) {
+              return i < text.size() && klass(static_cast<unsigned char>(text[i])) != 0;
+            };
+            std::size_t i = 0;
+            while (is(i, isdigit)) {
+              ++i;
+            }
+            const bool number = i > 0;
+            while (is(i, isblank)) {
+              ++i;
+            }
+            while (is(i, isalpha)) {
+              ++i;
+            }
+            return number && i == text.size()
+                       ? ""
+                       : "'" + text + "' is not a size: bytes, or with a unit as in 64K or 8MiB";
+          },
+          "", "size"};
+}
+
+// --snapshot as a word: a CheckedTransformer over the enum printed its one-byte values raw into
+// --help (NUL, \x01, \x02).
+SnapshotMode snapshot_mode_named(const std::string& name) {
+  if (name == "bpf") {
+    return SnapshotMode::kBpfIterator;
+  }
+  return name == "sock_diag" ? SnapshotMode::kSockDiag : SnapshotMode::kAuto;
 }
 
 const char* const kTraceDescription =
@@ -72,6 +161,7 @@ void build_app(CLI::App& app, CommandLine& cl) {
   agent
       ->add_option("--web.max-requests", a.max_requests,
                    "requests served in parallel; beyond it 503 (0: no limit)")
+      ->check(whole_number())
       ->capture_default_str()
       ->type_name("N");
   agent
@@ -81,7 +171,15 @@ void build_app(CLI::App& app, CommandLine& cl) {
   agent
       ->add_option("--top-k", a.top_k,
                    "series kept per port, destination and comm label; the rest sum into other")
+      ->check(whole_number())
       ->check(CLI::Range(std::size_t{1}, std::size_t{10'000}))
+      ->capture_default_str();
+  agent
+      ->add_option("--web.max-namespaces", a.max_namespaces,
+                   "network namespaces with series of their own, the most TCP sockets first; the "
+                   "rest sum into netns=\"other\" (any user can create namespaces)")
+      ->check(whole_number())
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}))
       ->capture_default_str();
   agent->add_option("--event-log", a.event_log, "append every diagnosed failure as JSON Lines")
       ->type_name("PATH");
@@ -89,9 +187,11 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->add_option("--event-log.max-size", a.event_log_max_bytes,
                    "rotate the event log at this size (default 64MiB)")
       ->transform(CLI::AsSizeValue(false))
+      ->transform(size_text())  // runs first: a transform goes to the front
       ->check(CLI::Range(std::uint64_t{4096}, std::uint64_t{1} << 40))
       ->type_name("BYTES");
   agent->add_option("--event-log.keep", a.event_log_keep, "rotated event logs kept")
+      ->check(whole_number())
       ->check(CLI::Range(std::size_t{1}, std::size_t{100}))
       ->capture_default_str();
   agent->add_option("--api.socket", a.api_socket, "the local API's Unix socket (root only)")
@@ -106,13 +206,14 @@ void build_app(CLI::App& app, CommandLine& cl) {
   agent
       ->add_option("--reconcile-interval", a.reconcile_interval_s,
                    "seconds between snapshots that correct the socket table")
-      ->check(CLI::Range(0.1, 86400.0))
+      ->check(seconds_between(0.1, 86400.0))
       ->capture_default_str()
       ->type_name("S");
   agent
       ->add_option("--ring-buffer-size", a.ring_bytes,
                    "kernel-to-user ring buffer size; rounded up to a power of two (default 8MiB)")
       ->transform(CLI::AsSizeValue(false))
+      ->transform(size_text())  // runs first: a transform goes to the front
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
       ->type_name("BYTES");
 
@@ -124,41 +225,33 @@ void build_app(CLI::App& app, CommandLine& cl) {
   trace->add_flag("--failures", t.failures, "only calls that failed");
   trace->add_flag("--states", t.states, "also TCP state changes (sock:inet_sock_set_state)");
   trace->add_option("--pid", t.pid, "only this process (its tgid)")
+      ->check(whole_number())
       ->check(CLI::Range(1, 0x3fffffff))
       ->type_name("P");
   trace->add_option("--port", t.port, "only events where this port is local or remote")
+      ->check(whole_number())
       ->check(CLI::Range(0, 65535))
       ->type_name("N");
   trace->add_option("--netns", t.netns, "only this network namespace")->type_name("NS");
   trace->add_option("--duration", t.duration_s, "stop after S seconds (fractions allowed)")
-      ->check(CLI::Validator(
-          [](const std::string& text) -> std::string {
-            // CLI11 2.1's PositiveNumber prints DBL_MAX in its message; say it plainly.
-            std::string problem = "'" + text + "' is not a positive number of seconds";
-            try {
-              std::size_t used = 0;
-              const double v = std::stod(text, &used);
-              return used == text.size() && v > 0 ? "" : problem;
-            } catch (const std::exception&) {
-              return problem;
-            }
-          },
-          "S", "positive"))
+      ->check(positive_seconds())
       ->type_name("S");
   trace
       ->add_option("--ring-buffer-size", t.ring_bytes,
                    "kernel-to-user ring buffer size; rounded up to a power of two (default 8MiB)")
       ->transform(CLI::AsSizeValue(false))
+      ->transform(size_text())  // runs first: a transform goes to the front
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
       ->type_name("BYTES");
 
-  const std::map<std::string, SnapshotMode> snapshot_modes = {
-      {"auto", SnapshotMode::kAuto},
-      {"bpf", SnapshotMode::kBpfIterator},
-      {"sock_diag", SnapshotMode::kSockDiag}};
-  const char* const snapshot_help =
-      "where socket state comes from: auto (BPF iterators, else sock_diag), bpf, sock_diag "
-      "(sees no SO_REUSEADDR/SO_REUSEPORT flags)";
+  const auto snapshot_option = [](CLI::App* cmd, SnapshotMode& target) {
+    return cmd
+        ->add_option_function<std::string>(
+            "--snapshot", [&target](const std::string& v) { target = snapshot_mode_named(v); },
+            "where socket state comes from: auto (BPF iterators, else sock_diag), bpf, sock_diag "
+            "(sees no SO_REUSEADDR/SO_REUSEPORT flags); default auto")
+        ->check(CLI::IsMember({"auto", "bpf", "sock_diag"}));
+  };
   // Protocols parse as words: CLI11 2.1 cannot bind an enum that has an ADL to_string().
   const auto proto_option = [](CLI::App* cmd, const std::string& name, Proto& target,
                                const std::string& help) {
@@ -190,12 +283,12 @@ void build_app(CLI::App& app, CommandLine& cl) {
   check->add_option("--device", c.device, "bound to this interface (SO_BINDTODEVICE)")
       ->type_name("IF");
   check->add_option("--uid", c.uid, "as this user (default: yours); SO_REUSEPORT compares uids")
+      ->check(whole_number())
       ->type_name("U");
   check->add_flag("--listen", c.listen, "then listen() (tcp)");
   check->add_option("--netns", c.netns, "in this network namespace")->type_name("NS");
   check->add_flag("--json", c.json, "one JSON object");
-  check->add_option("--snapshot", c.snapshot_mode, snapshot_help)
-      ->transform(CLI::CheckedTransformer(snapshot_modes));
+  snapshot_option(check, c.snapshot_mode);
 
   CLI::App* why = app.add_subcommand("why", "who holds a port now, and what a new bind would meet");
   why->description(
@@ -204,7 +297,10 @@ void build_app(CLI::App& app, CommandLine& cl) {
       "0.0.0.0:PORT (then listen(), for tcp) with and without SO_REUSEADDR.");
   why->callback([&cl] { cl.command = Command::kWhy; });
   WhyOptions& w = cl.why;
-  why->add_option("port", w.port, "the port")->required()->check(CLI::Range(1, 65535));
+  why->add_option("port", w.port, "the port")
+      ->required()
+      ->check(whole_number())
+      ->check(CLI::Range(1, 65535));
   proto_option(why, "--proto", w.proto, "tcp (default) or udp");
   why->add_option("--netns", w.netns, "in this network namespace")->type_name("NS");
   why->add_option("--api.socket", w.api_socket,
@@ -212,8 +308,7 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->capture_default_str()
       ->type_name("PATH");
   why->add_flag("--json", w.json, "one JSON object");
-  why->add_option("--snapshot", w.snapshot_mode, snapshot_help)
-      ->transform(CLI::CheckedTransformer(snapshot_modes));
+  snapshot_option(why, w.snapshot_mode);
 
   CLI::App* explain = app.add_subcommand("explain", "the long explanation of a cause");
   explain->description(
@@ -254,12 +349,26 @@ ParseOutcome parse_command_line(const std::vector<std::string>& args) {
       message = "unknown command '" + app.remaining().front() +
                 "' (commands: agent, trace, check, why, explain)";
     }
-    outcome.stderr_text = std::string("portlens: ") + message +
+    outcome.stderr_text = std::string("portlens: ") + escape_for_terminal(message) +
                           "\nRun 'portlens --help' or 'portlens COMMAND --help' for usage.\n";
     return outcome;
   }
   outcome.command_line = cl;
   return outcome;
+}
+
+std::string error_lines(const std::exception& error, int verbosity) {
+  const auto* preflight = dynamic_cast<const PreflightError*>(&error);
+  if (preflight != nullptr && verbosity > 0 && preflight->problems().size() > 1) {
+    std::string out = fmt::format("portlens: {} problems:\n", preflight->problems().size());
+    for (const PreflightProblem& p : preflight->problems()) {
+      out += "  - " + escape_for_terminal(p.what) + "\n";
+    }
+    return out;
+  }
+  const bool ours = dynamic_cast<const Error*>(&error) != nullptr;
+  return std::string("portlens: ") + (ours ? "" : "internal error: ") +
+         escape_for_terminal(error.what()) + "\n";
 }
 
 int run_main(int argc, char** argv) {
@@ -278,7 +387,8 @@ int run_main(int argc, char** argv) {
     }
     const auto cause = parse_cause(*cl.explain_cause);
     if (!cause) {
-      std::cerr << "portlens: explain: unknown cause '" << *cl.explain_cause << "'\n"
+      std::cerr << "portlens: explain: unknown cause '" << escape_for_terminal(*cl.explain_cause)
+                << "'\n"
                 << list_causes();
       return 2;
     }
@@ -324,10 +434,10 @@ int run_main(int argc, char** argv) {
         break;  // answered above, before any setup
     }
   } catch (const Error& e) {
-    std::cerr << "portlens: " << e.what() << '\n';
+    std::cerr << error_lines(e, cl.verbosity);
     return e.exit_code();
   } catch (const std::exception& e) {
-    std::cerr << "portlens: internal error: " << e.what() << '\n';
+    std::cerr << error_lines(e, cl.verbosity);
     return 1;
   }
   return 1;

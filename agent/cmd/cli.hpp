@@ -1,6 +1,7 @@
 // The command line: parsing into plain options (testable without privileges) and running.
 #pragma once
 
+#include <exception>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -34,6 +35,11 @@ struct ParseOutcome {
 
 // args[0] is the program name, as in argv.
 ParseOutcome parse_command_line(const std::vector<std::string>& args);
+
+// What run_main prints for an error that ends a command: "portlens: WHAT\n", escaped for the
+// terminal (messages carry namespace names and paths). A preflight error lists every problem, one
+// a line, when verbosity > 0 (-v); otherwise the first and a count of the others.
+std::string error_lines(const std::exception& error, int verbosity);
 
 // Everything main() does; returns the process exit code.
 int run_main(int argc, char** argv);

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/model/error.hpp"
+#include "agent/render/format.hpp"
 
 namespace portlens {
 namespace {
@@ -69,6 +70,21 @@ class EscapedMessage : public spdlog::custom_flag_formatter {
   bool json_;
 };
 
+// The plain form's message, escaped as all human output is (escape_for_terminal): a log line
+// that names a namespace path or a comm cannot clear the screen or forge a line of its own.
+class TerminalMessage : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm& /*tm*/,
+              spdlog::memory_buf_t& dest) override {
+    const std::string escaped =
+        escape_for_terminal(std::string_view(msg.payload.data(), msg.payload.size()));
+    dest.append(escaped.data(), escaped.data() + escaped.size());
+  }
+  [[nodiscard]] std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<TerminalMessage>();
+  }
+};
+
 void install_logger() {
   auto logger = std::make_shared<spdlog::logger>("portlens",
                                                  std::make_shared<spdlog::sinks::stderr_sink_mt>());
@@ -102,7 +118,10 @@ void setup_logging(const std::string& level, const std::string& format) {
 
 void setup_logging(int verbosity) {
   install_logger();
-  spdlog::default_logger()->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<TerminalMessage>('*');
+  formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %*");
+  spdlog::default_logger()->set_formatter(std::move(formatter));
   spdlog::set_level(verbosity >= 2   ? spdlog::level::trace
                     : verbosity == 1 ? spdlog::level::debug
                                      : spdlog::level::warn);

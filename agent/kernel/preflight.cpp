@@ -2,6 +2,7 @@
 
 #include <linux/capability.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -10,8 +11,9 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-
-#include "agent/model/error.hpp"
+#include <fstream>
+#include <sstream>
+#include <utility>
 
 namespace portlens {
 namespace {
@@ -37,6 +39,55 @@ bool exists(const std::string& path) {
   return std::filesystem::exists(path, ec);
 }
 
+// Whether DIR/events can be used: libbpf reads events/CATEGORY/NAME/id from it.
+struct EventsAccess {
+  enum State { kUsable, kAbsent, kDenied };
+  State state = kAbsent;
+  int err = 0;  // the errno that made it absent or denied
+};
+
+EventsAccess events_access(const std::string& dir) {
+  const std::string events = dir + "/events";
+  struct stat st {};
+  if (stat(events.c_str(), &st) != 0) {
+    const int err = errno;
+    return {err == EACCES || err == EPERM ? EventsAccess::kDenied : EventsAccess::kAbsent, err};
+  }
+  if (access(events.c_str(), R_OK | X_OK) != 0) {
+    return {EventsAccess::kDenied, errno};
+  }
+  return {EventsAccess::kUsable, 0};
+}
+
+// Whether the mount table (/proc/self/mounts) lists a tracefs mounted at dir.
+bool tracefs_mounted_at(const std::string& mounts, const std::string& dir) {
+  std::ifstream in(mounts);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string source;
+    std::string target;
+    std::string type;
+    if (fields >> source >> target >> type && type == "tracefs" && target == dir) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string unreadable(const std::string& dir, bool mounted, int err) {
+  return (mounted ? "tracefs is mounted at " + dir + " but this process cannot read it"
+                  : "this process cannot read " + dir + "/events") +
+         " (" + errno_text(err) +
+         "): run as root, or let portlens's user read it (mount -o remount,mode=755 " + dir + ")";
+}
+
+std::string no_events(const std::string& dir) {
+  return "tracefs mounted at " + dir +
+         " has no events/ directory: the kernel lacks tracepoint support "
+         "(CONFIG_TRACEPOINTS, CONFIG_FTRACE_SYSCALLS)";
+}
+
 }  // namespace
 
 const std::vector<std::string>& required_tracepoints() {
@@ -50,22 +101,41 @@ const std::vector<std::string>& required_tracepoints() {
 
 std::string ensure_tracefs(const PreflightPaths& paths) {
   // libbpf looks in debugfs's tracing directory first, then in tracefs's own mount point.
-  if (exists(paths.debugfs_tracing + "/events")) {
+  const EventsAccess debugfs = events_access(paths.debugfs_tracing);
+  if (debugfs.state == EventsAccess::kUsable) {
     return paths.debugfs_tracing;
   }
-  if (exists(paths.tracefs + "/events")) {
+  const EventsAccess tracefs = events_access(paths.tracefs);
+  if (tracefs.state == EventsAccess::kUsable) {
     return paths.tracefs;
+  }
+  const bool mounted = tracefs_mounted_at(paths.mounts, paths.tracefs);
+  if (tracefs.state == EventsAccess::kDenied) {
+    throw Error(unreadable(paths.tracefs, mounted, tracefs.err));
+  }
+  if (mounted) {
+    throw Error(no_events(paths.tracefs));
   }
   if (mount("nodev", paths.tracefs.c_str(), "tracefs", 0, nullptr) != 0) {
     const int err = errno;
-    throw Error("tracefs is not mounted and mounting it at " + paths.tracefs +
+    // The one in debugfs is there but closed to this process: that is the problem to name.
+    if (debugfs.state == EventsAccess::kDenied) {
+      throw Error(unreadable(paths.debugfs_tracing,
+                             tracefs_mounted_at(paths.mounts, paths.debugfs_tracing), debugfs.err) +
+                  " (and mounting tracefs at " + paths.tracefs + " failed: " + errno_text(err) +
+                  ")");
+    }
+    throw Error("tracefs is not mounted (neither at " + paths.tracefs + " nor at " +
+                paths.debugfs_tracing + ") and mounting it at " + paths.tracefs +
                 " failed: " + errno_text(err) +
                 "; mount it (mount -t tracefs nodev /sys/kernel/tracing) or run as root");
   }
-  if (!exists(paths.tracefs + "/events")) {
-    throw Error("tracefs mounted at " + paths.tracefs +
-                " has no events/ directory: the kernel lacks tracepoint support "
-                "(CONFIG_TRACEPOINTS, CONFIG_FTRACE_SYSCALLS)");
+  const EventsAccess fresh = events_access(paths.tracefs);
+  if (fresh.state == EventsAccess::kDenied) {
+    throw Error(unreadable(paths.tracefs, true, fresh.err));
+  }
+  if (fresh.state == EventsAccess::kAbsent) {
+    throw Error(no_events(paths.tracefs));
   }
   return paths.tracefs;
 }
@@ -106,17 +176,27 @@ std::vector<PreflightProblem> run_preflight(const PreflightPaths& paths) {
   return problems;
 }
 
-void require_preflight(const PreflightPaths& paths) {
-  const auto problems = run_preflight(paths);
-  if (problems.empty()) {
-    return;
-  }
-  std::string msg = problems.front().what;
+namespace {
+
+std::string first_and_count(const std::vector<PreflightProblem>& problems) {
+  std::string msg = problems.empty() ? std::string() : problems.front().what;
   if (problems.size() > 1) {
     msg += " (and " + std::to_string(problems.size() - 1) + " more problem" +
            (problems.size() > 2 ? "s" : "") + "; run with -v to see them)";
   }
-  throw Error(msg);
+  return msg;
+}
+
+}  // namespace
+
+PreflightError::PreflightError(std::vector<PreflightProblem> problems)
+    : Error(first_and_count(problems)), problems_(std::move(problems)) {}
+
+void require_preflight(const PreflightPaths& paths) {
+  auto problems = run_preflight(paths);
+  if (!problems.empty()) {
+    throw PreflightError(std::move(problems));
+  }
 }
 
 }  // namespace portlens

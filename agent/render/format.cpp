@@ -1,5 +1,6 @@
 #include "agent/render/format.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -16,7 +17,80 @@ std::string endpoint_or_dash(const std::optional<Endpoint>& ep) {
 
 std::string family_name(Family f) { return f == Family::kIpv4 ? "ipv4" : "ipv6"; }
 
+// The length of the well-formed UTF-8 sequence that starts text[at] (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF), or 0 when the byte starts none.
+std::size_t utf8_sequence_length(std::string_view text, std::size_t at) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[at + i]); };
+  const unsigned char lead = byte(0);
+  std::size_t length = 0;
+  unsigned char low = 0x80;  // the range the second byte must fall in
+  unsigned char high = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    low = lead == 0xe0 ? 0xa0 : 0x80;   // overlong below U+0800
+    high = lead == 0xed ? 0x9f : 0xbf;  // UTF-16 surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    low = lead == 0xf0 ? 0x90 : 0x80;   // overlong below U+10000
+    high = lead == 0xf4 ? 0x8f : 0xbf;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (at + length > text.size() || byte(1) < low || byte(1) > high) {
+    return 0;
+  }
+  for (std::size_t i = 2; i < length; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xbf) {
+      return 0;
+    }
+  }
+  return length;
+}
+
+void append_hex_escape(std::string& out, unsigned char byte) {
+  out += fmt::format("\\x{:02x}", byte);
+}
+
 }  // namespace
+
+std::string escape_for_terminal(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (c == 0x1b) {
+      out += "\\e";
+      ++i;
+      continue;
+    }
+    if (c == '\\') {
+      out += "\\\\";
+      ++i;
+      continue;
+    }
+    // A byte 0x80 or above starts a UTF-8 sequence, or is one byte escaped (as controls are).
+    const std::size_t n = c < 0x80 ? 0 : utf8_sequence_length(text, i);
+    // A C1 control (U+0080-U+009F) is valid UTF-8 but U+009B is CSI to terminals that take
+    // 8-bit controls: its bytes are escaped too.
+    const bool c1 = n == 2 && c == 0xc2 && static_cast<unsigned char>(text[i + 1]) <= 0x9f;
+    if (n == 0 || c1) {
+      for (const std::size_t end = i + std::max<std::size_t>(n, 1); i < end; ++i) {
+        append_hex_escape(out, static_cast<unsigned char>(text[i]));
+      }
+    } else {
+      out.append(text.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
 
 std::string format_rfc3339_us(std::int64_t realtime_ns) {
   const auto secs = static_cast<time_t>(realtime_ns / kNsPerSec);
@@ -87,9 +161,10 @@ std::string format_table_row(const Event& event, const WallClock& clock) {
   }
   const std::string opts = event.opts ? format_option_letters(*event.opts) : "?";
   return fmt::format("{:<15} {:<16} {:>7} {:<7} {:<5} {:<46} {:<46} {:<6} {}",
-                     format_clock_time(clock.to_realtime_ns(event.ts_ns)), event.comm, event.pid,
-                     to_string(event.type), to_string(event.proto), local,
-                     endpoint_or_dash(event.shown_remote()), opts, result);
+                     format_clock_time(clock.to_realtime_ns(event.ts_ns)),
+                     escape_for_terminal(event.comm), event.pid, to_string(event.type),
+                     to_string(event.proto), local, endpoint_or_dash(event.shown_remote()), opts,
+                     result);
 }
 
 nlohmann::json endpoint_to_json(const Endpoint& endpoint) {

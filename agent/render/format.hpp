@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,14 @@
 #include "agent/model/event.hpp"
 
 namespace portlens {
+
+// A string from the kernel or /proc (a comm, a namespace name, a path) made safe to print to a
+// terminal, so that it cannot move the cursor, clear the screen or start a line of its own:
+// ESC (0x1b) becomes "\e", every other control byte (0x00-0x1f, 0x7f) and every C1 control
+// (U+0080-U+009F, which some terminals obey as ESC sequences) "\xNN", a backslash "\\", and
+// each byte that is not part of valid UTF-8 "\xNN". Valid UTF-8 text is kept as it is. For
+// human output only: JSON and Prometheus have escaping of their own.
+std::string escape_for_terminal(std::string_view text);
 
 // "2026-11-21T10:15:03.123456Z"
 std::string format_rfc3339_us(std::int64_t realtime_ns);

@@ -35,7 +35,7 @@ std::string owner_text(const SocketEntry& s) {
   if (!s.owner) {
     return s.state == TcpState::kTimeWait ? "(no owner: TIME_WAIT)" : "(owner unknown)";
   }
-  return fmt::format("pid {} ({})", s.owner->pid, s.owner->comm);
+  return fmt::format("pid {} ({})", s.owner->pid, escape_for_terminal(s.owner->comm));
 }
 
 }  // namespace
@@ -155,15 +155,17 @@ std::string format_socket(const SocketEntry& s) {
   return line;
 }
 
+// The hint, the fixes and the blockers' reasons name processes by their comm: every text is
+// escaped for the terminal.
 std::string format_diagnosis(const Diagnosis& d, const std::string& indent) {
-  std::string out =
-      fmt::format("{}cause: {}\n{}fix:   {}\n", indent, to_string(d.cause), indent, d.hint);
+  std::string out = fmt::format("{}cause: {}\n{}fix:   {}\n", indent, to_string(d.cause), indent,
+                                escape_for_terminal(d.hint));
   // The hint is the first fix's text (or leads with it): the others, each sufficient alone.
   for (std::size_t i = 0; i < d.fixes.size(); ++i) {
     if (i == 0 && d.hint.find(d.fixes[i].text) != std::string::npos) {
       continue;
     }
-    out += fmt::format("{}or:    {}\n", indent, d.fixes[i].text);
+    out += fmt::format("{}or:    {}\n", indent, escape_for_terminal(d.fixes[i].text));
   }
   if (d.ephemeral) {
     const EphemeralAccount& a = *d.ephemeral;
@@ -176,7 +178,8 @@ std::string format_diagnosis(const Diagnosis& d, const std::string& indent) {
   constexpr std::size_t kShown = 10;
   for (std::size_t i = 0; i < d.blockers.size() && i < kShown; ++i) {
     const Blocker& b = d.blockers[i];
-    out += fmt::format("{}  blocker: {}  [{}{}]\n", indent, format_socket(b.socket), b.why,
+    out += fmt::format("{}  blocker: {}  [{}{}]\n", indent, format_socket(b.socket),
+                       escape_for_terminal(b.why),
                        b.definite ? "" : "; may block: some fields unknown");
   }
   if (d.blockers.size() > kShown) {

@@ -175,7 +175,20 @@ std::string ListenAddress::to_string() const {
 ListenAddress parse_listen_address(std::string_view text) {
   if (text.empty()) refuse(text, "it is empty");
   if (text.find(',') != std::string_view::npos) {
-    refuse(text, "a list is not an address; give the flag once per address");
+    // The forms would not help (each item may well be one): say how to give several.
+    std::string flags;
+    for (std::string_view rest = text; !rest.empty();) {
+      const auto comma = rest.find(',');
+      const auto item = rest.substr(0, comma);
+      if (!item.empty()) {
+        flags +=
+            (flags.empty() ? "" : " ") + std::string("--web.listen-address ") + std::string(item);
+      }
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    }
+    throw std::invalid_argument(
+        "invalid listen address \"" + std::string(text) +
+        "\": a list is not an address; give one address per flag: " + flags);
   }
   if (std::any_of(text.begin(), text.end(),
                   [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; })) {

@@ -234,6 +234,71 @@ TEST(EventLogTest, UnwritableDirectory) {
   EXPECT_THAT(msg, HasSubstr("make " + locked.string() + " writable"));
 }
 
+// Regression: each of these said "the directory ... does not exist", of a directory that exists
+// (".", "/proc") or that the user never named (the symlink's).
+TEST(EventLogTest, EmptyPathSaysItIsEmpty) {
+  const std::string msg = open_error_of("");
+  EXPECT_THAT(msg, HasSubstr("--event-log: the path is empty"));
+  EXPECT_THAT(msg, ::testing::Not(HasSubstr("does not exist")));
+}
+
+TEST(EventLogTest, KernelFileSystemsAreNamed) {
+  for (const auto& [path, fs_name] : {std::pair<std::string, std::string>{"/proc/x", "proc"},
+                                      {"/proc/self/portlens.jsonl", "proc"},
+                                      {"/sys/x", "sysfs"}}) {
+    if (!fs::is_directory(fs::path(path).parent_path())) {
+      continue;
+    }
+    const std::string msg = open_error_of(path);
+    EXPECT_THAT(msg, HasSubstr("cannot open the event log " + path)) << msg;
+    EXPECT_THAT(msg, HasSubstr("kernel's " + fs_name + " file system")) << msg;
+    EXPECT_THAT(msg, ::testing::Not(HasSubstr("does not exist"))) << msg;
+    EXPECT_THAT(msg, ::testing::Not(HasSubstr("writable"))) << msg;
+  }
+}
+
+TEST(EventLogTest, DanglingSymlinkNamesItsTarget) {
+  const TempDir dir;
+  const std::string link = dir.file("events.jsonl");
+  const std::string target = dir.file("gone/events.jsonl");
+  fs::create_symlink(target, link);
+  const std::string msg = open_error_of(link);
+  EXPECT_THAT(msg, HasSubstr("cannot open the event log " + link));
+  EXPECT_THAT(msg, HasSubstr("it is a symbolic link to " + target));
+  EXPECT_THAT(msg, HasSubstr("the directory " + dir.file("gone") + " does not exist"));
+  // The link's own directory exists: it is not the one called missing.
+  EXPECT_THAT(msg, ::testing::Not(HasSubstr("directory " + dir.path().string() + " does")));
+}
+
+TEST(EventLogTest, RelativeSymlinkIsResolvedFromItsDirectory) {
+  const TempDir dir;
+  fs::create_directory(dir.path() / "logs");
+  const std::string link = dir.file("logs/events.jsonl");
+  fs::create_symlink("../missing/events.jsonl", link);
+  const std::string msg = open_error_of(link);
+  EXPECT_THAT(msg, HasSubstr("symbolic link to ../missing/events.jsonl"));
+  EXPECT_THAT(msg, HasSubstr("missing does not exist"));
+}
+
+TEST(EventLogTest, DanglingSymlinkToWhereItCanBeMadeIsFollowed) {
+  const TempDir dir;
+  const std::string link = dir.file("events.jsonl");
+  fs::create_symlink(dir.file("real.jsonl"), link);
+  {
+    EventLog log(link);
+    log.append(numbered(1));
+  }
+  EXPECT_EQ(contents(dir.file("real.jsonl")), "{\"n\":1}\n");
+}
+
+TEST(EventLogTest, SymlinkLoopIsNamed) {
+  const TempDir dir;
+  fs::create_symlink(dir.file("b"), dir.file("a"));
+  fs::create_symlink(dir.file("a"), dir.file("b"));
+  const std::string msg = open_error_of(dir.file("a"));
+  EXPECT_THAT(msg, HasSubstr("too many symbolic links"));
+}
+
 TEST(EventLogTest, WriteFailuresAreCountedNotThrown) {
   // /dev/full: every write fails with ENOSPC, as on a full disk; not a regular file, so never
   // rotated either.

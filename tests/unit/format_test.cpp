@@ -1,5 +1,6 @@
 #include "agent/render/format.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <ctime>
@@ -9,7 +10,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "agent/diagnose/diagnoser.hpp"
 #include "agent/render/report.hpp"
+#include "tests/unit/builders.hpp"
 
 namespace portlens {
 namespace {
@@ -19,6 +22,98 @@ using ::testing::Not;
 using json = nlohmann::json;
 
 constexpr std::int64_t kNsPerSec = 1'000'000'000;
+
+// Every byte of s that a terminal would act on: C0 controls and DEL. What escape_for_terminal
+// returns must have none.
+bool has_control_bytes(const std::string& s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte < 0x20 || byte == 0x7f;
+  });
+}
+
+TEST(EscapeForTerminalTest, PlainTextIsKept) {
+  EXPECT_EQ(escape_for_terminal(""), "");
+  EXPECT_EQ(escape_for_terminal("nginx"), "nginx");
+  EXPECT_EQ(escape_for_terminal("kworker/0:1H-events"), "kworker/0:1H-events");
+  EXPECT_EQ(escape_for_terminal("a b ~"), "a b ~");
+}
+
+TEST(EscapeForTerminalTest, EscIsBackslashE) {
+  EXPECT_EQ(escape_for_terminal("\x1b[2J"), "\\e[2J");
+  EXPECT_EQ(escape_for_terminal("\x1b]0;title\x07"), "\\e]0;title\\x07");
+}
+
+TEST(EscapeForTerminalTest, OtherControlBytesAreHex) {
+  EXPECT_EQ(escape_for_terminal("a\nb"), "a\\x0ab");
+  EXPECT_EQ(escape_for_terminal("a\rb"), "a\\x0db");
+  EXPECT_EQ(escape_for_terminal("a\tb"), "a\\x09b");
+  EXPECT_EQ(escape_for_terminal(std::string("a\0b", 3)), "a\\x00b");
+  EXPECT_EQ(escape_for_terminal("\x7f"), "\\x7f");
+  EXPECT_EQ(escape_for_terminal("\x01\x1f"), "\\x01\\x1f");
+  // Every C0 byte and DEL, each alone: escaped, and nothing raw left.
+  for (int byte = 0; byte < 0x80; ++byte) {
+    const std::string escaped = escape_for_terminal(std::string(1, static_cast<char>(byte)));
+    EXPECT_FALSE(has_control_bytes(escaped)) << byte;
+    if (byte < 0x20 || byte == 0x7f) {
+      EXPECT_EQ(escaped.front(), '\\') << byte;
+    } else if (byte != '\\') {
+      EXPECT_EQ(escaped, std::string(1, static_cast<char>(byte)));
+    }
+  }
+}
+
+TEST(EscapeForTerminalTest, BackslashIsDoubledSoEscapesCannotBeForged) {
+  EXPECT_EQ(escape_for_terminal("\\"), "\\\\");
+  // A comm that spells "\e" itself does not look like one that holds ESC.
+  EXPECT_NE(escape_for_terminal("\\e"), escape_for_terminal("\x1b"));
+  EXPECT_EQ(escape_for_terminal("\\x0a"), "\\\\x0a");
+}
+
+TEST(EscapeForTerminalTest, ValidUtf8IsKept) {
+  EXPECT_EQ(escape_for_terminal("caf\xc3\xa9"), "caf\xc3\xa9");            // é
+  EXPECT_EQ(escape_for_terminal("\xe2\x82\xac"), "\xe2\x82\xac");          // €
+  EXPECT_EQ(escape_for_terminal("\xf0\x9f\x90\xb3"), "\xf0\x9f\x90\xb3");  // U+1F433
+  EXPECT_EQ(escape_for_terminal("\xf4\x8f\xbf\xbf"), "\xf4\x8f\xbf\xbf");  // U+10FFFF
+  EXPECT_EQ(escape_for_terminal("\xc2\xa0"), "\xc2\xa0");                  // U+00A0
+}
+
+TEST(EscapeForTerminalTest, InvalidUtf8BytesAreHex) {
+  EXPECT_EQ(escape_for_terminal("\xff"), "\\xff");
+  EXPECT_EQ(escape_for_terminal("a\x80"
+                                "b"),
+            "a\\x80b");                                      // a lone continuation byte
+  EXPECT_EQ(escape_for_terminal("\xc3"), "\\xc3");           // cut short (comm is 15 bytes)
+  EXPECT_EQ(escape_for_terminal("\xe2\x82"), "\\xe2\\x82");  // cut short
+  EXPECT_EQ(escape_for_terminal("\xc0\xaf"), "\\xc0\\xaf");  // overlong '/'
+  EXPECT_EQ(escape_for_terminal("\xe0\x80\xaf"), "\\xe0\\x80\\xaf");
+  EXPECT_EQ(escape_for_terminal("\xed\xa0\x80"), "\\xed\\xa0\\x80");           // a UTF-16 surrogate
+  EXPECT_EQ(escape_for_terminal("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // > U+10FFFF
+  // A valid character right after a bad byte survives.
+  EXPECT_EQ(escape_for_terminal("\xff\xc3\xa9"), "\\xff\xc3\xa9");
+  // An overlong ESC (0xc0 0x9b) is not ESC and not kept either.
+  EXPECT_EQ(escape_for_terminal("\xc0\x9b"), "\\xc0\\x9b");
+}
+
+TEST(EscapeForTerminalTest, C1ControlsAreHex) {
+  // U+009B is CSI to terminals that take 8-bit controls: as dangerous as ESC [.
+  EXPECT_EQ(escape_for_terminal("\xc2\x9b"
+                                "2J"),
+            "\\xc2\\x9b"
+            "2J");
+  EXPECT_EQ(escape_for_terminal("\xc2\x80"), "\\xc2\\x80");
+}
+
+TEST(EscapeForTerminalTest, EveryByteStringComesOutPrintableAndOneLine) {
+  // Every pair of bytes: whatever a comm holds, the escaped form has no control byte.
+  for (int a = 0; a < 256; ++a) {
+    for (int b = 0; b < 256; ++b) {
+      const std::string in{static_cast<char>(a), static_cast<char>(b)};
+      const std::string out = escape_for_terminal(in);
+      ASSERT_FALSE(has_control_bytes(out)) << a << " " << b;
+    }
+  }
+}
 
 TEST(ErrnoNameTest, NamesErrnoValuesEitherSign) {
   EXPECT_EQ(errno_name(98), "EADDRINUSE");
@@ -148,6 +243,16 @@ TEST(TableTest, FailedBindRow) {
   EXPECT_EQ(row.find('\n'), std::string::npos);
   // The time column is local wall-clock time with microseconds.
   EXPECT_THAT(row, HasSubstr(".123456"));
+}
+
+TEST(TableTest, CommIsEscaped) {
+  Event e = failed_bind_v4();
+  e.comm = "\x1b[2Jevil\nX";
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("\\e[2Jevil\\x0aX"));
+  EXPECT_FALSE(has_control_bytes(row)) << row;
+  // JSON keeps the comm as it is: its own escaping makes it safe.
+  EXPECT_EQ(event_to_json(e, WallClock(kOffsetNs))["comm"], e.comm);
 }
 
 TEST(TableTest, ColumnsLineUpWithTheHeader) {
@@ -412,6 +517,51 @@ TEST(DiagnosisJsonTest, FixesCarryOnlyTheirKeys) {
   EXPECT_THAT(text, HasSubstr("  or:    set SO_REUSEADDR on PID 812 (nginx)'s socket too\n"));
   EXPECT_THAT(text, HasSubstr("  or:    bind 127.0.0.2 instead of 127.0.0.1\n"));
   EXPECT_THAT(text, Not(HasSubstr("or:    wait")));
+}
+
+// A socket's owner and the diagnosis that names it, for a comm set with prctl(PR_SET_NAME) to
+// forge a line: the human lines hold it escaped, the JSON as it is.
+TEST(ReportTest, OwnerCommIsEscapedInEveryHumanLine) {
+  const std::string comm = "\x1b[2J\nfix: ok";
+  SocketEntry holder = unit::listener("0.0.0.0:8080");
+  holder.owner = SocketOwner{812, comm};
+  holder.uid = 0;
+  holder.reuseaddr = holder.reuseport = false;
+  holder.bound_dev_if = 0;
+  const std::string line = format_socket(holder);
+  EXPECT_THAT(line, HasSubstr("pid 812 (\\e[2J\\x0afix: ok)"));
+  EXPECT_FALSE(has_control_bytes(line)) << line;
+  EXPECT_EQ(socket_to_json(holder)["comm"], comm);
+
+  SocketTable table;
+  table.sockets.push_back(holder);
+  Call call;
+  call.syscall = Syscall::kBind;
+  call.proto = Proto::kTcp;
+  call.family = Family::kIpv4;
+  call.netns = holder.netns;
+  call.local = unit::ep("0.0.0.0:8080");
+  call.uid = 0;
+  const Prediction p = predict(call, /*then_listen=*/true, table);
+  ASSERT_TRUE(p.diagnosis.has_value());
+  const Diagnosis& d = *p.diagnosis;
+  // The diagnoser names the process in its fix texts; people see them escaped.
+  const bool named = d.hint.find(comm) != std::string::npos ||
+                     std::any_of(d.fixes.begin(), d.fixes.end(), [&](const Fix& f) {
+                       return f.text.find(comm) != std::string::npos;
+                     });
+  EXPECT_TRUE(named) << d.hint;
+  const std::string text = format_diagnosis(d, "  ");
+  // Each line ends with the newline format_diagnosis puts there, and holds no other control.
+  for (std::size_t at = 0; at < text.size();) {
+    const std::size_t end = text.find('\n', at);
+    ASSERT_NE(end, std::string::npos) << text;
+    EXPECT_FALSE(has_control_bytes(text.substr(at, end - at))) << text;
+    EXPECT_TRUE(text.substr(at, end - at).starts_with("  ")) << text;
+    at = end + 1;
+  }
+  EXPECT_THAT(text, HasSubstr("\\e[2J\\x0afix: ok"));
+  EXPECT_EQ(diagnosis_to_json(d)["hint"], d.hint);
 }
 
 }  // namespace

@@ -1,13 +1,23 @@
 #include "agent/cmd/cli.hpp"
 
+#include <net/if.h>
+
+#include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "agent/kernel/netns.hpp"
+#include "agent/kernel/preflight.hpp"
+#include "agent/model/error.hpp"
 
 namespace portlens {
 namespace {
@@ -290,6 +300,238 @@ TEST(ParseCommandLineTest, HelpListsEveryCommand) {
   for (const char* cmd : {"trace", "check", "why", "explain"}) {
     EXPECT_NE(out.stdout_text.find(cmd), std::string::npos) << cmd;
   }
+}
+
+}  // namespace
+}  // namespace portlens
+
+namespace portlens {
+namespace {
+
+// The first line of what parsing printed on stderr.
+std::string first_line_of(const ParseOutcome& out) {
+  return out.stderr_text.substr(0, out.stderr_text.find('\n'));
+}
+
+// Regression: CLI::Range lets NaN through (every comparison with it is false), and "inf" reads as
+// a number: `--reconcile-interval nan` reconciled without pause and `trace --duration inf` never
+// stopped. Every option that takes a number refuses both, in one line naming the option.
+TEST(ParseNumbersTest, NanAndInfinityAreRefusedEverywhere) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> options = {
+      {{"agent", "--reconcile-interval"}, "--reconcile-interval"},
+      {{"agent", "--web.max-requests"}, "--web.max-requests"},
+      {{"agent", "--top-k"}, "--top-k"},
+      {{"agent", "--event-log.max-size"}, "--event-log.max-size"},
+      {{"agent", "--event-log.keep"}, "--event-log.keep"},
+      {{"agent", "--ring-buffer-size"}, "--ring-buffer-size"},
+      {{"trace", "--duration"}, "--duration"},
+      {{"trace", "--pid"}, "--pid"},
+      {{"trace", "--port"}, "--port"},
+      {{"trace", "--ring-buffer-size"}, "--ring-buffer-size"},
+      {{"check", "tcp", "127.0.0.1:80", "--uid"}, "--uid"},
+      {{"why"}, "port"},
+  };
+  for (const auto& [prefix, name] : options) {
+    for (const std::string value : {"nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e999"}) {
+      if (value.starts_with("-") && prefix.size() == 1) {
+        continue;  // a positional: "-inf" reads as a flag, and is refused as one
+      }
+      std::vector<std::string> args = prefix;
+      args.push_back(value);
+      const ParseOutcome out = parse(args);
+      SCOPED_TRACE(name + " " + value);
+      EXPECT_FALSE(out.command_line.has_value());
+      EXPECT_EQ(out.exit_code, 2);
+      EXPECT_THAT(first_line_of(out), StartsWith("portlens: "));
+      EXPECT_THAT(first_line_of(out), HasSubstr(name));
+      EXPECT_THAT(first_line_of(out), HasSubstr(value));
+    }
+  }
+}
+
+TEST(ParseNumbersTest, SecondsStillTakeFractionsAndBounds) {
+  EXPECT_DOUBLE_EQ(parse_ok({"agent", "--reconcile-interval", "0.1"}).agent.reconcile_interval_s,
+                   0.1);
+  EXPECT_DOUBLE_EQ(parse_ok({"agent", "--reconcile-interval", "86400"}).agent.reconcile_interval_s,
+                   86400.0);
+  EXPECT_DOUBLE_EQ(parse_ok({"agent", "--reconcile-interval", "2.5"}).agent.reconcile_interval_s,
+                   2.5);
+  for (const std::string value : {"0.05", "86401", "-1", "", "1s", " 1", "0x"}) {
+    const ParseOutcome out = parse({"agent", "--reconcile-interval", value});
+    EXPECT_EQ(out.exit_code, 2) << value;
+    EXPECT_THAT(first_line_of(out), HasSubstr("--reconcile-interval")) << value;
+    EXPECT_THAT(first_line_of(out), HasSubstr("from 0.1 to 86400")) << value;
+  }
+  EXPECT_EQ(parse_ok({"trace", "--duration", "1e-3"}).trace.duration_s, 1e-3);
+  for (const std::string value : {"1e999", "inf", "2x", ""}) {
+    const ParseOutcome out = parse({"trace", "--duration", value});
+    EXPECT_EQ(out.exit_code, 2) << value;
+    EXPECT_THAT(first_line_of(out), HasSubstr("not a positive number of seconds")) << value;
+  }
+}
+
+// Regression: `why --help` and `check --help` printed the --snapshot choices' one-byte enum values
+// raw (NUL, \x01, \x02). No help may hold a control byte other than the newline.
+TEST(ParseHelpTest, EveryHelpIsPrintableText) {
+  const std::vector<std::vector<std::string>> helps = {
+      {"--help"},
+      {"agent", "--help"},
+      {"trace", "--help"},
+      {"check", "--help"},
+      {"why", "--help"},
+      {"explain", "--help"},
+      {"-h"},
+      {"check", "-h"},
+      {"why", "-h"},
+  };
+  for (const auto& args : helps) {
+    const ParseOutcome out = parse(args);
+    SCOPED_TRACE(args.front() + (args.size() > 1 ? " " + args[1] : ""));
+    ASSERT_FALSE(out.stdout_text.empty()) << out.stderr_text;
+    EXPECT_EQ(out.exit_code, 0);
+    for (const char c : out.stdout_text) {
+      const auto byte = static_cast<unsigned char>(c);
+      EXPECT_TRUE(c == '\n' || (byte >= 0x20 && byte != 0x7f))
+          << "byte " << static_cast<int>(byte) << " in:\n"
+          << out.stdout_text;
+    }
+  }
+  // The --snapshot choices read as words.
+  for (const char* cmd : {"check", "why"}) {
+    const std::string help = parse({cmd, "--help"}).stdout_text;
+    EXPECT_THAT(help, HasSubstr("--snapshot")) << cmd;
+    EXPECT_THAT(help, HasSubstr("sock_diag")) << cmd;
+  }
+}
+
+// Sizes say what a size is, not that "nan" is a unit they do not know.
+TEST(ParseNumbersTest, SizesThatAreNotNumbersSaySo) {
+  for (const std::string value : {"nan", "inf", "-1", "K", "1e9", "1.5M", "0x10"}) {
+    const ParseOutcome out = parse({"trace", "--ring-buffer-size", value});
+    EXPECT_EQ(out.exit_code, 2) << value;
+    EXPECT_THAT(first_line_of(out), HasSubstr("'" + value + "' is not a size")) << value;
+    EXPECT_THAT(first_line_of(out), ::testing::Not(HasSubstr("unit not recognized"))) << value;
+  }
+  EXPECT_EQ(parse_ok({"trace", "--ring-buffer-size", "64 K"}).trace.ring_bytes, 64U * 1024);
+  EXPECT_EQ(parse_ok({"agent", "--event-log.max-size", "1MiB"}).agent.event_log_max_bytes,
+            std::uint64_t{1} << 20);
+}
+
+TEST(ParseCheckTest, SnapshotModesByName) {
+  EXPECT_EQ(parse_ok({"why", "80", "--snapshot", "bpf"}).why.snapshot_mode,
+            SnapshotMode::kBpfIterator);
+  EXPECT_EQ(parse_ok({"why", "80", "--snapshot", "sock_diag"}).why.snapshot_mode,
+            SnapshotMode::kSockDiag);
+  EXPECT_EQ(parse_ok({"why", "80", "--snapshot", "auto"}).why.snapshot_mode, SnapshotMode::kAuto);
+  EXPECT_EQ(parse_ok({"why", "80"}).why.snapshot_mode, SnapshotMode::kAuto);
+  EXPECT_EQ(parse_ok({"check", "tcp", "*:80", "--snapshot", "bpf"}).check.snapshot_mode,
+            SnapshotMode::kBpfIterator);
+  EXPECT_EQ(parse({"why", "80", "--snapshot", "magic"}).exit_code, 2);
+}
+
+// What run_main prints for an error: one line, escaped, since messages carry names and paths
+// that came from the kernel or the file system.
+TEST(ErrorLinesTest, MessagesAreEscapedForTheTerminal) {
+  const std::string text =
+      error_lines(Error("cannot enter network namespace /run/netns/\x1b[2Jx\nportlens: ok"), 0);
+  EXPECT_EQ(text, "portlens: cannot enter network namespace /run/netns/\\e[2Jx\\x0aportlens: ok\n");
+  EXPECT_EQ(error_lines(std::runtime_error("bad\tthing"), 0),
+            "portlens: internal error: bad\\x09thing\n");
+}
+
+TEST(ErrorLinesTest, VerboseListsEveryPreflightProblem) {
+  const PreflightError error({{"first problem"}, {"second \x1b problem"}, {"third problem"}});
+  const std::string quiet = error_lines(error, 0);
+  EXPECT_EQ(std::count(quiet.begin(), quiet.end(), '\n'), 1) << quiet;
+  EXPECT_THAT(quiet, HasSubstr("first problem"));
+  EXPECT_THAT(quiet, HasSubstr("(and 2 more problems; run with -v to see them)"));
+  EXPECT_THAT(quiet, ::testing::Not(HasSubstr("second")));
+
+  const std::string verbose = error_lines(error, 1);
+  EXPECT_EQ(verbose,
+            "portlens: 3 problems:\n"
+            "  - first problem\n"
+            "  - second \\e problem\n"
+            "  - third problem\n");
+  EXPECT_THAT(verbose, ::testing::Not(HasSubstr("more problem")));
+  // With one problem, -v has nothing more to show.
+  EXPECT_EQ(error_lines(PreflightError({{"only problem"}}), 1), "portlens: only problem\n");
+}
+
+// --web.telemetry-path: a '?' or '#' starts the query or fragment, so no scrape could reach it.
+TEST(AgentOptionsTest, TelemetryPathWithQueryOrFragmentIsRefused) {
+  const auto refusal = [](const std::string& path) -> std::string {
+    try {
+      check_telemetry_path(path);
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(refusal("/metrics"), "");
+  EXPECT_EQ(refusal("/a/b-c_d.e~f"), "");
+  EXPECT_THAT(refusal("/metrics?x"), HasSubstr("'?' starts the query"));
+  EXPECT_THAT(refusal("/metrics?x"), HasSubstr("as in /metrics"));
+  EXPECT_THAT(refusal("/metrics#top"), HasSubstr("'#' starts the fragment"));
+  EXPECT_THAT(refusal("/?"), HasSubstr("'?'"));
+  EXPECT_THAT(refusal("/me trics"), HasSubstr("white space"));
+  EXPECT_THAT(refusal("/m\x1b"), HasSubstr("control"));
+  EXPECT_THAT(refusal("metrics"), HasSubstr("must start with /"));
+  EXPECT_THAT(refusal("/"), HasSubstr("landing page"));
+  EXPECT_THAT(refusal(""), HasSubstr("must start with /"));
+  for (const std::string path : {"/metrics?x", "/metrics#top", "/"}) {
+    EXPECT_THAT(refusal(path), StartsWith("--web.telemetry-path " + path + ": "));
+  }
+}
+
+TEST(AgentOptionsTest, EmptyEventLogPathSaysItIsEmpty) {
+  EXPECT_NO_THROW(check_event_log_path(std::nullopt));
+  EXPECT_NO_THROW(check_event_log_path(std::string("/var/log/portlens.jsonl")));
+  try {
+    check_event_log_path(std::string());
+    ADD_FAILURE() << "an empty --event-log was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_THAT(std::string(e.what()), HasSubstr("--event-log: the path is empty"));
+    EXPECT_THAT(std::string(e.what()), ::testing::Not(HasSubstr("directory")));
+  }
+}
+
+TEST(AgentOptionsTest, ListenAddressListSaysOneAddressPerFlag) {
+  try {
+    checked_listen_addresses({"a:1,b:2"});
+    ADD_FAILURE() << "a list was accepted";
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    EXPECT_THAT(msg, StartsWith("--web.listen-address "));
+    EXPECT_THAT(msg, HasSubstr("one address per flag"));
+    EXPECT_THAT(msg, ::testing::Not(HasSubstr("IPv6")));
+  }
+}
+
+// --device N: the index must name an interface in the namespace (loopback is 1 in every one).
+TEST(CheckDeviceTest, IndexesAndNamesMustExistInTheNamespace) {
+  const NetnsRef here = current_netns();
+  EXPECT_EQ(resolve_device("1", here), 1);
+  EXPECT_EQ(resolve_device("lo", here), 1);
+  const auto refusal = [&](const std::string& device) -> std::string {
+    try {
+      resolve_device(device, here);
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  // An index no interface has: find one above every index in use.
+  unsigned unused = 99999;
+  std::array<char, IF_NAMESIZE> name{};
+  while (if_indextoname(unused, name.data()) != nullptr) {
+    ++unused;
+  }
+  const std::string missing = std::to_string(unused);
+  EXPECT_THAT(refusal(missing), HasSubstr("--device " + missing + ": no interface has index"));
+  EXPECT_THAT(refusal("0"), HasSubstr("start at 1"));
+  EXPECT_THAT(refusal("-3"), HasSubstr("start at 1"));
+  EXPECT_THAT(refusal("portlens-none0"), HasSubstr("no such interface"));
 }
 
 }  // namespace

@@ -1,12 +1,18 @@
 #include "agent/kernel/preflight.hpp"
 
+#include <grp.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -191,6 +197,141 @@ TEST_F(PreflightTest, RequirePreflightWithOneProblemCountsNoOthers) {
     const std::string msg = e.what();
     EXPECT_THAT(msg, HasSubstr(unprivileged ? "CAP_BPF" : "CONFIG_DEBUG_INFO_BTF"));
     EXPECT_THAT(msg, ::testing::Not(HasSubstr("more problem")));
+  }
+}
+
+// fn() as the agent's unprivileged user would meet it: in a child that drops to nobody when this
+// runs as root (root reads every directory whatever its mode). nullopt when privileges cannot be
+// dropped here.
+std::optional<std::string> as_unprivileged(const std::function<std::string()>& fn) {
+  if (geteuid() != 0) {
+    return fn();
+  }
+  std::array<int, 2> pipe_fds{};
+  if (pipe(pipe_fds.data()) != 0) {
+    return std::nullopt;
+  }
+  const pid_t child = fork();
+  if (child < 0) {
+    return std::nullopt;
+  }
+  if (child == 0) {
+    close(pipe_fds[0]);
+    if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+        setresuid(65534, 65534, 65534) != 0) {
+      _exit(3);
+    }
+    const std::string out = fn();
+    _exit(write(pipe_fds[1], out.data(), out.size()) == static_cast<ssize_t>(out.size()) ? 0 : 4);
+  }
+  close(pipe_fds[1]);
+  std::string out;
+  std::array<char, 4096> buf{};
+  for (ssize_t n = 0; (n = read(pipe_fds[0], buf.data(), buf.size())) > 0;) {
+    out.append(buf.data(), static_cast<std::size_t>(n));
+  }
+  close(pipe_fds[0]);
+  int status = 0;
+  if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+// What ensure_tracefs throws (or "" when it finds a tracing directory), as the unprivileged user.
+std::optional<std::string> tracefs_error_unprivileged(const PreflightPaths& paths) {
+  return as_unprivileged([paths]() -> std::string {
+    try {
+      static_cast<void>(ensure_tracefs(paths));
+      return "";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  });
+}
+
+TEST_F(PreflightTest, TracefsMountedButUnreadableIsNotCalledUnmounted) {
+  // The mount table lists a tracefs at paths_.tracefs, whose directory this user cannot enter.
+  paths_.mounts = (root_ / "mounts").string();
+  std::ofstream(paths_.mounts) << "sysfs /sys sysfs rw 0 0\n"
+                               << "tracefs " << paths_.tracefs << " tracefs rw,relatime 0 0\n";
+  ASSERT_EQ(chmod(root_.c_str(), 0755), 0);  // so that nobody reaches it
+  ASSERT_EQ(chmod(paths_.mounts.c_str(), 0644), 0);
+  ASSERT_EQ(chmod(paths_.tracefs.c_str(), 0000), 0);
+  const auto msg = tracefs_error_unprivileged(paths_);
+  ASSERT_EQ(chmod(paths_.tracefs.c_str(), 0755), 0);  // so that TearDown can remove it
+  if (!msg) {
+    GTEST_SKIP() << "cannot drop privileges here";
+  }
+  EXPECT_THAT(*msg, HasSubstr("tracefs is mounted at " + paths_.tracefs +
+                              " but this process cannot read it"));
+  EXPECT_THAT(*msg, HasSubstr("Permission denied"));
+  EXPECT_THAT(*msg, ::testing::Not(HasSubstr("not mounted")));
+}
+
+TEST_F(PreflightTest, UnreadableEventsDirectoryIsNamedEvenWhenTheMountTableIsSilent) {
+  // events/ itself closed (0700, another owner or no x bit): the mount table lists nothing.
+  paths_.mounts = (root_ / "mounts").string();
+  std::ofstream(paths_.mounts) << "";
+  ASSERT_EQ(chmod(root_.c_str(), 0755), 0);
+  ASSERT_EQ(chmod(paths_.tracefs.c_str(), 0755), 0);
+  const std::string events = paths_.tracefs + "/events";
+  ASSERT_EQ(chmod(events.c_str(), 0000), 0);
+  const auto msg = tracefs_error_unprivileged(paths_);
+  ASSERT_EQ(chmod(events.c_str(), 0755), 0);
+  if (!msg) {
+    GTEST_SKIP() << "cannot drop privileges here";
+  }
+  EXPECT_THAT(*msg, HasSubstr("cannot read " + events));
+  EXPECT_THAT(*msg, ::testing::Not(HasSubstr("not mounted")));
+}
+
+TEST_F(PreflightTest, MountedTracefsWithoutEventsIsNotMountedAgain) {
+  paths_.mounts = (root_ / "mounts").string();
+  std::ofstream(paths_.mounts) << "tracefs " << paths_.tracefs << " tracefs rw 0 0\n";
+  fs::remove_all(fs::path(paths_.tracefs) / "events");
+  try {
+    ensure_tracefs(paths_);
+    ADD_FAILURE() << "ensure_tracefs found a tracing directory";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(std::string(e.what()),
+                HasSubstr("tracefs mounted at " + paths_.tracefs + " has no events/ directory"));
+  }
+}
+
+TEST_F(PreflightTest, NotMountedAndUnmountableSaysNotMounted) {
+  // Nothing at either place and the mount table empty: ensure_tracefs tries to mount, which only
+  // root can; as nobody the mount fails and the message says tracefs is not mounted.
+  paths_.mounts = (root_ / "mounts").string();
+  std::ofstream(paths_.mounts) << "";
+  ASSERT_EQ(chmod(root_.c_str(), 0755), 0);
+  ASSERT_EQ(chmod(paths_.mounts.c_str(), 0644), 0);
+  fs::remove_all(fs::path(paths_.tracefs) / "events");
+  ASSERT_EQ(chmod(paths_.tracefs.c_str(), 0755), 0);
+  const auto msg = tracefs_error_unprivileged(paths_);
+  if (!msg) {
+    GTEST_SKIP() << "cannot drop privileges here";
+  }
+  EXPECT_THAT(*msg, HasSubstr("tracefs is not mounted"));
+  EXPECT_THAT(*msg, HasSubstr("mounting it at " + paths_.tracefs + " failed"));
+  EXPECT_THAT(*msg, ::testing::Not(HasSubstr("cannot read")));
+}
+
+TEST_F(PreflightTest, RequirePreflightCarriesEveryProblemForVerbose) {
+  fs::remove(paths_.btf);
+  fs::remove(fs::path(paths_.tracefs) / "events" / "sock" / "inet_sock_set_state");
+  const std::vector<std::string> expected = problems();
+  ASSERT_GE(expected.size(), 2U);
+  try {
+    require_preflight(paths_);
+    ADD_FAILURE() << "require_preflight did not throw";
+  } catch (const PreflightError& e) {
+    std::vector<std::string> carried;
+    for (const auto& p : e.problems()) {
+      carried.push_back(p.what);
+    }
+    EXPECT_EQ(carried, expected);
+    EXPECT_THAT(std::string(e.what()), HasSubstr(expected.front()));
   }
 }
 

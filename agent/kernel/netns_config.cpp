@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <tuple>
 #include <type_traits>
@@ -31,6 +32,10 @@ constexpr std::string_view kUnprivilegedPortStart = "net.ipv4.ip_unprivileged_po
 constexpr std::string_view kAutobindReuse = "net.ipv4.ip_autobind_reuse";
 constexpr std::string_view kNonlocalBind = "net.ipv4.ip_nonlocal_bind";
 constexpr std::string_view kIp6NonlocalBind = "net.ipv6.ip_nonlocal_bind";
+constexpr std::string_view kMaxTwBuckets = "net.ipv4.tcp_max_tw_buckets";
+// /proc/net is /proc/self/net: the namespace of the thread group's leader. A thread that entered
+// another namespace with setns() reads its own through thread-self.
+constexpr const char* kNetstatPath = "/proc/thread-self/net/netstat";
 
 bool is_space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
 
@@ -177,7 +182,7 @@ const std::vector<std::string>& port_config_sysctl_keys() {
   static const std::vector<std::string> keys{
       std::string(kPortRange),    std::string(kReservedPorts),         std::string(kTwReuse),
       std::string(kTwReuseDelay), std::string(kUnprivilegedPortStart), std::string(kAutobindReuse),
-      std::string(kNonlocalBind), std::string(kIp6NonlocalBind)};
+      std::string(kNonlocalBind), std::string(kIp6NonlocalBind),       std::string(kMaxTwBuckets)};
   return keys;
 }
 
@@ -236,18 +241,31 @@ NetnsPortConfig port_config_from_sysctls(const std::map<std::string, std::string
       {kAutobindReuse, bool_field(&config.ip_autobind_reuse)},
       {kNonlocalBind, bool_field(&config.ip_nonlocal_bind)},
       {kIp6NonlocalBind, bool_field(&config.ip6_nonlocal_bind)},
+      {kMaxTwBuckets,
+       [&config](std::string_view text) {
+         // proc_dointvec_minmax with extra1 = SYSCTL_ZERO: 0 to INT_MAX.
+         const auto v = parse_sysctl_int(text, 0, std::numeric_limits<std::int32_t>::max());
+         if (v) {
+           config.tcp_max_tw_buckets = static_cast<std::uint32_t>(*v);
+         }
+         return v.has_value();
+       }},
   };
   for (const auto& [key, apply] : fields) {
     const auto it = texts.find(std::string(key));
     if (it == texts.end()) {
       if (key != kTwReuseDelay) {  // added in 6.14; before it, the delay is about one second
-        problems->push_back(std::string(key) + " is not readable; the kernel default is assumed");
+        problems->push_back(std::string(key) + " is not readable; " +
+                            (key == kMaxTwBuckets ? "TIME_WAITs are inferred without a limit"
+                                                  : "the kernel default is assumed"));
       }
       continue;
     }
     if (!apply(it->second)) {
       problems->push_back(std::string(key) + " = \"" + std::string(trim(it->second)) +
-                          "\" is not understood; the kernel default is assumed");
+                          "\" is not understood; " +
+                          (key == kMaxTwBuckets ? "TIME_WAITs are inferred without a limit"
+                                                : "the kernel default is assumed"));
     }
   }
   return config;
@@ -268,6 +286,55 @@ std::optional<std::uint8_t> prefix_length(std::span<const std::uint8_t> netmask)
   return static_cast<std::uint8_t>(bits);
 }
 
+std::optional<std::uint64_t> parse_netstat_counter(std::string_view text, std::string_view group,
+                                                   std::string_view name) {
+  // Pairs of lines: "Group: Name1 Name2 ..." then "Group: value1 value2 ...".
+  const auto next_line = [&text]() {
+    const std::size_t end = text.find('\n');
+    const std::string_view line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+    return line;
+  };
+  const auto words = [](std::string_view line) {
+    std::vector<std::string_view> out;
+    while (true) {
+      line = trim(line);
+      if (line.empty()) {
+        return out;
+      }
+      const auto split = std::find_if(line.begin(), line.end(), is_space);
+      const auto at = static_cast<std::size_t>(split - line.begin());
+      out.push_back(line.substr(0, at));
+      line = line.substr(at);
+    }
+  };
+  const std::string prefix = std::string(group) + ":";
+  while (!text.empty()) {
+    const std::vector<std::string_view> names = words(next_line());
+    if (names.empty() || names.front() != prefix) {
+      continue;
+    }
+    const std::vector<std::string_view> values = words(next_line());
+    if (values.size() != names.size() || values.front() != prefix) {
+      return std::nullopt;
+    }
+    for (std::size_t i = 1; i < names.size(); ++i) {
+      if (names[i] != name) {
+        continue;
+      }
+      std::uint64_t v = 0;
+      const std::string_view s = values[i];
+      const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (ec != std::errc() || ptr != s.data() + s.size()) {
+        return std::nullopt;
+      }
+      return v;
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 NetnsPortConfig read_netns_port_config(std::vector<std::string>* problems) {
   std::map<std::string, std::string> texts;
   // /proc/sys/net shows the netns of the thread that opens the file.
@@ -278,6 +345,14 @@ NetnsPortConfig read_netns_port_config(std::vector<std::string>* problems) {
   }
   NetnsPortConfig config = port_config_from_sysctls(texts, problems);
   config.local_addresses = read_local_addresses(problems);
+  if (const auto netstat = read_small_file(kNetstatPath)) {
+    config.tcp_time_wait_overflow =
+        parse_netstat_counter(*netstat, "TcpExt", "TCPTimeWaitOverflow");
+  }
+  if (!config.tcp_time_wait_overflow) {
+    problems->push_back(std::string("TcpExt TCPTimeWaitOverflow is not readable from ") +
+                        kNetstatPath + "; refused TIME_WAITs are counted from the limit only");
+  }
   return config;
 }
 

@@ -36,10 +36,16 @@ const std::vector<std::string>& port_config_sysctl_keys();
 NetnsPortConfig port_config_from_sysctls(const std::map<std::string, std::string>& texts,
                                          std::vector<std::string>* problems);
 
+// One counter of /proc/net/netstat (or /proc/net/snmp): the value under `name` in the `group`
+// line pair ("TcpExt", "TCPTimeWaitOverflow"); nullopt when absent or malformed.
+std::optional<std::uint64_t> parse_netstat_counter(std::string_view text, std::string_view group,
+                                                   std::string_view name);
+
 // The prefix length of a contiguous netmask, nullopt for a non-contiguous one.
 std::optional<std::uint8_t> prefix_length(std::span<const std::uint8_t> netmask);
 
-// Reads the sysctls and the local addresses (getifaddrs) of the calling thread's netns.
+// Reads the sysctls, the local addresses (getifaddrs) and TcpExtTCPTimeWaitOverflow of the
+// calling thread's netns.
 NetnsPortConfig read_netns_port_config(std::vector<std::string>* problems);
 
 }  // namespace portlens

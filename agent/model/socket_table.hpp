@@ -126,6 +126,12 @@ struct NetnsPortConfig {
   bool ip_autobind_reuse = false;                      // net.ipv4.ip_autobind_reuse
   bool ip_nonlocal_bind = false;                       // net.ipv4.ip_nonlocal_bind
   bool ip6_nonlocal_bind = false;                      // net.ipv6.ip_nonlocal_bind
+  // net.ipv4.tcp_max_tw_buckets: the TIME_WAITs the namespace may hold (inet_twsk_alloc(),
+  // docs/kernel-rules.md 5.3). Its default depends on the hash table size: nullopt when unknown.
+  std::optional<std::uint32_t> tcp_max_tw_buckets;
+  // Not a setting but a reading taken with them: TcpExtTCPTimeWaitOverflow of /proc/net/netstat,
+  // the TIME_WAITs the namespace refused since it was made. nullopt when not read.
+  std::optional<std::uint64_t> tcp_time_wait_overflow;
   // nullopt when the addresses of the netns are not known.
   std::optional<std::vector<LocalAddress>> local_addresses;
 };

@@ -317,6 +317,18 @@ void SocketTracker::count_correction(std::string_view kind, std::uint64_t n) {
 
 SocketTracker::Tracked* SocketTracker::upsert(const Event& event, bool& is_new) {
   auto it = sockets_.find(event.sock_id);
+  // The identity is the kernel socket's address, which the allocator hands out again at once.
+  // A socket never changes namespace and binds at most once: a call from another namespace,
+  // or a successful bind() on a socket that already holds a port, is a new socket at a
+  // recycled address, and the tracked one is gone (its destroy went unseen: it predates the
+  // trace or the snapshot it came from).
+  if (it != sockets_.end() && event.is_call() &&
+      (it->second.entry.netns != event.netns ||
+       (event.type == EventType::kBind && event.result == 0 && it->second.entry.local.port != 0 &&
+        it->second.updated_ns <= event.ts_ns))) {
+    erase_socket(it, event.ts_ns);
+    it = sockets_.end();
+  }
   is_new = it == sockets_.end();
   if (is_new) {
     if (sockets_.size() >= limits_.max_sockets) {
@@ -529,8 +541,10 @@ void SocketTracker::on_close(const Event& event) {
       tw.bound_dev_if = event.opts->bound_dev_if;
     }
     tw.uid.reset();  // timewait sockets keep no uid (R2 ignores it for them)
-    add_time_wait(tw, event.ts_ns + kTimeWaitLenNs, event.ts_ns);
-    ++counters_.time_wait_inferred;
+    if (!refuse_time_wait(tw, event.ts_ns)) {
+      add_time_wait(tw, event.ts_ns + kTimeWaitLenNs, event.ts_ns);
+      ++counters_.time_wait_inferred;
+    }
   }
   if (it == sockets_.end()) {
     return;
@@ -574,6 +588,10 @@ void SocketTracker::erase_socket(SocketMap::iterator it, std::uint64_t erased_ns
 
 void SocketTracker::erase_time_wait(std::uint32_t slot, std::uint64_t erased_ns) {
   const TimeWaitRecord& r = time_wait_.at(slot);
+  if (const auto ns = netns_time_wait_.find(r.key.netns); ns != netns_time_wait_.end()) {
+    --ns->second.held;
+    prune_netns_time_wait(r.key.netns);
+  }
   buried_time_wait_first_seen_ns_[r.key] = r.first_seen_ns;
   tombstones_.push_back(Tombstone{{}, entry_of(r), r.created_ns, erased_ns, r.expires_ns});
   ++tombstones_buried_;
@@ -646,6 +664,7 @@ void SocketTracker::add_time_wait(const SocketEntry& from, std::uint64_t expires
       return;
     }
     slot = time_wait_.insert(*key);
+    ++netns_time_wait_[key->netns].held;
     // The 4-tuple's first sight outlives a TIME_WAIT while its tombstone does.
     const auto buried = buried_time_wait_first_seen_ns_.find(*key);
     if (buried == buried_time_wait_first_seen_ns_.end()) {
@@ -665,6 +684,94 @@ void SocketTracker::add_time_wait(const SocketEntry& from, std::uint64_t expires
   r.mapped = static_cast<std::uint8_t>((from.local.addr.is_v4_mapped() ? kLocalMapped : 0) |
                                        (from.remote->addr.is_v4_mapped() ? kRemoteMapped : 0));
   time_wait_.arm(slot);
+}
+
+std::size_t SocketTracker::time_wait_count(std::uint64_t netns) const {
+  const auto it = netns_time_wait_.find(netns);
+  return it == netns_time_wait_.end() ? 0 : it->second.held;
+}
+
+std::optional<std::uint32_t> SocketTracker::time_wait_limit(std::uint64_t netns) const {
+  const auto it = netns_time_wait_.find(netns);
+  return it == netns_time_wait_.end() ? std::nullopt : it->second.limit;
+}
+
+std::size_t SocketTracker::time_waits_held(const SocketEntry& tw) const {
+  std::size_t held = time_wait_count(tw.netns);
+  if (const auto key = tuple_of(tw); key && held > 0 && time_wait_.find(*key) != kNoSlot) {
+    --held;
+  }
+  return held;
+}
+
+// docs/kernel-rules.md 5.3: inet_twsk_alloc() makes no TIME_WAIT when the namespace already
+// holds tcp_max_tw_buckets of them; tcp_time_wait() then counts TCPTimeWaitOverflow and
+// tcp_done() closes the socket, with the same FIN_WAIT2 -> CLOSE the tracker infers one from.
+bool SocketTracker::refuse_time_wait(const SocketEntry& tw, std::uint64_t ts_ns) {
+  const std::optional<std::uint32_t> limit = time_wait_limit(tw.netns);
+  if (!limit || !tuple_of(tw) || time_waits_held(tw) < *limit) {
+    return false;
+  }
+  // Those whose TCP_TIMEWAIT_LEN ended by now are gone from the kernel's count too.
+  expire(ts_ns);
+  if (time_waits_held(tw) < *limit) {
+    return false;
+  }
+  // An older one on this 4-tuple is gone: the connection that now closes had taken it over.
+  if (const std::uint32_t slot = time_wait_.find(*tuple_of(tw)); slot != kNoSlot) {
+    erase_time_wait(slot, ts_ns);
+    ++counters_.time_wait_reused;
+  }
+  ++counters_.time_wait_refused;
+  ++netns_time_wait_[tw.netns].refused_since_base;
+  return true;
+}
+
+void SocketTracker::prune_netns_time_wait(std::uint64_t netns) {
+  const auto it = netns_time_wait_.find(netns);
+  if (it != netns_time_wait_.end() && it->second.held == 0 && !it->second.limit &&
+      !it->second.overflow_base) {
+    netns_time_wait_.erase(it);
+  }
+}
+
+void SocketTracker::take_time_wait_config(PendingMerge& merge) {
+  const NetnsPortConfig& config = merge.snapshot->config_for(merge.netns);
+  merge.overflow = config.tcp_time_wait_overflow;
+  if (config.tcp_max_tw_buckets) {
+    netns_time_wait_[merge.netns].limit = config.tcp_max_tw_buckets;
+  } else if (const auto it = netns_time_wait_.find(merge.netns); it != netns_time_wait_.end()) {
+    it->second.limit.reset();
+    prune_netns_time_wait(merge.netns);
+  }
+}
+
+std::uint64_t SocketTracker::overflow_excess(const PendingMerge& merge) {
+  const auto it = netns_time_wait_.find(merge.netns);
+  if (!merge.overflow && it == netns_time_wait_.end()) {
+    return 0;
+  }
+  NetnsTimeWait& ns = it != netns_time_wait_.end() ? it->second : netns_time_wait_[merge.netns];
+  // A first look, no reading, or one below the base (the inode names a new namespace): the
+  // reading is a new base, and nothing before it can be compared.
+  if (!merge.count || !merge.overflow || !ns.overflow_base || *merge.overflow < *ns.overflow_base) {
+    ns.overflow_base = merge.overflow;
+    ns.refused_since_base = 0;
+    ns.overflow_credited = 0;
+    prune_netns_time_wait(merge.netns);
+    return 0;
+  }
+  // Cumulative since the base: a refusal the tracker counted just after the reading is matched
+  // by the next reading, not counted twice.
+  const std::uint64_t kernel = *merge.overflow - *ns.overflow_base;
+  const std::uint64_t known = ns.refused_since_base + ns.overflow_credited;
+  if (kernel <= known) {
+    return 0;
+  }
+  const std::uint64_t excess = kernel - known;
+  ns.overflow_credited += excess;
+  counters_.time_wait_refused += excess;
+  return excess;
 }
 
 void SocketTracker::take_over_time_wait(const SocketEntry& entry, std::uint64_t ts_ns) {
@@ -700,17 +807,22 @@ void SocketTracker::forget_namespace(std::uint64_t netns, std::uint64_t now_ns) 
 }
 
 void SocketTracker::bootstrap(std::uint64_t netns, const SocketTable& snapshot,
-                              std::uint64_t snapshot_ns) {
-  merge_snapshot(netns, snapshot, snapshot_ns, false);
+                              std::uint64_t snapshot_ns, std::uint64_t known_since_ns) {
+  merge_snapshot(
+      netns, snapshot, snapshot_ns, false,
+      known_since_ns != 0 && known_since_ns < snapshot_ns ? known_since_ns : snapshot_ns);
 }
 
 void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snapshot,
-                                   std::uint64_t snapshot_ns, bool count) {
+                                   std::uint64_t snapshot_ns, bool count,
+                                   std::optional<std::uint64_t> first_seen_ns) {
   PendingMerge merge;
   merge.netns = netns;
   merge.snapshot = &snapshot;
   merge.snapshot_ns = snapshot_ns;
+  merge.first_seen_ns = first_seen_ns.value_or(snapshot_ns);
   merge.count = count;
+  take_time_wait_config(merge);
   while (!merge_some(merge, snapshot.sockets.size() + 1)) {
   }
 }
@@ -722,7 +834,9 @@ void SocketTracker::begin_merge(std::uint64_t netns, const SocketTable& snapshot
   merge.netns = netns;
   merge.snapshot = &snapshot;
   merge.snapshot_ns = snapshot_ns;
+  merge.first_seen_ns = snapshot_ns;
   merge.count = !bootstrap;
+  take_time_wait_config(merge);
 }
 
 bool SocketTracker::merge_some(std::size_t max_entries) {
@@ -810,7 +924,7 @@ void SocketTracker::merge_entry(PendingMerge& merge, const SocketEntry& s) {
                                     0, std::chrono::nanoseconds(*s.time_wait_remaining).count()))
                               : kTimeWaitLenNs;
     add_time_wait(merged, merge.snapshot_ns + left,
-                  slot == kNoSlot ? merge.snapshot_ns : time_wait_.at(slot).created_ns);
+                  slot == kNoSlot ? merge.first_seen_ns : time_wait_.at(slot).created_ns);
     return;
   }
   const std::uint64_t id = identity_of(s);
@@ -831,7 +945,7 @@ void SocketTracker::merge_entry(PendingMerge& merge, const SocketEntry& s) {
     Tracked fresh;
     fresh.entry = s;
     fresh.entry.sock_id = id;
-    fresh.first_seen_ns = merge.snapshot_ns;
+    fresh.first_seen_ns = merge.first_seen_ns;
     fresh.updated_ns = merge.snapshot_ns;
     if (fresh.entry.state == TcpState::kListen) {
       listeners_.emplace(listener_key(fresh.entry.netns, fresh.entry.local.port), id);
@@ -882,7 +996,10 @@ void SocketTracker::finish_merge(PendingMerge& merge) {
   for (const std::uint32_t slot : stale_tw) {
     erase_time_wait(slot, merge.snapshot_ns);
   }
-  count_correction("time_wait_stale", stale_tw.size());
+  // Of the stale ones, those the kernel's overflow count accounts for were never made.
+  const std::uint64_t overflow = std::min<std::uint64_t>(overflow_excess(merge), stale_tw.size());
+  count_correction("time_wait_overflow", overflow);
+  count_correction("time_wait_stale", stale_tw.size() - overflow);
 }
 
 namespace {

@@ -41,10 +41,17 @@ inline constexpr std::uint64_t kTombstoneTtlNs = 10ULL * 1'000'000'000ULL;
 //   socket_state      both have it, in different TCP states
 //   time_wait_missing the snapshot has a TIME_WAIT the tracker did not infer
 //   time_wait_stale   an inferred TIME_WAIT the kernel no longer has (killed early, or never
-//                     created: tcp_max_tw_buckets reached, or an RST the events did not show)
+//                     created: an RST the events did not show)
+//   time_wait_overflow an inferred TIME_WAIT the kernel no longer has because it never made it:
+//                     the namespace's TCPTimeWaitOverflow grew by more than the tracker refused
+//                     (docs/kernel-rules.md 5.3); taken out of time_wait_stale, at most as many
+//                     as it has
 struct TrackerCounters {
   std::uint64_t sockets_dropped = 0;    // not tracked: max_sockets reached
   std::uint64_t time_wait_dropped = 0;  // not tracked: max_time_wait reached
+  // TIME_WAITs the kernel refused (tcp_max_tw_buckets): not inferred because the namespace held
+  // its limit, plus, at each reconcile, what its TCPTimeWaitOverflow counted beyond those.
+  std::uint64_t time_wait_refused = 0;
   std::uint64_t time_wait_inferred = 0;
   std::uint64_t time_wait_expired = 0;
   std::uint64_t time_wait_reused = 0;  // a new connection took over the 4-tuple
@@ -69,7 +76,11 @@ class SocketTracker {
   // A namespace that no longer exists: its sockets went with it. Not a correction.
   void forget_namespace(std::uint64_t netns, std::uint64_t now_ns);
   // The first look at a namespace: the same merge, but nothing it adds is a correction.
-  void bootstrap(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns);
+  // known_since_ns, when not 0 and earlier than snapshot_ns, is when tracing began: a socket
+  // the snapshot shows and no event did existed since then at least, so a failure traced
+  // while the snapshot was still being taken is judged against it (first_seen()).
+  void bootstrap(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
+                 std::uint64_t known_since_ns = 0);
   // reconcile() (or bootstrap()) in slices, so that the agent can apply events in between: a
   // merge costs microseconds per snapshot socket, and a busy namespace's would otherwise stall
   // the event loop long enough for the ring to overflow. begin_merge(), then merge_some() until
@@ -106,6 +117,9 @@ class SocketTracker {
 
   [[nodiscard]] std::size_t socket_count() const { return sockets_.size(); }
   [[nodiscard]] std::size_t time_wait_count() const { return time_wait_.size(); }
+  // The TIME_WAITs of one namespace, and the tcp_max_tw_buckets its last snapshot gave.
+  [[nodiscard]] std::size_t time_wait_count(std::uint64_t netns) const;
+  [[nodiscard]] std::optional<std::uint32_t> time_wait_limit(std::uint64_t netns) const;
   [[nodiscard]] const TrackerCounters& counters() const { return counters_; }
 
  private:
@@ -224,6 +238,12 @@ class SocketTracker {
   void prune_tombstones(std::uint64_t now_ns);
   void forget_listener(const SocketEntry& entry);
   void add_time_wait(const SocketEntry& from, std::uint64_t expires_ns, std::uint64_t created_ns);
+  // Whether inet_twsk_alloc() refused the TIME_WAIT tw would be (the namespace at its limit);
+  // counts the refusal.
+  bool refuse_time_wait(const SocketEntry& tw, std::uint64_t ts_ns);
+  // The namespace's TIME_WAITs on the books, less one on tw's own 4-tuple (the connection that
+  // closes took that 4-tuple, so the kernel no longer has it).
+  [[nodiscard]] std::size_t time_waits_held(const SocketEntry& tw) const;
   void take_over_time_wait(const SocketEntry& entry, std::uint64_t ts_ns);
   std::optional<SocketOwner> owner_of_listener(const SocketEntry& child) const;
   void count_correction(std::string_view kind, std::uint64_t n = 1);
@@ -232,8 +252,9 @@ class SocketTracker {
     std::uint64_t netns = 0;
     const SocketTable* snapshot = nullptr;
     std::uint64_t snapshot_ns = 0;
-    bool count = true;     // false for bootstrap and forgotten namespaces
-    std::size_t next = 0;  // the next snapshot entry to merge
+    std::uint64_t first_seen_ns = 0;  // given to what it adds: snapshot_ns, or bootstrap's floor
+    bool count = true;                // false for bootstrap and forgotten namespaces
+    std::size_t next = 0;             // the next snapshot entry to merge
     std::unordered_set<std::uint64_t> seen;
     std::unordered_set<FourTuple, FourTupleHash> seen_tw;
     // What the events removed since the snapshot began (from the tombstones), and how many
@@ -242,13 +263,20 @@ class SocketTracker {
     std::unordered_set<FourTuple, FourTupleHash> gone_tw;
     bool looked_back = false;
     std::uint64_t tombstones_read = 0;
+    std::optional<std::uint64_t> overflow;  // the snapshot's TCPTimeWaitOverflow reading
   };
   void merge_snapshot(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
-                      bool count);
+                      bool count, std::optional<std::uint64_t> first_seen_ns = std::nullopt);
   bool merge_some(PendingMerge& merge, std::size_t max_entries);
   void note_gone(PendingMerge& merge) const;
   void merge_entry(PendingMerge& merge, const SocketEntry& s);
   void finish_merge(PendingMerge& merge);
+  // Takes the snapshot's tcp_max_tw_buckets for its namespace, and its overflow reading.
+  void take_time_wait_config(PendingMerge& merge);
+  // What the overflow reading shows the kernel refused beyond what the tracker did (see
+  // time_wait_refused); the reading becomes the base of the next when it cannot be compared.
+  std::uint64_t overflow_excess(const PendingMerge& merge);
+  void prune_netns_time_wait(std::uint64_t netns);
   void record_transition(Tracked& socket, std::uint64_t ts_ns);
   std::uint32_t intern(const SocketEntry& time_wait);
   void release(std::uint32_t traits);
@@ -268,6 +296,16 @@ class SocketTracker {
   std::vector<std::uint32_t> free_traits_;
   std::unordered_multimap<std::size_t, std::uint32_t> traits_index_;  // by hash
   std::unordered_set<std::uint64_t> resets_;  // sock_ids that received an RST
+  // Per namespace: its TIME_WAITs on the books, the limit its last snapshot gave, and the
+  // bookkeeping that compares the kernel's TCPTimeWaitOverflow with the tracker's refusals.
+  struct NetnsTimeWait {
+    std::size_t held = 0;
+    std::optional<std::uint32_t> limit;
+    std::optional<std::uint64_t> overflow_base;  // the reading the next ones are compared with
+    std::uint64_t refused_since_base = 0;        // by the tracker, since that reading
+    std::uint64_t overflow_credited = 0;         // kernel refusals beyond those, already counted
+  };
+  std::unordered_map<std::uint64_t, NetnsTimeWait> netns_time_wait_;
   // First sight of sockets and TIME_WAIT 4-tuples that are gone but still tombstoned (live
   // ones keep theirs in their record).
   std::unordered_map<std::uint64_t, std::uint64_t> buried_first_seen_ns_;

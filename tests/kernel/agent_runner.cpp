@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <thread>
 
@@ -30,7 +31,14 @@ Agent::Agent(std::vector<std::string> extra, std::vector<std::string> launcher)
       "--event-log",          (dir_ / "events.log").string(),
       "--reconcile-interval", "1",
       "--log.level",          "debug"};
-  argv.insert(argv.end(), defaults.begin(), defaults.end());
+  // After the binary and its command, flag and value pairs. A flag that takes one value and that
+  // extra gives too is extra's to set; --web.listen-address adds up.
+  for (std::size_t i = 0; i + 1 < defaults.size(); i += 2) {
+    if (i < 2 || defaults[i] == "--web.listen-address" ||
+        std::find(extra.begin(), extra.end(), defaults[i]) == extra.end()) {
+      argv.insert(argv.end(), {defaults[i], defaults[i + 1]});
+    }
+  }
   argv.insert(argv.end(), extra.begin(), extra.end());
   process_ = std::make_unique<Process>(argv);
 }

@@ -18,7 +18,8 @@ namespace portlens::testing {
 
 class Agent {
  public:
-  // extra: arguments after the defaults. launcher: a command the agent runs under (e.g. setpriv
+  // extra: arguments after the defaults; a one-value default flag that extra also gives (e.g.
+  // --reconcile-interval) is left out. launcher: a command the agent runs under (e.g. setpriv
   // with a capability set), empty for none.
   explicit Agent(std::vector<std::string> extra = {}, std::vector<std::string> launcher = {});
   ~Agent();

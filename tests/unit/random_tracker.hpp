@@ -60,6 +60,13 @@ class RandomTracker {
   void mirror(Mirror m) { mirror_ = std::move(m); }
 
   SocketTracker& tracker() { return tracker_; }
+  // From now on every snapshot carries its namespace's config, with this tcp_max_tw_buckets.
+  void limit_time_waits(std::uint32_t max) {
+    for (auto& [netns, config] : configs_) {
+      config.tcp_max_tw_buckets = max;
+    }
+    snapshots_carry_config_ = true;
+  }
   [[nodiscard]] std::uint64_t now() const { return ts_; }
   [[nodiscard]] const std::map<std::uint64_t, NetnsPortConfig>& configs() const { return configs_; }
   // Slices after which the mirror's merge_some() said otherwise than the tracker's.
@@ -281,6 +288,9 @@ class RandomTracker {
       kept.push_back(other);
     }
     snap.sockets = std::move(kept);
+    if (snapshots_carry_config_) {
+      snap.netns_config[netns] = configs_.at(netns);
+    }
     return snap;
   }
 
@@ -452,6 +462,7 @@ class RandomTracker {
   Pending merging_;  // the snapshot being merged: the tracker reads it until the merge ends
   int slices_disagreed_ = 0;
   int merges_ = 0;
+  bool snapshots_carry_config_ = false;
   std::uint64_t ts_ = 1000 * kSec;
   std::uint64_t next_sk_ = 0xffff'8880'0000'0000ULL;
 };

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -88,6 +89,7 @@ std::vector<std::string> canonical(const SocketTable& table) {
 void expect_same_counters(const TrackerCounters& t, const TrackerCounters& m) {
   EXPECT_EQ(t.sockets_dropped, 0U);
   EXPECT_EQ(t.time_wait_dropped, 0U);
+  EXPECT_EQ(t.time_wait_refused, m.time_wait_refused);
   EXPECT_EQ(t.time_wait_inferred, m.time_wait_inferred);
   EXPECT_EQ(t.time_wait_expired, m.time_wait_expired);
   EXPECT_EQ(t.time_wait_reused, m.time_wait_reused);
@@ -97,8 +99,8 @@ void expect_same_counters(const TrackerCounters& t, const TrackerCounters& m) {
 
 std::string text(const TrackerCounters& c) {
   std::ostringstream out;
-  out << "inferred " << c.time_wait_inferred << ", expired " << c.time_wait_expired << ", reused "
-      << c.time_wait_reused << ", resets " << c.resets_seen;
+  out << "inferred " << c.time_wait_inferred << ", refused " << c.time_wait_refused << ", expired "
+      << c.time_wait_expired << ", reused " << c.time_wait_reused << ", resets " << c.resets_seen;
   for (const auto& [kind, n] : c.corrections) {
     out << ", " << kind << " " << n;
   }
@@ -107,6 +109,12 @@ std::string text(const TrackerCounters& c) {
 
 // What the tracker and the model show now: counts, counters and the table of netns (all when
 // nullopt).
+std::size_t count_time_waits(const SocketTable& table) {
+  return static_cast<std::size_t>(
+      std::count_if(table.sockets.begin(), table.sockets.end(),
+                    [](const SocketEntry& e) { return e.state == TcpState::kTimeWait; }));
+}
+
 ::testing::AssertionResult same_now(const SocketTracker& t, const TrackerModel& m,
                                     std::uint64_t now, std::optional<std::uint64_t> netns) {
   const auto tracked = canonical(t.table(netns, now));
@@ -136,8 +144,13 @@ std::string text(const TrackerCounters& c) {
   return failure;
 }
 
-void run_seed(std::uint32_t seed, model::KnownTrackerBugs bugs) {
+// limit: the tcp_max_tw_buckets every snapshot carries, if any; *refused: the tracker's refusals.
+void run_seed(std::uint32_t seed, model::KnownTrackerBugs bugs,
+              std::optional<std::uint32_t> limit = std::nullopt, std::uint64_t* refused = nullptr) {
   RandomTracker random(seed);
+  if (limit) {
+    random.limit_time_waits(*limit);
+  }
   TrackerModel model(bugs);
   SocketTracker& t = random.tracker();
   int merges_checked = 0;
@@ -168,6 +181,7 @@ void run_seed(std::uint32_t seed, model::KnownTrackerBugs bugs) {
     expect_same_counters(t.counters(), model.counters());
     for (const std::uint64_t netns : {RandomTracker::kNetnsA, RandomTracker::kNetnsB}) {
       ASSERT_EQ(canonical(t.table(netns, now)), canonical(model.table(netns, now)));
+      ASSERT_EQ(t.time_wait_count(netns), count_time_waits(model.table(netns, now)));
       for (int i = 0; i < 3; ++i) {
         // Within the tombstones' lifetime, where table_at() is defined (Q2).
         const std::uint64_t at = now - (rng() % 21) * RandomTracker::kSec / 2;
@@ -181,6 +195,9 @@ void run_seed(std::uint32_t seed, model::KnownTrackerBugs bugs) {
   }
   EXPECT_EQ(random.slices_disagreed(), 0);
   EXPECT_GT(random.merges(), 10);
+  if (refused != nullptr) {
+    *refused = t.counters().time_wait_refused;
+  }
 }
 
 class TrackerDifferentialTest : public ::testing::TestWithParam<std::uint32_t> {};
@@ -190,6 +207,15 @@ class TrackerDifferentialTest : public ::testing::TestWithParam<std::uint32_t> {
 TEST_P(TrackerDifferentialTest, AgreesWithTheModelButForKnownBugs) {
   run_seed(GetParam(),
            model::KnownTrackerBugs{.rearms_newer_time_wait = true, .stops_at_older_removal = true});
+}
+
+// With tcp_max_tw_buckets in every snapshot, small enough that namespaces reach it.
+TEST_P(TrackerDifferentialTest, AgreesWithTheModelUnderATimeWaitLimit) {
+  std::uint64_t refused = 0;
+  run_seed(GetParam(),
+           model::KnownTrackerBugs{.rearms_newer_time_wait = true, .stops_at_older_removal = true},
+           4, &refused);
+  EXPECT_GT(refused, 0U) << "the limit was never reached";
 }
 
 // Enable once tracker.cpp is fixed (and drop the test above).

@@ -156,6 +156,10 @@ class TrackerModel {
     merge_->snapshot = snapshot;
     merge_->snapshot_ns = snapshot_ns;
     merge_->count = !bootstrap;
+    // T5. The namespace's tcp_max_tw_buckets is the one its latest snapshot read (none when it
+    // read none), from the start of the merge. (The TCPTimeWaitOverflow reading a snapshot may
+    // carry is not modelled: tracker_time_wait_limit_test checks it.)
+    limits_[netns] = snapshot.config_for(netns).tcp_max_tw_buckets;
   }
   bool merge_some(std::size_t max_entries) {
     if (!merge_) {
@@ -405,7 +409,7 @@ class TrackerModel {
     const auto it = sockets_.find(e.sock_id);
     if ((e.old_state == static_cast<int>(TcpState::kFinWait2) ||
          e.old_state == static_cast<int>(TcpState::kClosing)) &&
-        !reset && e.local && e.remote) {
+        !reset && e.local && e.remote && !refused(e)) {
       infer_time_wait(e, it == sockets_.end() ? SocketEntry{} : it->second.entry);
     }
     if (it == sockets_.end()) {
@@ -420,6 +424,40 @@ class TrackerModel {
     s.entry.state = TcpState::kClose;
     s.entry.remote.reset();
     s.updated_ns = e.ts_ns;
+  }
+
+  // T5. inet_twsk_alloc() makes no TIME_WAIT in a namespace that already holds its
+  // tcp_max_tw_buckets (kernel-rules 5.3). Held: its TIME_WAITs but one on the closing
+  // connection's own 4-tuple, which that connection took over, so the kernel has it no more.
+  // Those whose 60 s ended at or before the close are gone first (T3). A refusal is counted, and
+  // the TIME_WAIT on the 4-tuple, if any, is gone (taken over, T4).
+  bool refused(const Event& e) {
+    const auto limit = limits_.find(e.netns);
+    SocketEntry closing;
+    closing.netns = e.netns;
+    closing.local = *e.local;
+    closing.remote = e.remote;
+    const auto key = tuple_of(closing);
+    if (limit == limits_.end() || !limit->second || !key) {
+      return false;
+    }
+    const auto held = [&] {
+      std::size_t n = 0;
+      for (const TimeWait& tw : time_waits_) {
+        n += tw.entry.netns == e.netns && tuple_of(tw.entry) != key ? 1 : 0;
+      }
+      return n;
+    };
+    if (held() < *limit->second) {
+      return false;
+    }
+    expire(e.ts_ns);
+    if (held() < *limit->second) {
+      return false;
+    }
+    ++counters_.time_wait_refused;
+    take_over(closing, e.ts_ns);
+    return true;
   }
 
   // T2. The inferred TIME_WAIT is a new object (no inode, no sock_id) that keeps what the full
@@ -640,6 +678,7 @@ class TrackerModel {
   std::uint64_t removals_ = 0;                   // ever
   std::set<std::uint64_t> resets_;               // sockets that received an RST
   std::optional<PendingMerge> merge_;
+  std::map<std::uint64_t, std::optional<std::uint32_t>> limits_;  // T5, by netns
   KnownTrackerBugs bugs_;
   TrackerCounters counters_;
 };

@@ -112,6 +112,42 @@ TEST(SocketTrackerTest, SuccessfulBindIsABoundOwnerWithItsCaller) {
   EXPECT_EQ(s.owner->comm, "nginx");
 }
 
+// The kernel hands a freed socket's address to the next socket at once. A socket the tracker
+// still holds (its destroy predates the trace, or it came from a snapshot) and a new one at the
+// same address are two sockets: a call from another namespace, or a second successful bind(),
+// starts a new one, and the new one's history begins with that call.
+TEST(SocketTrackerTest, ARecycledSocketAddressIsANewSocket) {
+  SocketTracker t;
+  constexpr std::uint64_t kOtherNetns = kNetns + 1;
+  SocketTable snapshot;
+  SocketEntry stale;
+  stale.proto = Proto::kTcp;
+  stale.state = TcpState::kListen;
+  stale.local = ep("127.0.0.1", 9000);
+  stale.netns = kOtherNetns;
+  stale.sock_id = 0x10;
+  snapshot.sockets.push_back(stale);
+  t.bootstrap(kOtherNetns, snapshot, kSec);
+  // A new socket at that address binds in kNetns, then fails a neighbour's bind and closes.
+  t.apply(Ev::bind(0x10, ep("127.0.0.1", 7250), 2 * kSec));
+  t.apply(Ev::sk_event(EventType::kDestroy, 0x10, 2 * kSec + 20));
+  const SocketTable at_failure = t.table_at(kNetns, 2 * kSec + 10, 3 * kSec, 7250);
+  ASSERT_EQ(at_failure.sockets.size(), 1U);
+  EXPECT_EQ(at_failure.sockets[0].netns, kNetns);
+  EXPECT_EQ(at_failure.sockets[0].local, ep("127.0.0.1", 7250));
+  EXPECT_TRUE(t.table(kOtherNetns, 3 * kSec).sockets.empty()) << "the old one is gone";
+  // The old one still counts for a moment before the new one took its address.
+  EXPECT_EQ(t.table_at(kOtherNetns, kSec + 1, 3 * kSec, 9000).sockets.size(), 1U);
+
+  // A second successful bind() on an address already bound is another socket too.
+  t.apply(Ev::bind(0x20, ep("0.0.0.0", 8080), 4 * kSec));
+  t.apply(Ev::bind(0x20, ep("0.0.0.0", 8081), 5 * kSec));
+  EXPECT_TRUE(t.table_at(kNetns, 4 * kSec + 1, 6 * kSec, 8081).sockets.empty())
+      << "the socket on 8081 did not exist yet";
+  EXPECT_EQ(t.table_at(kNetns, 4 * kSec + 1, 6 * kSec, 8080).sockets.size(), 1U);
+  EXPECT_EQ(t.table(kNetns, 6 * kSec).sockets.size(), 1U);
+}
+
 TEST(SocketTrackerTest, FailedCallsChangeNothing) {
   SocketTracker t;
   t.apply(Ev::bind(0x10, ep("0.0.0.0", 8080), kSec, -EADDRINUSE));

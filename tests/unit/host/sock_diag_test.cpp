@@ -377,6 +377,7 @@ TEST(NetnsConfigParse, SysctlsIntoConfigKeepDefaultsForOddValuesAndReportThem) {
       {"net.ipv4.ip_autobind_reuse", "1\n"},
       {"net.ipv4.ip_nonlocal_bind", "1\n"},
       {"net.ipv6.ip_nonlocal_bind", "0\n"},
+      {"net.ipv4.tcp_max_tw_buckets", "1000\n"},
   };
   std::vector<std::string> problems;
   const NetnsPortConfig c = port_config_from_sysctls(texts, &problems);
@@ -389,6 +390,7 @@ TEST(NetnsConfigParse, SysctlsIntoConfigKeepDefaultsForOddValuesAndReportThem) {
   EXPECT_TRUE(c.ip_autobind_reuse);
   EXPECT_TRUE(c.ip_nonlocal_bind);
   EXPECT_FALSE(c.ip6_nonlocal_bind);
+  EXPECT_EQ(c.tcp_max_tw_buckets, 1000U);
   ASSERT_EQ(problems.size(), 2U);
   EXPECT_NE(problems[0].find("tcp_tw_reuse"), std::string::npos);
   EXPECT_NE(problems[1].find("ip_unprivileged_port_start"), std::string::npos);
@@ -400,6 +402,44 @@ TEST(NetnsConfigParse, SysctlsIntoConfigKeepDefaultsForOddValuesAndReportThem) {
   EXPECT_EQ(d.tcp_tw_reuse_delay, milliseconds(250));
   EXPECT_EQ(d.port_range_lo, 32768);
   EXPECT_EQ(problems.size(), 3U);  // the two odd values and the missing range
+
+  // tcp_max_tw_buckets: 0 to INT_MAX; odd or missing, no limit is assumed (its default depends
+  // on the hash table's size), and said so.
+  problems.clear();
+  texts["net.ipv4.tcp_max_tw_buckets"] = "-1\n";
+  EXPECT_FALSE(port_config_from_sysctls(texts, &problems).tcp_max_tw_buckets.has_value());
+  ASSERT_EQ(problems.size(), 4U);
+  EXPECT_NE(problems[3].find("tcp_max_tw_buckets"), std::string::npos);
+  EXPECT_NE(problems[3].find("without a limit"), std::string::npos);
+  texts["net.ipv4.tcp_max_tw_buckets"] = "2147483647";
+  EXPECT_EQ(port_config_from_sysctls(texts, &problems).tcp_max_tw_buckets, 2147483647U);
+  texts["net.ipv4.tcp_max_tw_buckets"] = "0";
+  EXPECT_EQ(port_config_from_sysctls(texts, &problems).tcp_max_tw_buckets, 0U);
+  texts.erase("net.ipv4.tcp_max_tw_buckets");
+  problems.clear();
+  EXPECT_FALSE(port_config_from_sysctls(texts, &problems).tcp_max_tw_buckets.has_value());
+  EXPECT_EQ(problems.size(), 4U);
+}
+
+TEST(NetnsConfigParse, NetstatCounter) {
+  // The shape of /proc/net/netstat: a line of names, then a line of values, per group.
+  const std::string text =
+      "TcpExt: SyncookiesSent TW TCPTimeWaitOverflow TCPReqQFullDrop\n"
+      "TcpExt: 0 4210 2876 0\n"
+      "IpExt: InNoRoutes TCPTimeWaitOverflow\n"
+      "IpExt: 0 99\n";
+  EXPECT_EQ(parse_netstat_counter(text, "TcpExt", "TCPTimeWaitOverflow"), 2876U);
+  EXPECT_EQ(parse_netstat_counter(text, "TcpExt", "TW"), 4210U);
+  EXPECT_EQ(parse_netstat_counter(text, "IpExt", "TCPTimeWaitOverflow"), 99U);
+  EXPECT_FALSE(parse_netstat_counter(text, "TcpExt", "Nope"));
+  EXPECT_FALSE(parse_netstat_counter(text, "MPTcpExt", "TW"));
+  EXPECT_FALSE(parse_netstat_counter("", "TcpExt", "TW"));
+  // A values line that does not match its names line is not read.
+  EXPECT_FALSE(parse_netstat_counter("TcpExt: A B\nTcpExt: 1\n", "TcpExt", "B"));
+  EXPECT_FALSE(parse_netstat_counter("TcpExt: A B\nTcpExt: 1 x\n", "TcpExt", "B"));
+  EXPECT_FALSE(parse_netstat_counter("TcpExt: A B\n", "TcpExt", "B"));
+  EXPECT_EQ(parse_netstat_counter("TcpExt: A B\nTcpExt: 1 18446744073709551615", "TcpExt", "B"),
+            18446744073709551615ULL);
 }
 
 TEST(NetnsConfigParse, PrefixLength) {

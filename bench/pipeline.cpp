@@ -579,6 +579,7 @@ RunStats run_once(const Recorded& records, const SocketTable& prebuilt, Mode mod
   while (!ring.done()) {
     pipeline.step(std::chrono::milliseconds(0));
   }
+  pipeline.finish();  // the failures still waiting for their judgment are part of the run
   if (mode == Mode::kAgent) {
     AgentCounters counters;
     findings.fill(counters);  // what each scrape does with them

@@ -291,6 +291,17 @@ struct Families {
       "Sockets whose owning process could not be recorded because the inode-to-process map "
       "built from /proc/PID/fd was full: their owner shows as unknown. Summed over /proc scans.",
       MetricType::Counter);
+  MetricFamily diagnoses = make_family(
+      "portlens_diagnoses_total",
+      "Failed calls portlens explains, by outcome: judged against the kernel's sockets, "
+      "coalesced (given the diagnosis of an identical failure judged just before, with nothing "
+      "on its port or destination changed since), or shed (not judged: the diagnosis queue was "
+      "full; counted under cause not_judged).",
+      MetricType::Counter);
+  MetricFamily diagnosis_queue = make_family(
+      "portlens_diagnosis_queue_length",
+      "Failed calls waiting for their diagnosis (each diagnosis turn has a time budget).",
+      MetricType::Gauge);
   MetricFamily corrections = make_family(
       "portlens_reconcile_corrections_total",
       "Differences between the tracked socket table and a periodic snapshot of the kernel's "
@@ -299,6 +310,17 @@ struct Families {
   MetricFamily evictions =
       make_family("portlens_evictions_total",
                   "Sockets not tracked because a table was full, by table.", MetricType::Counter);
+  MetricFamily time_wait_refused = make_family(
+      "portlens_time_wait_refused_total",
+      "Closes that would have left a TIME_WAIT but did not: the namespace already held "
+      "net.ipv4.tcp_max_tw_buckets of them (the kernel counts TcpExtTCPTimeWaitOverflow). The "
+      "TIME_WAIT gauges leave them out, as the kernel does.",
+      MetricType::Counter);
+  MetricFamily folded = make_family(
+      "portlens_network_namespaces_folded",
+      "Network namespaces beyond --web.max-namespaces (the most sockets first keep their own "
+      "series) whose sockets are summed under netns=\"other\".",
+      MetricType::Gauge);
   MetricFamily tracked =
       make_family("portlens_tracked_sockets", "Sockets the agent tracks, TIME_WAIT included.",
                   MetricType::Gauge);
@@ -329,8 +351,12 @@ struct Families {
                             &events_malformed,
                             &event_log_write_failures,
                             &owner_map_drops,
+                            &diagnoses,
+                            &diagnosis_queue,
                             &corrections,
                             &evictions,
+                            &time_wait_refused,
+                            &folded,
                             &tracked,
                             &scrape_duration,
                             &build_info}) {
@@ -372,6 +398,76 @@ Labels remote_labels(const std::string& netns, const Endpoint& remote) {
 
 Labels other_remote_labels(const std::string& netns) {
   return {{"netns", netns}, {"remote_addr", kOtherLabel}, {"remote_port", kOtherLabel}};
+}
+
+// The namespaces beyond the budget, summed: what adds up keeps its sum under netns="other"
+// (states, TIME_WAIT, ports in use and reusable), the highest utilization its maximum.
+struct Folded {
+  std::size_t namespaces = 0;
+  std::array<std::uint64_t, 16> states{};
+  std::uint64_t time_wait = 0;
+  std::uint64_t time_wait_with_remote = 0;
+  std::uint64_t in_use = 0;
+  std::uint64_t reusable = 0;
+  bool any_destination = false;
+  double max_utilization = 0.0;
+};
+
+std::size_t tcp_rows(const NetnsScrape& ns) {
+  return static_cast<std::size_t>(
+      std::count_if(ns.sockets.begin(), ns.sockets.end(),
+                    [](const SocketRow& r) { return r.proto == Proto::kTcp; }));
+}
+
+void fold_sockets(Folded& fold, const NetnsScrape& ns) {
+  for (const SocketRow& entry : ns.sockets) {
+    if (entry.proto != Proto::kTcp) {
+      continue;
+    }
+    const TcpState state = exported_state(entry);
+    ++fold.states[static_cast<std::size_t>(state)];
+    if (state == TcpState::kTimeWait) {
+      ++fold.time_wait;
+      fold.time_wait_with_remote += entry.remote ? 1 : 0;
+    }
+  }
+}
+
+void fold_ephemeral(Folded& fold, const NetnsScrape& ns) {
+  for (const EphemeralAccount& account : count_by_destination(ns.inode, ns.config, ns.sockets)) {
+    if (!account.destination) {
+      continue;
+    }
+    fold.any_destination = true;
+    fold.in_use += account.in_use;
+    fold.reusable += account.time_wait_reusable;
+    fold.max_utilization = std::max(fold.max_utilization, ratio_0_1(account.utilization));
+  }
+}
+
+void emit_folded(Families& f, const Folded& fold) {
+  add_sample(f.folded, {}, static_cast<double>(fold.namespaces));
+  if (fold.namespaces == 0) {
+    return;
+  }
+  for (const TcpState state : kExportedStates) {
+    add_sample(f.tcp_sockets,
+               {{"netns", kOtherLabel}, {"state", state_name(static_cast<int>(state))}},
+               static_cast<double>(fold.states[static_cast<std::size_t>(state)]));
+  }
+  if (fold.time_wait > 0) {
+    add_sample(f.time_wait, {{"netns", kOtherLabel}, {"local_port", kOtherLabel}},
+               static_cast<double>(fold.time_wait));
+  }
+  if (fold.time_wait_with_remote > 0) {
+    add_sample(f.time_wait_by_remote, other_remote_labels(kOtherLabel),
+               static_cast<double>(fold.time_wait_with_remote));
+  }
+  add_sample(f.max_utilization, {{"netns", kOtherLabel}}, fold.max_utilization);
+  if (fold.any_destination) {
+    add_sample(f.in_use, other_remote_labels(kOtherLabel), static_cast<double>(fold.in_use));
+    add_sample(f.reusable, other_remote_labels(kOtherLabel), static_cast<double>(fold.reusable));
+  }
 }
 
 void collect_sockets(Families& f, const NetnsScrape& ns, const std::string& netns,
@@ -520,9 +616,14 @@ void collect_agent(Families& f, const ScrapeInput& input) {
   add_sample(f.events_malformed, {}, static_cast<double>(c.events_malformed));
   add_sample(f.event_log_write_failures, {}, static_cast<double>(c.event_log_write_failures));
   add_sample(f.owner_map_drops, {}, static_cast<double>(c.owner_map_drops));
+  add_sample(f.diagnoses, {{"outcome", "judged"}}, static_cast<double>(c.diagnoses_judged));
+  add_sample(f.diagnoses, {{"outcome", "coalesced"}}, static_cast<double>(c.diagnoses_coalesced));
+  add_sample(f.diagnoses, {{"outcome", "shed"}}, static_cast<double>(c.diagnoses_shed));
+  add_sample(f.diagnosis_queue, {}, static_cast<double>(c.diagnosis_queue));
   add_counters(f.corrections, {"kind"}, with_zeros(c.reconcile_corrections, kCorrectionKinds),
                string_key);
   add_counters(f.evictions, {"table"}, with_zeros(c.evictions, kEvictionTables), string_key);
+  add_sample(f.time_wait_refused, {}, static_cast<double>(c.time_wait_refused));
   add_sample(f.tracked, {}, static_cast<double>(input.tracked_sockets));
   add_sample(f.scrape_duration, {}, input.last_scrape_duration_seconds);
   add_sample(f.build_info,
@@ -531,19 +632,41 @@ void collect_agent(Families& f, const ScrapeInput& input) {
 
 }  // namespace
 
-PortlensCollector::PortlensCollector(std::function<ScrapeInput()> source, std::size_t top_k)
-    : source_(std::move(source)), top_k_(top_k) {}
+PortlensCollector::PortlensCollector(std::function<ScrapeInput()> source, std::size_t top_k,
+                                     std::size_t max_namespaces)
+    : source_(std::move(source)), top_k_(top_k), max_namespaces_(max_namespaces) {}
 
-std::vector<MetricFamily> PortlensCollector::Collect() const { return build(source_(), top_k_); }
+std::vector<MetricFamily> PortlensCollector::Collect() const {
+  return build(source_(), top_k_, max_namespaces_);
+}
 
-std::vector<MetricFamily> PortlensCollector::build(const ScrapeInput& input, std::size_t top_k) {
+std::vector<MetricFamily> PortlensCollector::build(const ScrapeInput& input, std::size_t top_k,
+                                                   std::size_t max_namespaces) {
   Families f;
   PortCounts by_port;
+  // The namespaces with the most TCP sockets keep their own series; ties by inode.
+  std::vector<std::pair<std::size_t, const NetnsScrape*>> order;
+  order.reserve(input.namespaces.size());
   for (const NetnsScrape& ns : input.namespaces) {
+    order.emplace_back(tcp_rows(ns), &ns);
+  }
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second->inode < b.second->inode;
+  });
+  Folded fold;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const NetnsScrape& ns = *order[i].second;
+    if (i >= max_namespaces) {
+      ++fold.namespaces;
+      fold_sockets(fold, ns);
+      fold_ephemeral(fold, ns);
+      continue;
+    }
     const std::string netns = std::to_string(ns.inode);
     collect_sockets(f, ns, netns, top_k, by_port);
     collect_ephemeral(f, ns, netns, top_k);
   }
+  emit_folded(f, fold);
   collect_agent(f, input);
   return f.take();
 }

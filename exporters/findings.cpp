@@ -1,5 +1,6 @@
 #include "exporters/findings.hpp"
 
+#include <algorithm>
 #include <utility>
 
 #include "agent/render/format.hpp"
@@ -11,6 +12,8 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kOther = "other";
+// The cause label of a failure shed unjudged (the diagnosis queue was full).
+constexpr std::string_view kNotJudged = "not_judged";
 
 bool port_matches(const Event& e, std::uint16_t port) {
   const auto has = [port](const std::optional<Endpoint>& ep) { return ep && ep->port == port; };
@@ -39,8 +42,44 @@ void AgentFindings::event(const Event& e, const Diagnosis* diagnosis) {
   if (event_log_ != nullptr) {
     event_log_->append(record);
   }
-  const std::string cause(to_string(diagnosis->cause));
   const std::lock_guard lock(mu_);
+  count_failure(e, to_string(diagnosis->cause));
+  remember(std::move(record), e);
+}
+
+void AgentFindings::repeat(const Event& e, const Diagnosis& diagnosis) {
+  const std::lock_guard lock(mu_);
+  count_failure(e, to_string(diagnosis.cause));
+}
+
+void AgentFindings::shed(const Event& e) {
+  const std::lock_guard lock(mu_);
+  count_failure(e, kNotJudged);
+}
+
+void AgentFindings::coalesced(const FailureCoalescer::Closed& closed) {
+  const std::int64_t last_ms = clock_.to_realtime_ns(closed.last_ts_ns) / 1'000'000;
+  if (event_log_ != nullptr) {
+    // The judged failure's record again, with how many identical ones followed it.
+    json record = event_to_json(closed.first, clock_);
+    record["diagnosis"] = diagnosis_to_json(closed.diagnosis);
+    record["time_ms"] = clock_.to_realtime_ns(closed.first.ts_ns) / 1'000'000;
+    record["repeats"] = closed.repeats;
+    record["last_time_ms"] = last_ms;
+    event_log_->append(record);
+  }
+  const std::lock_guard lock(mu_);
+  const auto judged = std::find_if(history_.rbegin(), history_.rend(), [&](const HistoryEntry& h) {
+    return h.event.ts_ns == closed.first.ts_ns && h.event.sock_id == closed.first.sock_id;
+  });
+  if (judged != history_.rend()) {
+    judged->record["repeats"] = closed.repeats;
+    judged->record["last_time_ms"] = last_ms;
+  }
+}
+
+void AgentFindings::count_failure(const Event& e, std::string_view cause_name) {
+  const std::string cause(cause_name);
   const std::string comm = comm_label(e.comm);
   if (e.type == EventType::kConnect) {
     ++counters_
@@ -49,7 +88,6 @@ void AgentFindings::event(const Event& e, const Diagnosis* diagnosis) {
     ++counters_.bind_failures[{std::string(to_string(e.proto)), std::string(to_string(e.type)),
                                cause, comm}];
   }
-  remember(std::move(record), e);
 }
 
 std::string AgentFindings::comm_label(const std::string& comm) {

@@ -10,6 +10,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,13 @@ class AgentFindings final : public PipelineSink {
 
   void applied(std::span<const Event> batch) override;
   void event(const Event& event, const Diagnosis* diagnosis) override;
+  // Counted under the judged failure's cause, without a record of their own.
+  void repeat(const Event& event, const Diagnosis& diagnosis) override;
+  // The event log gets the judged failure's record again with "repeats" and "last_time_ms";
+  // its entry in the recent failures gets them too.
+  void coalesced(const FailureCoalescer::Closed& closed) override;
+  // Counted under cause "not_judged".
+  void shed(const Event& event) override;
 
   // The counters as a scrape exports them.
   void fill(AgentCounters& counters) const;
@@ -41,6 +49,8 @@ class AgentFindings final : public PipelineSink {
   // counters go backwards. The first top_k comms that fail get labels; the rest are "other".
   std::string comm_label(const std::string& comm);
   void remember(nlohmann::json record, const Event& event);
+  // Under mu_.
+  void count_failure(const Event& event, std::string_view cause);
 
   struct HistoryEntry {
     nlohmann::json record;

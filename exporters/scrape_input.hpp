@@ -43,6 +43,14 @@ struct AgentCounters {
   std::uint64_t events_malformed = 0;          // ring records that failed to decode, dropped
   std::uint64_t event_log_write_failures = 0;  // diagnosed failures the event log could not write
   std::uint64_t owner_map_drops = 0;           // sockets whose owner the /proc map had no room for
+  // Failures by what became of them: judged, coalesced (given an identical one's diagnosis),
+  // shed (not judged: the diagnosis queue was full). Their sum is the failures explained.
+  std::uint64_t diagnoses_judged = 0;
+  std::uint64_t diagnoses_coalesced = 0;
+  std::uint64_t diagnoses_shed = 0;
+  std::uint64_t diagnosis_queue = 0;  // failures waiting for their judgment now
+  // TIME_WAITs the kernel did not make: the namespace already held tcp_max_tw_buckets.
+  std::uint64_t time_wait_refused = 0;
   std::map<std::string, std::uint64_t> reconcile_corrections;  // by kind (tracker.hpp)
   std::map<std::string, std::uint64_t> evictions;              // by table: sockets, time_wait
 };

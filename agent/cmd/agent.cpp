@@ -114,13 +114,39 @@ std::vector<std::string> checked_listen_addresses(const std::vector<std::string>
   return addresses;
 }
 
-int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
-              std::atomic<bool>& reopen_log) {
-  if (options.telemetry_path.empty() || options.telemetry_path.front() != '/' ||
-      options.telemetry_path == "/") {
-    throw UsageError("--web.telemetry-path " + options.telemetry_path +
+void check_telemetry_path(const std::string& path) {
+  if (path.empty() || path.front() != '/' || path == "/") {
+    throw UsageError("--web.telemetry-path " + path +
                      ": must start with / and not be / (the landing page)");
   }
+  // A request's path ends where its query (?) or fragment (#) begins: no scrape could reach it.
+  if (const auto at = path.find_first_of("?#"); at != std::string::npos) {
+    throw UsageError("--web.telemetry-path " + path + ": '" + path[at] + "' starts the " +
+                     (path[at] == '?' ? "query" : "fragment") +
+                     " of a URL, so no request can reach this path; give the path alone, as in " +
+                     path.substr(0, at));
+  }
+  if (std::any_of(path.begin(), path.end(), [](char c) {
+        const auto byte = static_cast<unsigned char>(c);
+        return byte <= 0x20 || byte == 0x7f;
+      })) {
+    throw UsageError("--web.telemetry-path " + path +
+                     ": a URL path has no white space or control characters");
+  }
+}
+
+void check_event_log_path(const std::optional<std::string>& path) {
+  if (path && path->empty()) {
+    throw UsageError(
+        "--event-log: the path is empty; give a file path, as in --event-log "
+        "/var/log/portlens/events.jsonl");
+  }
+}
+
+int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
+              std::atomic<bool>& reopen_log) {
+  check_telemetry_path(options.telemetry_path);
+  check_event_log_path(options.event_log);
   const std::vector<std::string> addresses = checked_listen_addresses(options.listen_addresses);
   if (options.web_config_file) {
     try {
@@ -138,11 +164,15 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
 
   TracerConfig config;
   config.ring_bytes = options.ring_bytes;
+  const std::uint64_t traced_since = monotonic_ns();  // no event is older
   auto tracer = std::make_unique<BpfTracer>(config);
   TracerRecords records(*tracer);
   LiveInspector inspector;
   AgentFindings findings(options.top_k, options.history, event_log.get());
-  EventPipeline pipeline(records, inspector.namespaces(), inspector.judge(), findings);
+  PipelineOptions pipeline_options;
+  pipeline_options.stop = &stop;
+  EventPipeline pipeline(records, inspector.namespaces(), inspector.judge(), findings,
+                         pipeline_options);
   const std::uint64_t host_netns = current_netns().inode;
 
   const std::string version = kPortlensVersion;
@@ -169,18 +199,23 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
         in.counters.events_malformed = pipeline.counters().malformed;
         in.counters.event_log_write_failures = log_failures;
         in.counters.owner_map_drops = owner_drops;
+        in.counters.diagnoses_judged = pipeline.counters().diagnosed;
+        in.counters.diagnoses_coalesced = pipeline.counters().coalesced;
+        in.counters.diagnoses_shed = pipeline.counters().shed;
+        in.counters.diagnosis_queue = pipeline.counters().pending;
         for (const auto& [kind, n] : tracker.counters().corrections) {
           in.counters.reconcile_corrections[kind] = n;
         }
         in.counters.evictions["sockets"] = tracker.counters().sockets_dropped;
         in.counters.evictions["time_wait"] = tracker.counters().time_wait_dropped;
+        in.counters.time_wait_refused = tracker.counters().time_wait_refused;
         in.tracked_sockets = tracker.socket_count() + tracker.time_wait_count();
         in.last_scrape_duration_seconds = last_scrape_seconds.load();
         in.version = version;
         in.kernel = kernel;
         return in;
       },
-      options.top_k);
+      options.top_k, options.max_namespaces);
 
   // The event loop's heartbeat, for /healthz; readiness once the bootstrap is merged.
   std::atomic<std::int64_t> heartbeat_ns{static_cast<std::int64_t>(monotonic_ns())};
@@ -254,7 +289,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
                options.api_socket);
   // Served from here on, /ready says 503 until the first look at every namespace is merged.
   const std::vector<NetnsRef> namespaces = inspector.namespaces().discover();
-  pipeline.bootstrap(namespaces);
+  pipeline.bootstrap(namespaces, traced_since);
   {
     const std::lock_guard lock(pipeline.mutex());
     spdlog::info("bootstrapped {} sockets and {} TIME_WAIT from {} network namespaces",

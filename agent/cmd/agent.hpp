@@ -20,6 +20,7 @@ struct AgentOptions {
   unsigned max_requests = 40;                  // --web.max-requests: parallel scrapes; 0 = any
   std::optional<std::string> web_config_file;  // exporter-toolkit's web config (TLS, basic auth)
   std::size_t top_k = 20;
+  std::size_t max_namespaces = 16;       // exporters/collector.hpp kDefaultMaxNamespaces
   std::optional<std::string> event_log;  // JSON Lines of every diagnosed failure
   std::uint64_t event_log_max_bytes = std::uint64_t{64} << 20;
   std::size_t event_log_keep = 3;
@@ -34,6 +35,15 @@ struct AgentOptions {
 // The --web.listen-address values, each checked (":PORT" dual-stack, "IPv4:PORT",
 // "[IPv6]:PORT"); throws UsageError naming the bad one.
 std::vector<std::string> checked_listen_addresses(const std::vector<std::string>& addresses);
+
+// --web.telemetry-path: starts with / and is not / (the landing page), has no '?' or '#' (a
+// query or fragment, which no request's path can match), no white space or control characters.
+// Throws UsageError saying which rule it breaks.
+void check_telemetry_path(const std::string& path);
+
+// --event-log: given, it is not empty (open() would say "No such file or directory" of "").
+// Everything else about it is for open() to tell (EventLog names the problem).
+void check_event_log_path(const std::optional<std::string>& path);
 
 // Runs until stop becomes true; reopens the event log whenever reopen_log is set (SIGHUP).
 // Throws Error (one line, what to do) when it cannot start.

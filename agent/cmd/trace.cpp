@@ -101,7 +101,8 @@ class TraceWriter final : public PipelineSink {
       if (diagnosis != nullptr) {
         j["diagnosis"] = diagnosis_to_json(*diagnosis);
       }
-      out_ << j.dump() << '\n';
+      // A comm is bytes, not always UTF-8: replace keeps the line valid JSON.
+      out_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     } else {
       out_ << format_table_row(event, clock_) << '\n';
       if (diagnosis != nullptr) {
@@ -135,6 +136,7 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   // State changes always feed the tracker, which remembers who owned each TIME_WAIT socket;
   // they are shown only with --states.
   config.tcp_states = true;
+  const std::uint64_t traced_since = monotonic_ns();  // no event is older
   BpfTracer tracer(config);
   TracerRecords records(tracer);
   LiveInspector inspector;
@@ -147,7 +149,7 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   const SnapshotWalker::Scope scope = [&]() {
     return only ? std::vector<NetnsRef>{*only} : inspector.namespaces().discover();
   };
-  const std::size_t namespaces = pipeline.bootstrap(scope());
+  const std::size_t namespaces = pipeline.bootstrap(scope(), traced_since);
   {
     const std::lock_guard lock(pipeline.mutex());
     spdlog::debug("bootstrapped {} sockets and {} TIME_WAIT from {} namespaces",
@@ -180,11 +182,12 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
       }
       wait = std::min(wait, left);
     }
-    if (pipeline.step(wait) > 0) {
-      out.flush();
-      if (!out) {
-        break;  // the reader went away (a closed pipe): stop quietly
-      }
+    // Flushed after every turn: failures that waited for their judgment come out in later
+    // turns, records or not.
+    pipeline.step(wait);
+    out.flush();
+    if (!out) {
+      break;  // the reader went away (a closed pipe): stop quietly
     }
     if (auto taken = walker.next_snapshot()) {
       pipeline.reconcile(*taken);
@@ -194,8 +197,8 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
       pipeline.forget_all_but(*round);
     }
   }
-  // Whatever is already in the ring is part of the trace.
-  pipeline.catch_up();
+  // Whatever is already in the ring is part of the trace, and every failure in it is judged.
+  pipeline.finish();
   out.flush();
   const std::lock_guard lock(pipeline.mutex());
   summary.seen = pipeline.counters().records;

@@ -268,6 +268,16 @@ void FailureJudge::refresh_owners_if_stale() {
   }
 }
 
+bool FailureJudge::ready_for(const Event& event) const {
+  const auto it = snapshots_.find(event.netns);
+  if (it == snapshots_.end() || it->second.taken_ns >= event.ts_ns) {
+    return true;
+  }
+  const auto interval =
+      static_cast<std::uint64_t>(std::chrono::nanoseconds(snapshot_interval_).count());
+  return monotonic_ns() >= it->second.taken_ns + interval;
+}
+
 Diagnosis FailureJudge::diagnose(const Event& event, const Call& call, const SocketTracker* tracker,
                                  std::mutex* mu) {
   auto path = netns_paths_.find(event.netns);

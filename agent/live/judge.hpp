@@ -2,6 +2,7 @@
 // against (the tracker's view as of the call, merged with a snapshot taken after it). Pure.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -53,6 +54,12 @@ class FailureJudge {
   Diagnosis diagnose(const Event& event, const Call& call, const SocketTracker* tracker,
                      std::mutex* mu);
 
+  // Whether event can be judged now: its namespace's cached snapshot was taken after it, or
+  // the last walk of that namespace is at least snapshot_interval old. A flood of failures in
+  // one namespace walks it at most once per interval; a failure waits at most that long.
+  [[nodiscard]] bool ready_for(const Event& event) const;
+  void set_snapshot_interval(std::chrono::milliseconds interval) { snapshot_interval_ = interval; }
+
   [[nodiscard]] OwnerSource& owners() { return owners_; }
 
  private:
@@ -65,6 +72,7 @@ class FailureJudge {
   NamespaceSource& namespaces_;
   OwnerSource& owners_;
   std::uint64_t owners_scanned_ns_ = 0;
+  std::chrono::milliseconds snapshot_interval_{100};
   std::map<std::uint32_t, NetnsRef> netns_paths_;
   std::map<std::uint32_t, CachedSnapshot> snapshots_;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <optional>
 #include <thread>
 
@@ -13,6 +14,7 @@ namespace portlens {
 namespace {
 
 constexpr int kCatchUpBatches = 16;
+constexpr std::chrono::milliseconds kPendingPoll{10};
 
 }  // namespace
 
@@ -23,19 +25,25 @@ EventPipeline::EventPipeline(RecordSource& ring, NamespaceSource& namespaces, Fa
       judge_(judge),
       sink_(sink),
       options_(options),
-      tracker_(options.tracker_limits) {
+      tracker_(options.tracker_limits),
+      coalescer_(FailureCoalescer::Options{
+          static_cast<std::uint64_t>(std::chrono::nanoseconds(options.coalesce_window).count()),
+          options.max_coalesced_keys}) {
   batch_.reserve(std::min<std::size_t>(options_.max_batch, 4096));
 }
 
-std::size_t EventPipeline::bootstrap(const std::vector<NetnsRef>& namespaces) {
+std::size_t EventPipeline::bootstrap(const std::vector<NetnsRef>& namespaces,
+                                     std::uint64_t traced_since_ns) {
   std::size_t done = 0;
   for (const NetnsRef& ns : namespaces) {
-    done += load(ns) ? 1 : 0;  // one that cannot be inspected (its last process gone) is skipped
+    done += load(ns, 0, traced_since_ns)
+                ? 1
+                : 0;  // one that cannot be inspected (its last process gone) is skipped
   }
   return done;
 }
 
-bool EventPipeline::load(const NetnsRef& ns, std::uint64_t as_of_ns) {
+bool EventPipeline::load(const NetnsRef& ns, std::uint64_t as_of_ns, std::uint64_t known_since_ns) {
   const std::uint64_t taken = as_of_ns != 0 ? as_of_ns : monotonic_ns();
   Snapshot snapshot;
   try {
@@ -51,7 +59,7 @@ bool EventPipeline::load(const NetnsRef& ns, std::uint64_t as_of_ns) {
     forget_locked(ns.inode);  // the inode came back as another namespace: nothing carries over
     ++counters_.namespaces_recycled;
   }
-  tracker_.bootstrap(ns.inode, snapshot.table, taken);
+  tracker_.bootstrap(ns.inode, snapshot.table, taken, known_since_ns);
   configs_[ns.inode] = snapshot.table.config_for(ns.inode);
   known_[ns.inode] = KnownNamespace{ns, snapshot.cookie};
   retry_at_.erase(ns.inode);
@@ -139,40 +147,125 @@ void EventPipeline::process_batch() {
     const std::lock_guard lock(mu_);
     for (const Event& e : batch_) {
       tracker_.apply(e);
+      // In order: a change after a failure means its repeats are judged again.
+      if (e.failed()) {
+        coalescer_.watch(e);
+      } else if (coalescer_.watching()) {
+        coalescer_.note_change(e);
+      }
     }
     counters_.records += unflushed_.records;
     counters_.malformed += unflushed_.malformed;
-    unflushed_ = {};
+    unflushed_.records = 0;
+    unflushed_.malformed = 0;
     sink_.applied(batch_);
   }
   load_new_namespaces();
-  // Selected in order (a sink's filter may keep state), then diagnosed after the whole batch is
-  // applied: the tracker then knows which sockets appeared after each failed call.
-  for (const Event& e : batch_) {
-    if (!sink_.select(e)) {
-      continue;
+  // Selected in order (a sink's filter may keep state), then judged after the whole batch is
+  // applied: the tracker then knows which sockets appeared after each failed call. Judged as
+  // they are offered, so that the identical failures after a judged one are coalesced at once
+  // instead of filling the queue behind it.
+  const std::uint64_t deadline = monotonic_ns() + budget_ns();
+  for (Event& e : batch_) {
+    if (sink_.select(e)) {
+      offer(std::move(e));
+      if (!pending_.empty()) {
+        judge_pending(deadline);
+      }
     }
-    std::optional<Diagnosis> diagnosis;
-    if (const auto call = call_from_event(e)) {
-      diagnosis = judge_.diagnose(e, *call, &tracker_, &mu_);
-      const std::lock_guard lock(mu_);
-      ++counters_.diagnosed;
-    }
-    sink_.event(e, diagnosis ? &*diagnosis : nullptr);
   }
   batch_.clear();
+  finish_turn(monotonic_ns());
+}
+
+std::uint64_t EventPipeline::budget_ns() const {
+  return static_cast<std::uint64_t>(std::chrono::nanoseconds(options_.diagnosis_budget).count());
+}
+
+void EventPipeline::offer(Event event) {
+  const bool judged = call_from_event(event).has_value();
+  if (pending_.empty() || pending_.size() >= options_.max_pending) {
+    if (!judged) {
+      sink_.event(event, nullptr);
+      return;
+    }
+    if (const Diagnosis* d = coalescer_.repeat(event)) {
+      ++unflushed_.coalesced;
+      sink_.repeat(event, *d);
+      return;
+    }
+    if (!pending_.empty()) {
+      ++unflushed_.shed;  // the queue is full: counted, never judged
+      sink_.shed(event);
+      return;
+    }
+  }
+  pending_.push_back(std::move(event));
+}
+
+void EventPipeline::finish() {
+  catch_up();
+  judge_pending(0, true);
+  finish_turn(std::numeric_limits<std::uint64_t>::max());
+}
+
+void EventPipeline::judge_pending(std::uint64_t deadline, bool all) {
+  while (!pending_.empty()) {
+    const Event& e = pending_.front();
+    const auto call = call_from_event(e);
+    if (!call) {
+      sink_.event(e, nullptr);
+    } else if (const Diagnosis* shared = coalescer_.repeat(e)) {
+      ++unflushed_.coalesced;
+      sink_.repeat(e, *shared);
+    } else {
+      // At least one judgment per turn; then the budget, and a namespace whose snapshot was
+      // just taken waits for the next one rather than walking again.
+      if (!all && (stopping() || !judge_.ready_for(e) ||
+                   (judged_this_turn_ && monotonic_ns() >= deadline))) {
+        return;
+      }
+      const Diagnosis d = judge_.diagnose(e, *call, &tracker_, &mu_);
+      ++unflushed_.diagnosed;
+      judged_this_turn_ = true;
+      coalescer_.judged(e, d, monotonic_ns());
+      sink_.event(e, &d);
+    }
+    pending_.pop_front();
+  }
+}
+
+void EventPipeline::finish_turn(std::uint64_t now_ns) {
+  judged_this_turn_ = false;
+  for (const FailureCoalescer::Closed& closed : coalescer_.take_closed(now_ns)) {
+    sink_.coalesced(closed);
+  }
+  const std::lock_guard lock(mu_);
+  counters_.diagnosed += unflushed_.diagnosed;
+  counters_.coalesced += unflushed_.coalesced;
+  counters_.shed += unflushed_.shed;
+  unflushed_.diagnosed = 0;
+  unflushed_.coalesced = 0;
+  unflushed_.shed = 0;
+  counters_.pending = pending_.size();
 }
 
 std::size_t EventPipeline::step(std::chrono::milliseconds timeout) {
   const RecordSource::Sink take = [this](std::span<const std::byte> r) { take_record(r); };
   std::size_t records = 0;
-  if (ring_.poll(timeout, take) > 0) {
+  // Failures waiting for their judgment are taken up again soon, records or not.
+  const auto wait = pending_.empty() ? timeout : std::min(timeout, kPendingPoll);
+  if (ring_.poll(wait, take) > 0) {
     const bool full = drain();
     records = unflushed_.records;
     process_batch();
     if (!full && options_.batch_pause.count() > 0) {
       std::this_thread::sleep_for(options_.batch_pause);
     }
+  } else {
+    // The queue, and the coalescing windows that ended meanwhile.
+    judge_pending(monotonic_ns() + budget_ns());
+    finish_turn(monotonic_ns());
   }
   const DropCounters lost = ring_.drops();
   const std::lock_guard lock(mu_);
@@ -182,7 +275,7 @@ std::size_t EventPipeline::step(std::chrono::milliseconds timeout) {
 }
 
 void EventPipeline::catch_up() {
-  for (int round = 0; round < kCatchUpBatches; ++round) {
+  for (int round = 0; round < kCatchUpBatches && !stopping(); ++round) {
     const bool full = drain();
     process_batch();
     if (!full) {
@@ -211,7 +304,7 @@ void EventPipeline::reconcile(const TakenSnapshot& taken) {
     tracker_.begin_merge(taken.ns.inode, taken.snapshot.table, taken.taken_ns);
     configs_[taken.ns.inode] = taken.snapshot.table.config_for(taken.ns.inode);
   }
-  for (bool done = false; !done;) {
+  for (bool done = false; !done && !stopping();) {
     {
       const std::lock_guard lock(mu_);
       done = tracker_.merge_some(options_.merge_slice);

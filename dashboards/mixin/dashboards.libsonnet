@@ -542,6 +542,66 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
       unit='ops',
       calcs=['max'],
     ),
+    p.timeseries(
+      'Failure diagnoses by outcome',
+      fold(|||
+        What became of the failed calls the agent explains: judged against the kernel's sockets,
+        coalesced (identical failures within a second, nothing on their port or destination
+        changed, given the judged one's diagnosis) or shed (the diagnosis queue was full: counted
+        under cause not_judged, never judged). Coalesced high and judged low is a retry loop or a
+        flood being absorbed; shed above zero means failures went unexplained.
+      |||),
+      p.pos(0, 122, 8, 8),
+      [
+        p.target(q('sum by (instance, outcome) (rate(portlens_diagnoses_total{%(f)s}[$__rate_interval]))'), '{{instance}} {{outcome}}'),
+      ],
+      unit='ops',
+      calcs=['max'],
+    ),
+    p.timeseries(
+      'Failures waiting for a diagnosis',
+      fold(|||
+        Failed calls queued for their diagnosis (portlens_diagnosis_queue_length). Each diagnosis
+        turn has a time budget; a queue that stays up means failures arrive faster than they
+        can be judged, and beyond 16,384 they are shed.
+      |||),
+      p.pos(8, 122, 8, 8),
+      [
+        p.target(q('max by (instance) (portlens_diagnosis_queue_length{%(f)s})'), '{{instance}}'),
+      ],
+      unit='short',
+      calcs=['max'],
+    ),
+    p.timeseries(
+      'Namespaces folded into netns="other"',
+      fold(|||
+        Network namespaces beyond the agent's --web.max-namespaces budget: the ones with the most
+        sockets keep their own series, these are summed under netns="other" so that no local
+        user can multiply the series by creating namespaces. Raise the budget if a namespace you
+        need to see is folded.
+      |||),
+      p.pos(16, 122, 8, 8),
+      [
+        p.target(q('max by (instance) (portlens_network_namespaces_folded{%(f)s})'), '{{instance}}'),
+      ],
+      unit='short',
+      calcs=['max'],
+    ),
+    p.timeseries(
+      'TIME_WAITs the kernel refused',
+      fold(|||
+        Closes that would have left a TIME_WAIT but did not because the namespace already held
+        net.ipv4.tcp_max_tw_buckets of them (TcpExtTCPTimeWaitOverflow). The connection is gone
+        at once, without the protection TIME_WAIT gives against late segments; the TIME_WAIT
+        gauges leave these out, as the kernel does. Above zero: the limit is reached.
+      |||),
+      p.pos(0, 130, 24, 8),
+      [
+        p.target(q('sum by (instance) (rate(portlens_time_wait_refused_total{%(f)s}[$__rate_interval]))'), '{{instance}}'),
+      ],
+      unit='ops',
+      calcs=['max'],
+    ),
   ],
 
   grafanaDashboards+:: {

@@ -94,7 +94,13 @@ TEST_F(AgentTest, WhyShowsTheAgentsRecentFailuresOnThePort) {
   const std::string counted = agent.scrape_until([](const std::string& t) {
     return metric(t, "portlens_bind_failures_total", {{"cause", "missing_reuseaddr"}}).has_value();
   });
-  ASSERT_TRUE(metric(counted, "portlens_bind_failures_total", {{"cause", "missing_reuseaddr"}}));
+  ASSERT_TRUE(metric(counted, "portlens_bind_failures_total", {{"cause", "missing_reuseaddr"}}))
+      << [&] {
+           std::ifstream in(agent.dir() / "events.log");
+           std::stringstream log;
+           log << in.rdbuf();
+           return log.str();
+         }();
   const std::string api = (agent.dir() / "api.sock").string();
   Process why(
       {PORTLENS_BINARY, "why", "7250", "--netns", ns().name(), "--api.socket", api, "--json"});

@@ -16,6 +16,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -201,8 +202,12 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_events_malformed_total", MetricType::Counter},
       {"portlens_event_log_write_failures_total", MetricType::Counter},
       {"portlens_owner_map_drops_total", MetricType::Counter},
+      {"portlens_diagnoses_total", MetricType::Counter},
+      {"portlens_diagnosis_queue_length", MetricType::Gauge},
       {"portlens_reconcile_corrections_total", MetricType::Counter},
       {"portlens_evictions_total", MetricType::Counter},
+      {"portlens_time_wait_refused_total", MetricType::Counter},
+      {"portlens_network_namespaces_folded", MetricType::Gauge},
       {"portlens_tracked_sockets", MetricType::Gauge},
       {"portlens_scrape_duration_seconds", MetricType::Gauge},
       {"portlens_build_info", MetricType::Gauge},
@@ -587,6 +592,53 @@ TEST(EventTallyTest, NamesWhatThePerEventMapsCounted) {
   EventTally{}.name_into(empty);
   EXPECT_TRUE(empty.events_by_type.empty());
   EXPECT_TRUE(empty.state_transitions.empty());
+}
+
+// Namespaces beyond the budget are summed under netns="other": however many a user creates,
+// the series stay bounded, and what adds up still adds up to what the kernel holds.
+TEST(CollectorTest, NamespacesBeyondTheBudgetAreFoldedIntoOtherWithExactSums) {
+  ScrapeInput input;
+  std::uint64_t all_time_wait = 0;
+  std::uint64_t all_sockets = 0;
+  for (std::uint64_t n = 0; n < 200; ++n) {
+    const std::uint64_t inode = 4026540000 + n;
+    std::vector<SocketEntry> sockets = {listener("0.0.0.0:80", inode)};
+    // Namespace n holds n % 7 TIME_WAITs toward its own destination.
+    for (std::uint64_t i = 0; i < n % 7; ++i) {
+      sockets.push_back(time_wait("10.0.0.1:" + std::to_string(40000 + i),
+                                  "10.1.0." + std::to_string(1 + n % 200) + ":5432", inode));
+    }
+    all_time_wait += n % 7;
+    all_sockets += sockets.size();
+    input.namespaces.push_back(netns_scrape(inode, sockets));
+  }
+  const auto families = PortlensCollector::build(input, 5, 3);
+  const Series sockets = series(families, "portlens_tcp_sockets");
+  std::set<std::string> namespaces;
+  for (const auto& [labels, value] : sockets) {
+    namespaces.insert(labels.at("netns"));
+  }
+  // The three with the most sockets (6 TIME_WAITs: n = 6, 13, 20 by inode), and other.
+  EXPECT_EQ(namespaces, (std::set<std::string>{"4026540006", "4026540013", "4026540020", "other"}));
+  EXPECT_EQ(series(families, "portlens_network_namespaces_folded").begin()->second, 197);
+  EXPECT_EQ(sum(sockets), static_cast<double>(all_sockets));
+  EXPECT_EQ(sum(series(families, "portlens_time_wait_sockets")),
+            static_cast<double>(all_time_wait));
+  EXPECT_EQ(sum(series(families, "portlens_time_wait_sockets_by_remote")),
+            static_cast<double>(all_time_wait));
+  EXPECT_EQ(sum(series(families, "portlens_ephemeral_ports_in_use")),
+            static_cast<double>(all_time_wait));
+  EXPECT_EQ(sockets.at({{"netns", "other"}, {"state", "LISTEN"}}), 197);
+  // Every family together stays far below what 200 namespaces would have had.
+  std::size_t total = 0;
+  for (const auto& f : families) {
+    total += f.metric.size();
+  }
+  EXPECT_LT(total, 200U);
+  // Without a budget problem nothing is folded.
+  const auto few = PortlensCollector::build(input, 5, 1000);
+  EXPECT_EQ(series(few, "portlens_network_namespaces_folded").begin()->second, 0);
+  EXPECT_EQ(sum(series(few, "portlens_tcp_sockets")), static_cast<double>(all_sockets));
 }
 
 TEST(CollectorTest, RenderTextIsTheTextExposition) {

@@ -51,6 +51,7 @@ class RecordedRing final : public RecordSource {
     return n;
   }
   [[nodiscard]] DropCounters drops() const override { return DropCounters{3, 1}; }
+  [[nodiscard]] std::size_t size() const { return records_.size(); }
 
  private:
   std::deque<std::vector<std::byte>> records_;
@@ -191,6 +192,8 @@ std::vector<nlohmann::json> read_lines(const std::string& path) {
 }
 
 struct Rig {
+  explicit Rig(PipelineOptions options = unpaused())
+      : pipeline{ring, namespaces, judge, findings, options} {}
   RecordedRing ring;
   FakeNamespaces namespaces{namespace_table()};
   NoOwners owners;
@@ -198,13 +201,33 @@ struct Rig {
   TempDir dir{"portlens-pipeline"};
   EventLog log{dir.file("events.jsonl")};
   AgentFindings findings{5, 100, &log};
-  EventPipeline pipeline{ring, namespaces, judge, findings, unpaused()};
+  EventPipeline pipeline;
   static PipelineOptions unpaused() {
     PipelineOptions o;
     o.batch_pause = std::chrono::milliseconds(0);
     return o;
   }
+  [[nodiscard]] PipelineCounters counters() const {
+    const std::lock_guard lock(pipeline.mutex());
+    return pipeline.counters();
+  }
+  // Steps until the ring and the diagnosis queue are empty (bounded).
+  void settle() {
+    for (int i = 0; i < 1000 && (ring.size() > 0 || counters().pending > 0); ++i) {
+      pipeline.step(std::chrono::milliseconds(0));
+    }
+  }
 };
+
+std::uint64_t failures_counted(const AgentFindings& findings) {
+  AgentCounters counters;
+  findings.fill(counters);
+  std::uint64_t n = 0;
+  for (const auto& [key, count] : counters.bind_failures) {
+    n += count;
+  }
+  return n;
+}
 
 TEST(EventPipelineTest, RecordedEventsReachTheTrackerCountersFindingsAndEventLog) {
   Rig rig;
@@ -391,6 +414,146 @@ TEST(EventPipelineTest, ARecycledInodeStartsFromAFreshBootstrap) {
   EXPECT_EQ(rig.pipeline.tracker().time_wait_count(), 0U);
   EXPECT_TRUE(rig.pipeline.tracker().counters().corrections.empty());
   EXPECT_EQ(rig.pipeline.namespaces().at(kNs).cookie, 2U);
+}
+
+// A failure traced while the bootstrap snapshot was still being taken (the agent's first
+// moments) is judged against the sockets that snapshot shows: they existed since tracing began.
+TEST(EventPipelineTest, AFailureTracedDuringTheBootstrapSeesTheSocketsItShows) {
+  Rig rig;
+  const std::uint64_t traced_since = monotonic_ns();
+  const pl_event failed = call(PL_EV_BIND, 0xb000, "0.0.0.0:8080", -EADDRINUSE, "early", true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(rig.pipeline.bootstrap(rig.namespaces.discover(), traced_since), 1U);
+  rig.ring.push(failed);
+  rig.pipeline.step(std::chrono::milliseconds(0));
+  const auto lines = read_lines(rig.dir.file("events.jsonl"));
+  ASSERT_EQ(lines.size(), 1U);
+  EXPECT_EQ(lines[0]["diagnosis"]["cause"], "port_in_use") << lines[0].dump();
+}
+
+// A flood of one identical failure is judged once: one snapshot walk, one record, and every
+// call counted under the judged cause; the window's close says how many repeats it covered.
+TEST(EventPipelineTest, AFloodOfIdenticalFailuresIsJudgedOnceAndCountedInFull) {
+  PipelineOptions options = Rig::unpaused();
+  options.coalesce_window = std::chrono::milliseconds(200);
+  Rig rig(options);
+  rig.pipeline.bootstrap(rig.namespaces.discover());
+  constexpr int kFlood = 3000;
+  for (int i = 0; i < kFlood; ++i) {
+    rig.ring.push(call(PL_EV_BIND, 0xb000 + i, "0.0.0.0:8080", -EADDRINUSE, "flood", true));
+  }
+  rig.settle();
+  EXPECT_EQ(rig.namespaces.takes(), 2) << "the bootstrap and one walk for the first failure";
+  PipelineCounters c = rig.counters();
+  EXPECT_EQ(c.diagnosed, 1U);
+  EXPECT_EQ(c.coalesced, static_cast<std::uint64_t>(kFlood - 1));
+  EXPECT_EQ(c.shed, 0U);
+  EXPECT_EQ(failures_counted(rig.findings), static_cast<std::uint64_t>(kFlood));
+  ASSERT_EQ(read_lines(rig.dir.file("events.jsonl")).size(), 1U);
+
+  // The window closes (bounded wait): the log gets the summary, the local API the count.
+  for (int i = 0; i < 100 && read_lines(rig.dir.file("events.jsonl")).size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    rig.pipeline.step(std::chrono::milliseconds(0));
+  }
+  const auto lines = read_lines(rig.dir.file("events.jsonl"));
+  ASSERT_EQ(lines.size(), 2U);
+  EXPECT_EQ(lines[1]["repeats"], kFlood - 1);
+  EXPECT_EQ(lines[1]["diagnosis"]["cause"], "port_in_use");
+  const nlohmann::json recent = rig.findings.failures({{"port", 8080}});
+  ASSERT_EQ(recent.size(), 1U);
+  EXPECT_EQ(recent[0]["repeats"], kFlood - 1);
+
+  // After the window, the same failure is judged again.
+  rig.ring.push(call(PL_EV_BIND, 0xc000, "0.0.0.0:8080", -EADDRINUSE, "flood", true));
+  rig.settle();
+  EXPECT_EQ(rig.counters().diagnosed, 2U);
+}
+
+// Distinct failures cost a judgment each: a turn judges within its budget (at least one), the
+// rest wait in order, and beyond the queue's bound they are shed, counted, never lost.
+TEST(EventPipelineTest, DistinctFailuresWaitWithinTheBudgetAndBeyondTheQueueAreShed) {
+  PipelineOptions options = Rig::unpaused();
+  options.diagnosis_budget = std::chrono::milliseconds(0);  // one judgment per turn
+  options.max_pending = 10;
+  Rig rig(options);
+  rig.pipeline.bootstrap(rig.namespaces.discover());
+  constexpr int kDistinct = 40;  // fits one poll of the recorded ring
+  for (int i = 0; i < kDistinct; ++i) {
+    rig.ring.push(call(PL_EV_BIND, 0xb000 + i, "127.0.0.1:" + std::to_string(20000 + i),
+                       -EADDRINUSE, "many"));
+  }
+  rig.pipeline.step(std::chrono::milliseconds(0));
+  // The first is judged as it comes; the next ten wait; the rest find the queue full.
+  PipelineCounters c = rig.counters();
+  EXPECT_EQ(c.diagnosed, 1U);
+  EXPECT_EQ(c.pending, 10U);
+  EXPECT_EQ(c.shed, static_cast<std::uint64_t>(kDistinct - 11));
+  rig.settle();
+  c = rig.counters();
+  EXPECT_EQ(c.diagnosed, 11U);
+  EXPECT_EQ(c.pending, 0U);
+  EXPECT_EQ(c.diagnosed + c.coalesced + c.shed, static_cast<std::uint64_t>(kDistinct));
+  EXPECT_EQ(failures_counted(rig.findings), static_cast<std::uint64_t>(kDistinct));
+  AgentCounters counters;
+  rig.findings.fill(counters);
+  EXPECT_EQ((counters.bind_failures[{"tcp", "bind", "not_judged", "many"}]),
+            static_cast<std::uint64_t>(kDistinct - 11));
+  // Judged in the order they failed.
+  const auto lines = read_lines(rig.dir.file("events.jsonl"));
+  ASSERT_EQ(lines.size(), 11U);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i]["local"]["port"], 20000 + static_cast<int>(i));
+  }
+}
+
+// A failure after the namespace's last walk waits for the snapshot interval instead of walking
+// again at once: a flood of distinct failures walks a namespace at most once per interval.
+TEST(EventPipelineTest, ANamespaceIsWalkedForDiagnosisAtMostOncePerInterval) {
+  Rig rig;
+  rig.judge.set_snapshot_interval(std::chrono::milliseconds(300));
+  rig.pipeline.bootstrap(rig.namespaces.discover());
+  rig.ring.push(call(PL_EV_BIND, 0xb000, "127.0.0.1:21000", -EADDRINUSE, "a"));
+  rig.pipeline.step(std::chrono::milliseconds(0));
+  EXPECT_EQ(rig.namespaces.takes(), 2);
+  rig.ring.push(call(PL_EV_BIND, 0xb001, "127.0.0.1:21001", -EADDRINUSE, "b"));
+  rig.pipeline.step(std::chrono::milliseconds(0));
+  EXPECT_EQ(rig.namespaces.takes(), 2) << "walked again within the interval";
+  EXPECT_EQ(rig.counters().pending, 1U);
+  for (int i = 0; i < 100 && rig.counters().pending > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    rig.pipeline.step(std::chrono::milliseconds(0));
+  }
+  EXPECT_EQ(rig.counters().pending, 0U);
+  EXPECT_EQ(rig.namespaces.takes(), 3);
+  EXPECT_EQ(rig.counters().diagnosed, 2U);
+}
+
+// A stop is not held up by the queue or a reconcile under a flood.
+TEST(EventPipelineTest, AStopLeavesTheQueueAndTheReconcile) {
+  std::atomic<bool> stop{false};
+  PipelineOptions options = Rig::unpaused();
+  options.stop = &stop;
+  options.diagnosis_budget = std::chrono::milliseconds(0);
+  options.merge_slice = 1;
+  Rig rig(options);
+  rig.pipeline.bootstrap(rig.namespaces.discover());
+  for (int i = 0; i < 20; ++i) {
+    rig.ring.push(
+        call(PL_EV_BIND, 0xb000 + i, "127.0.0.1:" + std::to_string(22000 + i), -EADDRINUSE, "s"));
+  }
+  stop = true;
+  rig.pipeline.step(std::chrono::milliseconds(0));
+  EXPECT_EQ(rig.counters().diagnosed, 0U);
+  EXPECT_EQ(rig.counters().pending, 20U);
+  for (int i = 0; i < 200; ++i) {
+    rig.ring.push(call(PL_EV_BIND, 0xd000 + i, "127.0.0.1:7000", 0, "s"));
+  }
+  TakenSnapshot taken{NetnsRef{"/fake/ns", kNs}, {}, monotonic_ns()};
+  taken.snapshot.table = namespace_table();
+  taken.snapshot.cookie = 1;
+  rig.pipeline.reconcile(taken);  // returns: catch-up and merge slices stop at once
+  EXPECT_GT(rig.ring.size(), 0U);
 }
 
 }  // namespace

@@ -11,7 +11,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kOther = "other";
 // The cause label of a failure shed unjudged (the diagnosis queue was full).
 constexpr std::string_view kNotJudged = "not_judged";
 
@@ -23,7 +22,7 @@ bool port_matches(const Event& e, std::uint16_t port) {
 }  // namespace
 
 AgentFindings::AgentFindings(std::size_t top_k, std::size_t history, EventLog* event_log)
-    : top_k_(top_k), history_limit_(history), event_log_(event_log) {}
+    : history_limit_(history), event_log_(event_log), comm_labels_(top_k) {}
 
 void AgentFindings::applied(std::span<const Event> batch) {
   const std::lock_guard lock(mu_);
@@ -80,7 +79,7 @@ void AgentFindings::coalesced(const FailureCoalescer::Closed& closed) {
 
 void AgentFindings::count_failure(const Event& e, std::string_view cause_name) {
   const std::string cause(cause_name);
-  const std::string comm = comm_label(e.comm);
+  const std::string comm = comm_label(e);
   if (e.type == EventType::kConnect) {
     ++counters_
           .connect_failures[{std::string(to_string(e.proto)), errno_name(e.result), cause, comm}];
@@ -90,15 +89,16 @@ void AgentFindings::count_failure(const Event& e, std::string_view cause_name) {
   }
 }
 
-std::string AgentFindings::comm_label(const std::string& comm) {
-  if (labelled_comms_.contains(comm)) {
-    return comm;
+std::string AgentFindings::comm_label(const Event& e) {
+  std::string label = comm_labels_.label(e.comm, e.ts_ns);
+  // A label that lost its place long enough ago: its series go.
+  for (const std::string& gone : comm_labels_.take_dropped()) {
+    std::erase_if(counters_.bind_failures,
+                  [&](const auto& kv) { return std::get<3>(kv.first) == gone; });
+    std::erase_if(counters_.connect_failures,
+                  [&](const auto& kv) { return std::get<3>(kv.first) == gone; });
   }
-  if (labelled_comms_.size() < top_k_) {
-    labelled_comms_.insert(comm);
-    return comm;
-  }
-  return kOther;
+  return label;
 }
 
 void AgentFindings::remember(json record, const Event& event) {

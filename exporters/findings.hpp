@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
-#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,6 +15,7 @@
 
 #include "agent/live/pipeline.hpp"
 #include "agent/model/clock.hpp"
+#include "exporters/comm_labels.hpp"
 #include "exporters/event_log.hpp"
 #include "exporters/scrape_input.hpp"
 
@@ -45,9 +45,9 @@ class AgentFindings final : public PipelineSink {
   [[nodiscard]] nlohmann::json failures(const nlohmann::json& request) const;
 
  private:
-  // A comm keeps its own label once it has one: folding it into "other" later would make its
-  // counters go backwards. The first top_k comms that fail get labels; the rest are "other".
-  std::string comm_label(const std::string& comm);
+  // The comm label of a failure (CommLabels: the top_k failing most lately); drops the series
+  // of labels retired long enough. Under mu_.
+  std::string comm_label(const Event& event);
   void remember(nlohmann::json record, const Event& event);
   // Under mu_.
   void count_failure(const Event& event, std::string_view cause);
@@ -57,13 +57,12 @@ class AgentFindings final : public PipelineSink {
     Event event;
   };
   mutable std::mutex mu_;
-  const std::size_t top_k_;
   const std::size_t history_limit_;
   EventLog* event_log_;
   const WallClock clock_;
   AgentCounters counters_;  // the failure counters; events and transitions are in tally_
   EventTally tally_;
-  std::set<std::string> labelled_comms_;
+  CommLabels comm_labels_;
   std::deque<HistoryEntry> history_;
 };
 

@@ -80,6 +80,9 @@ struct Diagnosis {
   std::vector<Fix> fixes;  // each sufficient alone, least disruptive first; may be empty
   // ephemeral_exhausted (and an unexplained exhaustion errno): the accounting behind it.
   std::optional<EphemeralAccount> ephemeral;
+  // false when the namespace could not be inspected at all (it was gone, or its sockets could
+  // not be read): the cause is unknown for want of a look, and says nothing of the next call.
+  bool inspected = true;
 };
 
 // Explains a call that failed (call.result < 0) with EADDRINUSE, EADDRNOTAVAIL, EAGAIN or

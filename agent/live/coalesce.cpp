@@ -166,6 +166,11 @@ void FailureCoalescer::judged(const Event& failure, const Diagnosis& diagnosis,
   if (!key || !last_change_ns_.contains(change_key(*key))) {
     return;  // not coalesced, or its inputs are not watched
   }
+  if (!diagnosis.inspected) {
+    // Nothing was looked at (the namespace could not be read): the next one is judged afresh,
+    // and an open window's repeats keep their diagnosis.
+    return;
+  }
   if (const auto it = open_.find(*key); it != open_.end()) {
     close(it);
   } else if (open_.size() >= options_.max_keys) {

@@ -278,42 +278,57 @@ bool FailureJudge::ready_for(const Event& event) const {
   return monotonic_ns() >= it->second.taken_ns + interval;
 }
 
+std::optional<Snapshot> FailureJudge::take_snapshot(const Event& event, std::string& problem) {
+  // Twice at most: a path found through the failing process (/proc/PID/ns/net) is gone as soon
+  // as that process exits, possibly between the lookup and the walk; the second lookup goes by
+  // the namespace's inode alone (/run/netns, or any process still in it).
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto path = netns_paths_.find(event.netns);
+    // A cached path is checked before use: after `ip netns del a; ip netns add b` the inode may
+    // be b's while /run/netns/a is gone, and a stale path names a namespace that is not there.
+    if (path != netns_paths_.end() && !namespaces_.refers_to(path->second)) {
+      netns_paths_.erase(path);
+      snapshots_.erase(event.netns);
+      path = netns_paths_.end();
+    }
+    if (path == netns_paths_.end()) {
+      const auto found = namespaces_.locate(event.netns, attempt == 0 ? event.pid : 0);
+      if (!found) {
+        problem = "cannot inspect network namespace " + std::to_string(event.netns) +
+                  ": no process is left in it and it is not under /run/netns";
+        return std::nullopt;
+      }
+      path = netns_paths_.insert_or_assign(event.netns, *found).first;
+    }
+    taken_ns_ = monotonic_ns();  // before the walk: it sees at least this moment's sockets
+    try {
+      return namespaces_.take(path->second);
+    } catch (const Error& e) {
+      netns_paths_.erase(path);  // the namespace may be gone; look it up again
+      problem = std::string("cannot inspect the namespace: ") + e.what();
+    }
+  }
+  return std::nullopt;
+}
+
 Diagnosis FailureJudge::diagnose(const Event& event, const Call& call, const SocketTracker* tracker,
                                  std::mutex* mu) {
-  auto path = netns_paths_.find(event.netns);
-  // A cached path is checked before use: after `ip netns del a; ip netns add b` the inode may
-  // be b's while /run/netns/a is gone, and a stale path names a namespace that is not there.
-  if (path != netns_paths_.end() && !namespaces_.refers_to(path->second)) {
-    netns_paths_.erase(path);
-    snapshots_.erase(event.netns);
-    path = netns_paths_.end();
-  }
-  if (path == netns_paths_.end()) {
-    const auto found = namespaces_.locate(event.netns, event.pid);
-    if (!found) {
-      Diagnosis d;
-      d.hint = "cannot inspect network namespace " + std::to_string(event.netns) +
-               ": no process is left in it and it is not under /run/netns";
-      return d;
-    }
-    path = netns_paths_.emplace(event.netns, *found).first;
-  }
-
   auto cached = snapshots_.find(event.netns);
   if (cached == snapshots_.end() || cached->second.taken_ns < event.ts_ns) {
+    std::string problem;
+    std::optional<Snapshot> taken = take_snapshot(event, problem);
+    if (!taken) {
+      Diagnosis d;
+      d.inspected = false;
+      d.hint = problem;
+      return d;
+    }
     if (cached == snapshots_.end() && snapshots_.size() >= kMaxCachedNamespaces) {
       snapshots_.erase(snapshots_.begin());
     }
     CachedSnapshot fresh;
-    fresh.taken_ns = monotonic_ns();  // before the walk: it sees at least this moment's sockets
-    try {
-      fresh.snapshot = namespaces_.take(path->second);
-    } catch (const Error& e) {
-      netns_paths_.erase(path);  // the namespace may be gone; look it up again next time
-      Diagnosis d;
-      d.hint = std::string("cannot inspect the namespace: ") + e.what();
-      return d;
-    }
+    fresh.taken_ns = taken_ns_;
+    fresh.snapshot = std::move(*taken);
     refresh_owners_if_stale();
     cached = snapshots_.insert_or_assign(event.netns, std::move(fresh)).first;
   }

@@ -75,6 +75,28 @@ TEST(FailureCoalescerTest, IdenticalFailuresInTheWindowShareTheFirstDiagnosis) {
   EXPECT_EQ(c.open_windows(), 0U);
 }
 
+TEST(FailureCoalescerTest, AFailureJudgedWithoutALookIsNotSharedWithTheNextOne) {
+  // The namespace could not be read (its only process exited mid-walk): that says nothing of
+  // the next identical call, which is judged again rather than given `unknown`.
+  FailureCoalescer c = coalescer();
+  const Event first = failed_bind(100, "0.0.0.0:8080");
+  c.watch(first);
+  Diagnosis blind;
+  blind.inspected = false;
+  blind.hint = "cannot inspect the namespace";
+  c.judged(first, blind, first.ts_ns);
+  const Event again = failed_bind(101, "0.0.0.0:8080");
+  c.watch(again);
+  EXPECT_EQ(c.repeat(again), nullptr);
+  EXPECT_EQ(c.open_windows(), 0U);
+  // Once judged with a look, its window opens as usual.
+  c.judged(again, in_use(), again.ts_ns);
+  const Event third = failed_bind(102, "0.0.0.0:8080");
+  c.watch(third);
+  ASSERT_NE(c.repeat(third), nullptr);
+  EXPECT_EQ(c.repeat(third)->cause, Cause::kPortInUse);
+}
+
 TEST(FailureCoalescerTest, AnEventOnThePortAfterTheJudgedFailureEndsTheWindow) {
   FailureCoalescer c = coalescer();
   const Event first = failed_bind(100, "0.0.0.0:8080");

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -468,6 +469,63 @@ TEST(EventPipelineTest, AFloodOfIdenticalFailuresIsJudgedOnceAndCountedInFull) {
   rig.ring.push(call(PL_EV_BIND, 0xc000, "0.0.0.0:8080", -EADDRINUSE, "flood", true));
   rig.settle();
   EXPECT_EQ(rig.counters().diagnosed, 2U);
+}
+
+// The failing process's /proc/PID/ns/net is where the judge looks first; that process may exit
+// between the lookup and the walk (the last call of a flood). The judge looks again by the
+// namespace's inode alone instead of calling the failure unexplained.
+class VanishingPidPath final : public NamespaceSource {
+ public:
+  std::vector<NetnsRef> discover() override { return {NetnsRef{"/run/netns/stable", kNs}}; }
+  std::optional<NetnsRef> locate(std::uint32_t inode, std::uint32_t pid) override {
+    if (inode != kNs) {
+      return std::nullopt;
+    }
+    return pid != 0 ? NetnsRef{"/proc/" + std::to_string(pid) + "/ns/net", kNs}
+                    : NetnsRef{"/run/netns/stable", kNs};
+  }
+  [[nodiscard]] bool refers_to(const NetnsRef& /*ns*/) const override { return true; }
+  [[nodiscard]] Snapshot take(const NetnsRef& ns) const override {
+    if (ns.path.starts_with("/proc/") || gone) {
+      throw Error("cannot open network namespace " + ns.path + ": No such file or directory");
+    }
+    Snapshot s;
+    s.table = namespace_table();
+    s.netns = kNs;
+    s.cookie = 1;
+    return s;
+  }
+  bool gone = false;
+};
+
+DecodeResult decoded_call(std::uint64_t sk) {
+  const pl_event e = call(PL_EV_BIND, sk, "0.0.0.0:8080", -EADDRINUSE, "server");
+  return decode_event(std::as_bytes(std::span(&e, 1)));
+}
+
+TEST(FailureJudgeTest, AFailingProcessThatExitsMidLookIsNotAnUnexplainedFailure) {
+  VanishingPidPath namespaces;
+  NoOwners owners;
+  FailureJudge judge(namespaces, owners);
+  const DecodeResult decoded = decoded_call(0xd000);
+  ASSERT_TRUE(decoded.event);
+  const Event& e = *decoded.event;
+  const auto c = call_from_event(e);
+  ASSERT_TRUE(c);
+  const Diagnosis d = judge.diagnose(e, *c, nullptr, nullptr);
+  EXPECT_TRUE(d.inspected);
+  EXPECT_EQ(d.cause, Cause::kPortInUse) << d.hint;
+  ASSERT_FALSE(d.blockers.empty());
+  EXPECT_EQ(d.blockers[0].socket.inode, 5000U);
+
+  // Gone for good: said so, and marked as judged without a look (so it is not coalesced).
+  namespaces.gone = true;
+  const DecodeResult later = decoded_call(0xd001);
+  ASSERT_TRUE(later.event);
+  const Diagnosis blind = judge.diagnose(*later.event, *c, nullptr, nullptr);
+  EXPECT_FALSE(blind.inspected);
+  EXPECT_EQ(blind.cause, Cause::kUnknown);
+  EXPECT_NE(blind.hint.find("cannot inspect the namespace"), std::string::npos) << blind.hint;
 }
 
 // Distinct failures cost a judgment each: a turn judges within its budget (at least one), the

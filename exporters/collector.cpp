@@ -286,6 +286,12 @@ struct Families {
       "failed or wrote short (disk full, file gone). The failure is still counted and kept for "
       "the local API.",
       MetricType::Counter);
+  MetricFamily event_log_dropped = make_family(
+      "portlens_event_log_lines_dropped_total",
+      "Diagnosed failures not written to the event log because its writer's queue was full: the "
+      "file's reader (a FIFO, a slow disk) did not keep up. The failure is still counted and kept "
+      "for the local API; the agent never waits for the log.",
+      MetricType::Counter);
   MetricFamily owner_map_drops = make_family(
       "portlens_owner_map_drops_total",
       "Sockets whose owning process could not be recorded because the inode-to-process map "
@@ -350,6 +356,7 @@ struct Families {
                             &events_lost,
                             &events_malformed,
                             &event_log_write_failures,
+                            &event_log_dropped,
                             &owner_map_drops,
                             &diagnoses,
                             &diagnosis_queue,
@@ -615,6 +622,7 @@ void collect_agent(Families& f, const ScrapeInput& input) {
   add_sample(f.events_lost, {}, static_cast<double>(c.events_lost));
   add_sample(f.events_malformed, {}, static_cast<double>(c.events_malformed));
   add_sample(f.event_log_write_failures, {}, static_cast<double>(c.event_log_write_failures));
+  add_sample(f.event_log_dropped, {}, static_cast<double>(c.event_log_dropped));
   add_sample(f.owner_map_drops, {}, static_cast<double>(c.owner_map_drops));
   add_sample(f.diagnoses, {{"outcome", "judged"}}, static_cast<double>(c.diagnoses_judged));
   add_sample(f.diagnoses, {{"outcome", "coalesced"}}, static_cast<double>(c.diagnoses_coalesced));

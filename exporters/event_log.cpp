@@ -2,15 +2,18 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <utility>
 
+#include "agent/model/clock.hpp"
 #include "agent/model/error.hpp"
 
 namespace portlens {
@@ -70,6 +73,9 @@ std::string open_problem(const std::string& path, int err) {
                "--event-log PATH";
       }
       return "the directory " + dir + " does not exist; create it or give another --event-log PATH";
+    case ENXIO:
+      return "it is a FIFO that no process has open for reading; start its reader first, or "
+             "give a regular file with --event-log PATH";
     case ENOTDIR:
       return "a component of the path is not a directory; give another --event-log PATH";
     case ELOOP:
@@ -106,22 +112,32 @@ Error open_error(const std::string& path, int err) {
   return Error(what + open_problem(path, err));
 }
 
-// Writes line whole with write(2), through EINTR and short writes. On failure (ENOSPC part way
-// through) a regular file gets the partial line cut off again, so every line in it stays whole.
-bool write_whole_line(int fd, bool regular_file, const std::string& line) {
+// Writes line whole with write(2), through EINTR and short writes. A non-blocking file that is
+// full (a FIFO whose reader is slow) is waited for while wait() says so. On failure (ENOSPC
+// part way through) a regular file gets the partial line cut off again, so every line in it
+// stays whole. Returns 0, or the errno of the failure.
+int write_whole_line(int fd, bool regular_file, const std::string& line,
+                     const std::function<bool()>& wait) {
   std::size_t done = 0;
+  int err = 0;
   while (done < line.size()) {
     const ssize_t n = ::write(fd, line.data() + done, line.size() - done);
     if (n < 0 && errno == EINTR) {
       continue;
     }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait && wait()) {
+      pollfd p{fd, POLLOUT, 0};
+      static_cast<void>(::poll(&p, 1, 100));
+      continue;
+    }
     if (n <= 0) {
+      err = n < 0 ? errno : EIO;
       break;
     }
     done += static_cast<std::size_t>(n);
   }
   if (done == line.size()) {
-    return true;
+    return 0;
   }
   if (done > 0 && regular_file) {
     struct stat st {};
@@ -129,10 +145,10 @@ bool write_whole_line(int fd, bool regular_file, const std::string& line) {
     // fails, the reader sees one malformed line, and the failure is counted either way.
     if (fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) >= done &&
         ::ftruncate(fd, st.st_size - static_cast<off_t>(done)) != 0) {
-      return false;
+      return errno;
     }
   }
-  return false;
+  return err;
 }
 
 }  // namespace
@@ -147,13 +163,25 @@ EventLog::EventLog(std::string path, std::uint64_t max_bytes, std::size_t keep)
 }
 
 EventLog::~EventLog() {
+  stop_writer();
   if (fd_ >= 0) {
     ::close(fd_);
+  }
+  if (pending_fd_ >= 0) {
+    ::close(pending_fd_);
   }
 }
 
 int EventLog::open_path() const {
-  return ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+  // Non-blocking: a FIFO without a reader fails at once (ENXIO) instead of hanging the start,
+  // and a full one makes write() return rather than wait.
+  const int fd = ::open(path_.c_str(),
+                        O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0640);
+  struct stat st {};
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    static_cast<void>(::fcntl(fd, F_SETFL, O_WRONLY | O_APPEND));  // a disk file blocks as usual
+  }
+  return fd;
 }
 
 void EventLog::adopt(int fd) {
@@ -171,13 +199,40 @@ void EventLog::append(const nlohmann::json& event) {
   // replace: a comm with invalid UTF-8 must not cost the whole line (dump would throw).
   std::string line = event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   line.push_back('\n');
+  {
+    std::unique_lock lock(queue_mu_);
+    if (writer_.joinable()) {
+      if (stopping_ || queued_bytes_ + line.size() > max_queued_bytes_) {
+        lock.unlock();
+        const std::lock_guard stats_lock(stats_mu_);
+        ++stats_.dropped;
+        return;
+      }
+      queued_bytes_ += line.size();
+      queue_.push_back(std::move(line));
+      ++enqueued_;
+      lock.unlock();
+      queue_cv_.notify_one();
+      return;
+    }
+  }
+  write_line(line, false);
+}
 
+void EventLog::write_line(const std::string& line, bool may_wait) {
   const std::lock_guard lock(mutex_);
+  const auto failed = [this](int err) {
+    const std::lock_guard stats_lock(stats_mu_);
+    ++stats_.write_failures;
+    if (err != 0) {
+      stats_.last_write_error = errno_text(err);
+    }
+  };
   if (fd_ < 0) {
     // The last rotation could not open a fresh file; try again rather than give up for good.
     const int fd = open_path();
     if (fd < 0) {
-      ++stats_.write_failures;
+      failed(errno);
       return;
     }
     adopt(fd);
@@ -185,13 +240,82 @@ void EventLog::append(const nlohmann::json& event) {
   if (regular_file_ && size_ > 0 && size_ + line.size() > max_bytes_) {
     rotate();
   }
-  if (fd_ < 0 || !write_whole_line(fd_, regular_file_, line)) {
-    ++stats_.write_failures;
+  if (fd_ < 0) {
+    failed(errno);
+    return;
+  }
+  const std::function<bool()> wait = [this, may_wait] {
+    const std::uint64_t give_up = give_up_at_ns_.load(std::memory_order_relaxed);
+    return may_wait && (give_up == 0 || monotonic_ns() < give_up);
+  };
+  if (const int err = write_whole_line(fd_, regular_file_, line, wait); err != 0) {
+    failed(err);
     return;
   }
   size_ += line.size();
+  const std::lock_guard stats_lock(stats_mu_);
   ++stats_.lines_written;
   stats_.bytes_written += line.size();
+}
+
+void EventLog::start_writer(std::size_t max_queued_bytes) {
+  const std::lock_guard lock(queue_mu_);
+  if (writer_.joinable()) {
+    return;
+  }
+  max_queued_bytes_ = max_queued_bytes;
+  writer_ = std::thread([this] { run_writer(); });
+}
+
+void EventLog::run_writer() {
+  for (;;) {
+    std::string line;
+    int fd = -1;
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty() || pending_fd_ >= 0; });
+      std::swap(fd, pending_fd_);
+      if (queue_.empty() && fd < 0) {
+        return;  // stopping, and everything is written
+      }
+      if (!queue_.empty()) {
+        line = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= line.size();
+      }
+    }
+    if (fd >= 0) {
+      const std::lock_guard lock(mutex_);
+      adopt(fd);
+    }
+    if (!line.empty()) {
+      write_line(line, true);
+      {
+        const std::lock_guard lock(queue_mu_);
+        ++finished_;
+      }
+      idle_cv_.notify_all();
+    }
+  }
+}
+
+void EventLog::stop_writer() {
+  {
+    const std::lock_guard lock(queue_mu_);
+    if (!writer_.joinable()) {
+      return;
+    }
+    stopping_ = true;
+    give_up_at_ns_ = monotonic_ns() + 500'000'000;
+  }
+  queue_cv_.notify_all();
+  writer_.join();
+}
+
+bool EventLog::flush(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(queue_mu_);
+  const std::uint64_t target = enqueued_;
+  return idle_cv_.wait_for(lock, timeout, [this, target] { return finished_ >= target; });
 }
 
 void EventLog::rotate() {
@@ -208,7 +332,10 @@ void EventLog::rotate() {
     // Cannot move it away (a read-only directory): keep appending to the file we have.
     return;
   }
-  ++stats_.rotations;
+  {
+    const std::lock_guard stats_lock(stats_mu_);
+    ++stats_.rotations;
+  }
   const int fd = open_path();
   if (fd < 0) {
     ::close(fd_);
@@ -223,13 +350,26 @@ std::optional<std::string> EventLog::reopen() {
   if (fd < 0) {
     return open_error(path_, errno).what();
   }
+  {
+    // The writer adopts it before its next line; this thread never waits for the file.
+    std::unique_lock lock(queue_mu_);
+    if (writer_.joinable()) {
+      if (pending_fd_ >= 0) {
+        ::close(pending_fd_);
+      }
+      pending_fd_ = fd;
+      lock.unlock();
+      queue_cv_.notify_one();
+      return std::nullopt;
+    }
+  }
   const std::lock_guard lock(mutex_);
   adopt(fd);
   return std::nullopt;
 }
 
 EventLogStats EventLog::stats() const {
-  const std::lock_guard lock(mutex_);
+  const std::lock_guard lock(stats_mu_);
   return stats_;
 }
 

@@ -42,6 +42,7 @@ struct AgentCounters {
   std::uint64_t events_lost = 0;                        // ring full + in-flight table full
   std::uint64_t events_malformed = 0;          // ring records that failed to decode, dropped
   std::uint64_t event_log_write_failures = 0;  // diagnosed failures the event log could not write
+  std::uint64_t event_log_dropped = 0;         // lines the event log's full queue could not take
   std::uint64_t owner_map_drops = 0;           // sockets whose owner the /proc map had no room for
   // Failures by what became of them: judged, coalesced (given an identical one's diagnosis),
   // shed (not judged: the diagnosis queue was full). Their sum is the failures explained.

@@ -135,6 +135,34 @@ void check_telemetry_path(const std::string& path) {
   }
 }
 
+// The event log's first write failure and first drop are logged once each (the counters say
+// how many followed): a full disk or a reader that stalled is news once, not per line.
+struct EventLogWarned {
+  bool failure = false;
+  bool dropped = false;
+};
+
+void log_event_log_trouble(const EventLog& log, EventLogWarned& warned) {
+  if (warned.failure && warned.dropped) {
+    return;
+  }
+  const EventLogStats stats = log.stats();
+  if (!warned.failure && stats.write_failures > 0) {
+    warned.failure = true;
+    spdlog::warn(
+        "cannot write the event log {}: {}; the agent goes on without it, and "
+        "portlens_event_log_write_failures_total counts the lines lost",
+        escape_for_terminal(log.path()), stats.last_write_error);
+  }
+  if (!warned.dropped && stats.dropped > 0) {
+    warned.dropped = true;
+    spdlog::warn(
+        "the event log {} is not read fast enough: lines are dropped, never waited for; "
+        "portlens_event_log_lines_dropped_total counts them",
+        escape_for_terminal(log.path()));
+  }
+}
+
 void check_event_log_path(const std::optional<std::string>& path) {
   if (path && path->empty()) {
     throw UsageError(
@@ -160,6 +188,8 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   if (options.event_log) {
     event_log = std::make_unique<EventLog>(*options.event_log, options.event_log_max_bytes,
                                            options.event_log_keep);
+    // Its own thread: a stalled reader or a slow disk never holds up the event loop.
+    event_log->start_writer();
   }
 
   TracerConfig config;
@@ -181,7 +211,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   auto collector = std::make_shared<PortlensCollector>(
       [&]() {
         const std::uint64_t owner_drops = inspector.owners().dropped();
-        const std::uint64_t log_failures = event_log ? event_log->stats().write_failures : 0;
+        const EventLogStats log_stats = event_log ? event_log->stats() : EventLogStats{};
         const std::lock_guard lock(pipeline.mutex());
         const SocketTracker& tracker = pipeline.tracker();
         ScrapeInput in;
@@ -197,7 +227,8 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
         findings.fill(in.counters);
         in.counters.events_lost = pipeline.counters().lost.total();
         in.counters.events_malformed = pipeline.counters().malformed;
-        in.counters.event_log_write_failures = log_failures;
+        in.counters.event_log_write_failures = log_stats.write_failures;
+        in.counters.event_log_dropped = log_stats.dropped;
         in.counters.owner_map_drops = owner_drops;
         in.counters.diagnoses_judged = pipeline.counters().diagnosed;
         in.counters.diagnoses_coalesced = pipeline.counters().coalesced;
@@ -299,6 +330,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
 
   ready = true;
 
+  EventLogWarned log_warned;
   SnapshotWalker walker(inspector.namespaces(), options.reconcile_interval_s,
                         [&inspector] { return inspector.namespaces().discover(); });
   while (!stop.load(std::memory_order_relaxed)) {
@@ -311,6 +343,9 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
     }
     heartbeat_ns = static_cast<std::int64_t>(monotonic_ns());
     pipeline.step(std::chrono::milliseconds(100));
+    if (event_log) {
+      log_event_log_trouble(*event_log, log_warned);
+    }
     if (auto taken = walker.next_snapshot()) {
       const auto start = Clock::now();
       pipeline.reconcile(*taken);

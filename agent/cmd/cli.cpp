@@ -181,7 +181,10 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->check(whole_number())
       ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}))
       ->capture_default_str();
-  agent->add_option("--event-log", a.event_log, "append every diagnosed failure as JSON Lines")
+  agent
+      ->add_option("--event-log", a.event_log,
+                   "append every diagnosed failure as JSON Lines (never waited for: a reader that "
+                   "falls behind costs lines, counted)")
       ->type_name("PATH");
   agent
       ->add_option("--event-log.max-size", a.event_log_max_bytes,

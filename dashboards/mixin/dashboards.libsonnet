@@ -531,12 +531,13 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
       fold(|||
         What the agent had to drop besides lost ring events: ring records it could not decode (an
         ABI mismatch or a bug), diagnosed failures the event log could not write (disk full, file
-        gone), and sockets whose owner the /proc map had no room for. Each should stay at zero.
+        gone) or had no room to queue (its reader too slow), and sockets whose owner the /proc map had no room for. Each should stay at zero.
       |||),
       p.pos(0, 114, 24, 8),
       [
         p.target(q('sum by (instance) (rate(portlens_events_malformed_total{%(f)s}[$__rate_interval]))'), '{{instance}} malformed records'),
         p.target(q('sum by (instance) (rate(portlens_event_log_write_failures_total{%(f)s}[$__rate_interval]))'), '{{instance}} event log write failures'),
+        p.target(q('sum by (instance) (rate(portlens_event_log_lines_dropped_total{%(f)s}[$__rate_interval]))'), '{{instance}} event log lines dropped (reader too slow)'),
         p.target(q('sum by (instance) (rate(portlens_owner_map_drops_total{%(f)s}[$__rate_interval]))'), '{{instance}} owners not recorded'),
       ],
       unit='ops',

@@ -72,10 +72,12 @@ TEST_F(AgentTest, BindFailureIsCountedWithCauseAndComm) {
   const std::string text = agent.scrape_until(
       [&](const std::string& t) { return metric(t, "portlens_bind_failures_total", labels) >= 1; });
   EXPECT_EQ(metric(text, "portlens_bind_failures_total", labels), 1) << text;
-  // The event log carries the diagnosed failure.
-  std::ifstream log(agent.dir() / "events.log");
+  // The event log carries the diagnosed failure (written by its own thread: soon after).
   std::string line;
-  ASSERT_TRUE(std::getline(log, line));
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream log(agent.dir() / "events.log");
+    return static_cast<bool>(std::getline(log, line));
+  }));
   const auto record = nlohmann::json::parse(line);
   EXPECT_EQ(record["diagnosis"]["cause"], "port_in_use");
   EXPECT_EQ(record["local"]["port"], 7200);

@@ -201,6 +201,7 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_events_lost_total", MetricType::Counter},
       {"portlens_events_malformed_total", MetricType::Counter},
       {"portlens_event_log_write_failures_total", MetricType::Counter},
+      {"portlens_event_log_lines_dropped_total", MetricType::Counter},
       {"portlens_owner_map_drops_total", MetricType::Counter},
       {"portlens_diagnoses_total", MetricType::Counter},
       {"portlens_diagnosis_queue_length", MetricType::Gauge},

@@ -1,10 +1,12 @@
 #include "exporters/event_log.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -358,4 +360,110 @@ TEST(EventLogTest, ConcurrentAppendsStayWholeLinesAcrossRotations) {
 }
 
 }  // namespace
+TEST(EventLogTest, TheWriterThreadWritesEveryQueuedLine) {
+  const TempDir dir;
+  const std::string path = dir.file("events.jsonl");
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 500;
+  EventLog log(path);
+  log.start_writer();
+  std::vector<std::thread> threads;
+  threads.reserve(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&log, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        log.append(nlohmann::json{{"thread", t}, {"i", i}});
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  ASSERT_TRUE(log.flush(std::chrono::seconds(10)));
+  std::istringstream lines(contents(path));
+  std::set<std::pair<int, int>> seen;
+  for (std::string line; std::getline(lines, line);) {
+    const auto event = nlohmann::json::parse(line);
+    seen.emplace(event.at("thread"), event.at("i"));
+  }
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(kThreads * kPerThread));
+  const EventLogStats stats = log.stats();
+  EXPECT_EQ(stats.lines_written, static_cast<std::uint64_t>(kThreads * kPerThread));
+  EXPECT_EQ(stats.dropped, 0U);
+  EXPECT_EQ(stats.write_failures, 0U);
+}
+
+TEST(EventLogTest, AFifoThatNoOneReadsIsRefusedAtOnce) {
+  const TempDir dir;
+  const std::string fifo = dir.file("events.fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  // Opened blocking, this would wait for a reader for ever; the agent would never start.
+  EXPECT_THAT(open_error_of(fifo), HasSubstr("no process has open for reading"));
+}
+
+TEST(EventLogTest, AStalledFifoReaderNeverHoldsUpAppendAndDropsAreCounted) {
+  const TempDir dir;
+  const std::string fifo = dir.file("events.fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  constexpr int kLines = 20000;  // ~2 MB: far beyond the pipe (64 KiB) and the queue
+  EventLogStats stats;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    EventLog log(fifo);
+    log.start_writer(std::size_t{64} << 10);
+    for (int i = 0; i < kLines; ++i) {
+      log.append(nlohmann::json{{"i", i}, {"pad", std::string(80, 'x')}});
+    }
+    EXPECT_FALSE(log.flush(std::chrono::milliseconds(200))) << "no one reads: it cannot drain";
+    stats = log.stats();
+  }  // the destructor leaves the stalled reader within about half a second
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 5.0);
+  EXPECT_GT(stats.dropped, 0U);
+  EXPECT_LT(stats.lines_written, static_cast<std::uint64_t>(kLines));
+  // What did get through is whole lines, in order.
+  std::string got(std::size_t{1} << 20, '\0');
+  const ssize_t n = ::read(reader, got.data(), got.size());
+  ::close(reader);
+  ASSERT_GT(n, 0);
+  got.resize(static_cast<std::size_t>(n));
+  EXPECT_EQ(got.back(), '\n');
+  std::istringstream lines(got);
+  int last = -1;
+  for (std::string line; std::getline(lines, line);) {
+    const int i = nlohmann::json::parse(line).at("i");
+    EXPECT_GT(i, last);
+    last = i;
+  }
+}
+
+TEST(EventLogTest, WriteFailuresOfTheWriterThreadAreCountedWithTheirReason) {
+  EventLog log("/dev/full");
+  log.start_writer();
+  log.append(numbered(1));
+  log.append(numbered(2));
+  ASSERT_TRUE(log.flush(std::chrono::seconds(10)));
+  const EventLogStats stats = log.stats();
+  EXPECT_EQ(stats.write_failures, 2U);
+  EXPECT_THAT(stats.last_write_error, HasSubstr("No space left"));
+}
+
+TEST(EventLogTest, ReopenWithTheWriterThreadHandsTheNewFileOver) {
+  const TempDir dir;
+  const std::string path = dir.file("events.jsonl");
+  EventLog log(path);
+  log.start_writer();
+  log.append(numbered(1));
+  ASSERT_TRUE(log.flush(std::chrono::seconds(10)));
+  fs::rename(path, path + ".1");
+  EXPECT_EQ(log.reopen(), std::nullopt);
+  log.append(numbered(2));
+  ASSERT_TRUE(log.flush(std::chrono::seconds(10)));
+  EXPECT_EQ(contents(path + ".1"), "{\"n\":1}\n");
+  EXPECT_EQ(contents(path), "{\"n\":2}\n");
+}
+
 }  // namespace portlens

@@ -278,7 +278,8 @@ bool FailureJudge::ready_for(const Event& event) const {
   return monotonic_ns() >= it->second.taken_ns + interval;
 }
 
-std::optional<Snapshot> FailureJudge::take_snapshot(const Event& event, std::string& problem) {
+std::optional<FailureJudge::CachedSnapshot> FailureJudge::take_snapshot(const Event& event,
+                                                                        std::string& problem) {
   // Twice at most: a path found through the failing process (/proc/PID/ns/net) is gone as soon
   // as that process exits, possibly between the lookup and the walk; the second lookup goes by
   // the namespace's inode alone (/run/netns, or any process still in it).
@@ -300,9 +301,11 @@ std::optional<Snapshot> FailureJudge::take_snapshot(const Event& event, std::str
       }
       path = netns_paths_.insert_or_assign(event.netns, *found).first;
     }
-    taken_ns_ = monotonic_ns();  // before the walk: it sees at least this moment's sockets
+    CachedSnapshot fresh;
+    fresh.taken_ns = monotonic_ns();  // before the walk: it sees at least this moment's sockets
     try {
-      return namespaces_.take(path->second);
+      fresh.snapshot = namespaces_.take(path->second);
+      return fresh;
     } catch (const Error& e) {
       netns_paths_.erase(path);  // the namespace may be gone; look it up again
       problem = std::string("cannot inspect the namespace: ") + e.what();
@@ -316,21 +319,19 @@ Diagnosis FailureJudge::diagnose(const Event& event, const Call& call, const Soc
   auto cached = snapshots_.find(event.netns);
   if (cached == snapshots_.end() || cached->second.taken_ns < event.ts_ns) {
     std::string problem;
-    std::optional<Snapshot> taken = take_snapshot(event, problem);
-    if (!taken) {
+    std::optional<CachedSnapshot> fresh = take_snapshot(event, problem);
+    if (!fresh) {
       Diagnosis d;
       d.inspected = false;
       d.hint = problem;
       return d;
     }
-    if (cached == snapshots_.end() && snapshots_.size() >= kMaxCachedNamespaces) {
+    // take_snapshot() may have dropped this namespace's entry (a stale path): look again.
+    if (!snapshots_.contains(event.netns) && snapshots_.size() >= kMaxCachedNamespaces) {
       snapshots_.erase(snapshots_.begin());
     }
-    CachedSnapshot fresh;
-    fresh.taken_ns = taken_ns_;
-    fresh.snapshot = std::move(*taken);
     refresh_owners_if_stale();
-    cached = snapshots_.insert_or_assign(event.netns, std::move(fresh)).first;
+    cached = snapshots_.insert_or_assign(event.netns, std::move(*fresh)).first;
   }
 
   SocketTable table;

@@ -68,8 +68,8 @@ class FailureJudge {
     Snapshot snapshot;
   };
   void refresh_owners_if_stale();
-  // The namespace's sockets now, or nullopt with what went wrong in problem; sets taken_ns_.
-  std::optional<Snapshot> take_snapshot(const Event& event, std::string& problem);
+  // The namespace's sockets now, or nullopt with what went wrong in problem.
+  std::optional<CachedSnapshot> take_snapshot(const Event& event, std::string& problem);
 
   NamespaceSource& namespaces_;
   OwnerSource& owners_;
@@ -77,7 +77,6 @@ class FailureJudge {
   std::chrono::milliseconds snapshot_interval_{100};
   std::map<std::uint32_t, NetnsRef> netns_paths_;
   std::map<std::uint32_t, CachedSnapshot> snapshots_;
-  std::uint64_t taken_ns_ = 0;  // when the last take_snapshot() began
 };
 
 }  // namespace portlens

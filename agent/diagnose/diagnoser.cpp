@@ -469,11 +469,13 @@ bool in_hash2_view(const Subject& s, const SocketEntry& e) {
 
 // udp_lib_get_port() -> udp_lib_lport_inuse(): the port's sockets are walked in hash chain order
 // and the FIRST contending one decides: the port is free if it shares through SO_REUSEPORT (same
-// uid), in use otherwise; later sockets are never looked at. With the chain positions from the
-// snapshot, that walk is replayed; without them, an answer that depends on the order is left
-// undecided. With more than 10 sockets in the port's slot the kernel may walk the hash2 slots
-// instead (udp_lib_lport_inuse2, first contender per slot, S's slot then the wildcard one), in an
-// order the snapshot does not record: then only what holds in any order is definite.
+// uid), in use otherwise; later sockets are never looked at. Later 6.18 kernels look at every
+// contender instead, each of which must share (NetnsPortConfig::udp_first_contender_decides). With
+// the chain positions from the snapshot, that walk is replayed; without them, an answer that
+// depends on the order is left undecided. With more than 10 sockets in the port's slot the kernel
+// may walk the hash2 slots instead (udp_lib_lport_inuse2, first contender per slot, S's slot then
+// the wildcard one), in an order the snapshot does not record: then only what holds in any order is
+// definite.
 std::vector<Blocker> udp_port_conflicts(const Subject& s, const SocketTable& table) {
   struct Contender {
     const SocketEntry* e;
@@ -497,7 +499,10 @@ std::vector<Blocker> udp_port_conflicts(const Subject& s, const SocketTable& tab
   }
   constexpr std::uint32_t kPrimaryScanMax = 10;  // udp_lib_get_port(): hslot->count > 10
   const bool hash2_possible = slot_count > kPrimaryScanMax;
-  ordered = ordered && !hash2_possible;
+  // The chain order matters only where the first contender decides; where every contender must
+  // share, each one that does not blocks, whatever its place.
+  const std::optional<bool> first_decides = table.config_for(s.netns).udp_first_contender_decides;
+  ordered = ordered && !hash2_possible && first_decides == true;
 
   std::vector<Blocker> blockers;
   const auto add = [&](const Contender& c, const Judgement& j) {
@@ -527,8 +532,12 @@ std::vector<Blocker> udp_port_conflicts(const Subject& s, const SocketTable& tab
       const bool another_may_share = std::any_of(
           contenders.begin(), contenders.end(),
           [&](const Contender& d) { return &d != &c && d.shares.value != Tristate::kNo; });
-      if (another_may_share) {
-        j = all_of({j, Judgement{Tristate::kUnknown, {"the UDP hash chain order"}}});
+      if (another_may_share && first_decides != false) {
+        j = all_of(
+            {j, Judgement{Tristate::kUnknown,
+                          {first_decides.has_value() ? "the UDP hash chain order"
+                                                     : "the kernel's UDP rule (first contender or "
+                                                       "every contender)"}}});
       }
       if (hash2_possible && !in_hash2_view(s, *c.e)) {
         j = all_of({j, Judgement{Tristate::kUnknown,

@@ -3,6 +3,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -16,10 +17,12 @@
 #include <functional>
 #include <limits>
 #include <sstream>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 
 #include "agent/model/error.hpp"
+#include "agent/model/fd.hpp"
 
 namespace portlens {
 namespace {
@@ -335,6 +338,67 @@ std::optional<std::uint64_t> parse_netstat_counter(std::string_view text, std::s
   return std::nullopt;
 }
 
+namespace {
+
+// In a namespace of its own (no other socket on the port): [::]:P IPV6_V6ONLY without options,
+// then 0.0.0.0:P with SO_REUSEPORT, which goes to the head of the chain, then [::]:P dual-stack
+// with SO_REUSEPORT, which contends with both. The head one shares with it, the other does not:
+// the bind succeeds only where the first contender decides. Wildcards only: lo may stay down.
+std::optional<bool> probe_udp_first_contender_decides() {
+  constexpr std::uint16_t kProbePort = 40000;
+  const auto udp = [](int family, bool reuseport, std::optional<bool> v6only) {
+    Fd fd(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    const int on = 1;
+    if (fd && reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
+      return Fd();
+    }
+    const int v6 = v6only.value_or(false) ? 1 : 0;
+    if (fd && v6only && ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6) != 0) {
+      return Fd();
+    }
+    return fd;
+  };
+  const auto bind_any = [](const Fd& fd, int family) {
+    if (family == AF_INET) {
+      sockaddr_in sa{};
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons(kProbePort);
+      // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API
+      return ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0 ? 0 : errno;
+    }
+    sockaddr_in6 sa{};
+    sa.sin6_family = AF_INET6;
+    sa.sin6_port = htons(kProbePort);
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API
+    return ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0 ? 0 : errno;
+  };
+  std::optional<bool> result;
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      return;  // the thread's namespace only; it ends with the thread
+    }
+    const Fd plain = udp(AF_INET6, false, true);
+    const Fd shared = udp(AF_INET, true, std::nullopt);
+    const Fd probe = udp(AF_INET6, true, false);
+    if (!plain || !shared || !probe || bind_any(plain, AF_INET6) != 0 ||
+        bind_any(shared, AF_INET) != 0) {
+      return;
+    }
+    const int err = bind_any(probe, AF_INET6);
+    if (err == 0 || err == EADDRINUSE) {
+      result = err == 0;
+    }
+  }).join();
+  return result;
+}
+
+}  // namespace
+
+std::optional<bool> udp_first_contender_decides() {
+  static const std::optional<bool> rule = probe_udp_first_contender_decides();
+  return rule;
+}
+
 NetnsPortConfig read_netns_port_config(std::vector<std::string>* problems) {
   std::map<std::string, std::string> texts;
   // /proc/sys/net shows the netns of the thread that opens the file.
@@ -345,6 +409,12 @@ NetnsPortConfig read_netns_port_config(std::vector<std::string>* problems) {
   }
   NetnsPortConfig config = port_config_from_sysctls(texts, problems);
   config.local_addresses = read_local_addresses(problems);
+  config.udp_first_contender_decides = udp_first_contender_decides();
+  if (!config.udp_first_contender_decides) {
+    problems->push_back(
+        "cannot probe the kernel's UDP bind rule in a private network namespace; a UDP "
+        "conflict that depends on it is left undetermined");
+  }
   if (const auto netstat = read_small_file(kNetstatPath)) {
     config.tcp_time_wait_overflow =
         parse_netstat_counter(*netstat, "TcpExt", "TCPTimeWaitOverflow");

@@ -48,4 +48,10 @@ std::optional<std::uint8_t> prefix_length(std::span<const std::uint8_t> netmask)
 // calling thread's netns.
 NetnsPortConfig read_netns_port_config(std::vector<std::string>* problems);
 
+// The running kernel's UDP bind rule (docs/kernel-rules.md 3), probed once per process in a
+// private network namespace of a thread of its own: true when the first contender in the port's
+// chain decides, false when every contender must share; nullopt when no namespace could be made
+// (no CAP_SYS_ADMIN) or the sockets failed otherwise.
+std::optional<bool> udp_first_contender_decides();
+
 }  // namespace portlens

@@ -134,6 +134,11 @@ struct NetnsPortConfig {
   std::optional<std::uint64_t> tcp_time_wait_overflow;
   // nullopt when the addresses of the netns are not known.
   std::optional<std::vector<LocalAddress>> local_addresses;
+  // Not a setting but the running kernel's UDP rule (docs/kernel-rules.md 3): whether the first
+  // contender in the port's chain decides a bind (true: a sharing SO_REUSEPORT socket ends the
+  // walk), or every contender must share (false: later 6.18 kernels). The kernel layer probes it
+  // once in a private namespace; nullopt when it could not.
+  std::optional<bool> udp_first_contender_decides = true;
 };
 
 // Every socket portlens knows of, across network namespaces. Each netns may carry its own

@@ -1313,6 +1313,37 @@ TEST(UdpChainOrderTest, TheFirstContendingSocketDecides) {
             Outcome::kSucceeds);
 }
 
+// Later 6.18 kernels (seen on 6.18.44) check every contender: a sharing socket at the head no
+// longer ends the walk. The kernel layer probes which rule runs (udp_first_contender_decides).
+TEST(UdpChainOrderTest, WhereEveryContenderMustShareTheOrderDoesNotMatter) {
+  const Call c = udp_call("0.0.0.0:5000", reuseport());
+  SocketTable later_shares = table_of(
+      {udp_at("0.0.0.0:5000", true, false, kUid, 1), udp_at("0.0.0.0:5000", true, true, kUid, 0)});
+  later_shares.default_config.udp_first_contender_decides = false;
+  const Prediction p = predict(c, false, later_shares);
+  EXPECT_EQ(p.outcome, Outcome::kFails);
+  EXPECT_EQ(p.expected_result, -EADDRINUSE);
+  ASSERT_TRUE(p.diagnosis.has_value());
+  ASSERT_EQ(p.diagnosis->blockers.size(), 1U);
+  EXPECT_EQ(p.diagnosis->blockers[0].socket.reuseport, false);
+  EXPECT_EQ(p.diagnosis->blockers[0].socket.inode, 7001U);
+  EXPECT_TRUE(p.diagnosis->blockers[0].definite);
+  // Only sharers: free under either rule.
+  SocketTable sharers = table_of(
+      {udp_at("0.0.0.0:5000", true, true, kUid, 1), udp_at("0.0.0.0:5000", false, true, kUid, 0)});
+  sharers.default_config.udp_first_contender_decides = false;
+  EXPECT_EQ(predict(c, false, sharers).outcome, Outcome::kSucceeds);
+  // The rule unknown (the probe could not run): a sharer ahead of a blocker is undetermined,
+  // and says what is unknown.
+  later_shares.default_config.udp_first_contender_decides = std::nullopt;
+  const Prediction unknown = predict(c, false, later_shares);
+  EXPECT_EQ(unknown.outcome, Outcome::kUndetermined);
+  ASSERT_TRUE(unknown.diagnosis.has_value());
+  EXPECT_NE(unknown.diagnosis->blockers.front().why.find("the kernel's UDP rule"),
+            std::string::npos)
+      << unknown.diagnosis->blockers.front().why;
+}
+
 TEST(UdpChainOrderTest, UidVariant) {
   // udp 0.0.0.0 SO_REUSEADDR of another uid, then 127.0.0.1 SO_REUSEADDR+SO_REUSEPORT: the
   // later one is first and shares with a new 127.0.0.1 SO_REUSEPORT socket of its uid.

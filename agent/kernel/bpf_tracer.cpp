@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/kernel/netns_config.hpp"
 #include "agent/model/error.hpp"
 #include "bpf/events.h"
 #include "portlens.skel.h"
@@ -40,6 +41,9 @@ std::size_t ring_size_for(std::size_t requested_bytes) {
 }
 
 BpfTracer::BpfTracer(const TracerConfig& config) : ring_bytes_(ring_size_for(config.ring_bytes)) {
+  // The UDP rule probe makes a failing bind() of its own; made before the programs attach, the
+  // agent and `trace` never see it (docs/kernel-rules.md 3).
+  static_cast<void>(udp_first_contender_decides());
   skel_ = adopt_skeleton(portlens_bpf__open(), &portlens_bpf__destroy);
   if (!skel_) {
     const int err = errno;

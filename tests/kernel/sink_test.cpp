@@ -159,7 +159,8 @@ TEST_F(SinkTest, AFullDiskIsSaidOnceAndCounted) {
   const std::string text = agent.scrape_until([](const std::string& t) {
     return metric(t, "portlens_event_log_write_failures_total") >= 3;
   });
-  EXPECT_EQ(metric(text, "portlens_event_log_write_failures_total"), 3) << text;
+  // At least ours: another process on the host may fail a call meanwhile.
+  EXPECT_GE(metric(text, "portlens_event_log_write_failures_total"), 3) << text;
   EXPECT_EQ(metric_sum(text, "portlens_bind_failures_total", {{"comm", test_comm()}}), 3)
       << "a failure the log could not take is still counted";
   ASSERT_TRUE(agent.process().wait_for_stderr("cannot write the event log /dev/full", 10s))

@@ -64,11 +64,8 @@ TEST_F(AgentTest, BindFailureIsCountedWithCauseAndComm) {
     return std::array<int, 3>{r1, r2, r3};
   });
   ASSERT_EQ(rcs, (std::array<int, 3>{0, 0, EADDRINUSE}));
-  std::ifstream comm_file("/proc/self/comm");
-  std::string comm;
-  std::getline(comm_file, comm);
   const Labels labels = {
-      {"proto", "tcp"}, {"syscall", "bind"}, {"cause", "port_in_use"}, {"comm", comm}};
+      {"proto", "tcp"}, {"syscall", "bind"}, {"cause", "port_in_use"}, {"comm", own_comm()}};
   const std::string text = agent.scrape_until(
       [&](const std::string& t) { return metric(t, "portlens_bind_failures_total", labels) >= 1; });
   EXPECT_EQ(metric(text, "portlens_bind_failures_total", labels), 1) << text;

@@ -295,13 +295,6 @@ nlohmann::json field(const nlohmann::json& j, const char* key) {
   return j.is_object() && j.contains(key) ? j[key] : nlohmann::json();
 }
 
-std::string test_comm() {
-  std::ifstream f("/proc/self/comm");
-  std::string comm;
-  std::getline(f, comm);
-  return comm;
-}
-
 // What one agent run showed, under one capability set.
 struct Observation {
   bool served = false;
@@ -369,7 +362,7 @@ Observation observe(const std::vector<std::string>& caps, const NetnsSandbox& ns
     return s.bind("127.0.0.1", kListenPort);
   });
   const Labels failure = {
-      {"proto", "tcp"}, {"syscall", "bind"}, {"cause", "port_in_use"}, {"comm", test_comm()}};
+      {"proto", "tcp"}, {"syscall", "bind"}, {"cause", "port_in_use"}, {"comm", own_comm()}};
   const std::string counted = agent.scrape_until([&](const std::string& t) {
     return metric(t, "portlens_bind_failures_total", failure).has_value();
   });

@@ -127,13 +127,6 @@ std::set<std::string> label_values(const std::string& text, const std::string& l
   return values;
 }
 
-std::string own_comm() {
-  std::ifstream in("/proc/self/comm");
-  std::string comm;
-  std::getline(in, comm);
-  return comm;
-}
-
 TEST(ManyNamespacesTest, SeriesStayUnderTheBudgetAndSumsStayExact) {
   std::vector<std::unique_ptr<NetnsSandbox>> namespaces;
   namespaces.reserve(kNamespaces);

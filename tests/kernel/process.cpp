@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <stdexcept>
+#include <string>
 
 namespace portlens::testing {
 
@@ -134,6 +136,13 @@ CommandResult run_command(const std::string& command) {
   const int status = pclose(pipe);
   result.status = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+std::string own_comm() {
+  std::ifstream in("/proc/self/comm");
+  std::string comm;
+  std::getline(in, comm);
+  return comm;
 }
 
 }  // namespace portlens::testing

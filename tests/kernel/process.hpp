@@ -56,4 +56,8 @@ struct CommandResult {
 // exit code and stdout; add 2>&1 to capture stderr too.
 CommandResult run_command(const std::string& command);
 
+// This process's comm, as /proc/self/comm gives it: what the socket calls a test makes (and those
+// of ns.run's threads, which inherit it) carry in events and comm labels.
+std::string own_comm();
+
 }  // namespace portlens::testing

@@ -195,13 +195,6 @@ bool is_pid(const json& j, pid_t pid) {
   return j.is_object() && j.contains("pid") && j["pid"].is_number() && j["pid"] == pid;
 }
 
-std::string self_comm() {
-  std::ifstream f("/proc/self/comm");
-  std::string comm;
-  std::getline(f, comm);
-  return comm;
-}
-
 const std::vector<std::string> kVocabulary = {"time_wait",
                                               "missing_reuseaddr",
                                               "wildcard_conflict",
@@ -372,7 +365,7 @@ TEST_F(ScenarioTest, Q02SecondListenerOnTheSameAddressIsPortInUse) {
   EXPECT_TRUE(b["remote"].is_null()) << b.dump();
   EXPECT_EQ(b["pid"], getpid()) << b.dump();
   ASSERT_TRUE(b["comm"].is_string()) << b.dump();
-  EXPECT_EQ(b["comm"], self_comm()) << b.dump();
+  EXPECT_EQ(b["comm"], own_comm()) << b.dump();
   EXPECT_NE(d["hint"].get<std::string>().find(std::to_string(getpid())), std::string::npos)
       << d.dump();
 

@@ -52,14 +52,6 @@ int distinct_failures(const NetnsSandbox& ns, int count) {
   });
 }
 
-// The comm the failing calls carry: this process's (ns.run's threads inherit it).
-std::string test_comm() {
-  std::ifstream in("/proc/self/comm");
-  std::string comm;
-  std::getline(in, comm);
-  return comm;
-}
-
 using SinkTest = KernelTest;
 
 TEST_F(SinkTest, AStalledFifoReaderCostsLogLinesNeverTheAgent) {
@@ -78,7 +70,7 @@ TEST_F(SinkTest, AStalledFifoReaderCostsLogLinesNeverTheAgent) {
   const int failed = distinct_failures(ns(), kFailures);
   ASSERT_EQ(failed, kFailures);
   double slowest_ms = 0;
-  const Labels mine{{"comm", test_comm()}};
+  const Labels mine{{"comm", own_comm()}};
   const std::string caught_up = agent.scrape_until(
       [&](const std::string& t) {
         const auto counted = metric_sum(t, "portlens_bind_failures_total", mine);
@@ -161,7 +153,7 @@ TEST_F(SinkTest, AFullDiskIsSaidOnceAndCounted) {
   });
   // At least ours: another process on the host may fail a call meanwhile.
   EXPECT_GE(metric(text, "portlens_event_log_write_failures_total"), 3) << text;
-  EXPECT_EQ(metric_sum(text, "portlens_bind_failures_total", {{"comm", test_comm()}}), 3)
+  EXPECT_EQ(metric_sum(text, "portlens_bind_failures_total", {{"comm", own_comm()}}), 3)
       << "a failure the log could not take is still counted";
   ASSERT_TRUE(agent.process().wait_for_stderr("cannot write the event log /dev/full", 10s))
       << agent.process().err();

@@ -15,14 +15,17 @@
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
 #include "tests/kernel/process.hpp"
+#include "tests/support/loopback_http.hpp"
 
 namespace portlens::testing {
 namespace {
@@ -222,6 +225,48 @@ TEST_F(TerminalOutputTest, WhyAndCheckEscapeTheOwnersComm) {
   ASSERT_EQ(check.wait(30s), 1) << check.err();
   expect_unforged(check.out());
   EXPECT_NE(check.out().find(owner), std::string::npos) << check.out();
+}
+
+// The agent's machine-read outputs keep the comm as the kernel has it and stay valid: the scrape
+// carries it as a label in the text format's own escaping (the newline as \n) and passes promtool;
+// the event log's line parses and holds it byte for byte.
+TEST_F(TerminalOutputTest, ScrapeAndEventLogCarryTheCommAndStayValid) {
+  PORTLENS_START_AGENT(agent);
+  constexpr std::uint16_t kPort = 7353;
+  const Forger forger(ns(), kPort);
+  ASSERT_EQ(forger.bind_errno(), EADDRINUSE);
+  // In the exposition: ESC is a plain UTF-8 byte there, the newline is written as backslash-n.
+  const Labels labels = {{"syscall", "bind"}, {"comm", "\x1b[2Jpwn\\nfake"}};
+  const std::string text = agent.scrape_until([&](const std::string& t) {
+    return metric(t, "portlens_bind_failures_total", labels).has_value();
+  });
+  ASSERT_EQ(metric(text, "portlens_bind_failures_total", labels), 1) << text;
+  const auto file = agent.dir() / "scrape.txt";
+  std::ofstream(file) << text;
+  const CommandResult promtool = run_command("promtool check metrics < " + file.string() + " 2>&1");
+  ASSERT_NE(promtool.status, 127) << "promtool missing: run scripts/install-deps.sh";
+  EXPECT_EQ(promtool.status, 0) << promtool.output;
+  EXPECT_EQ(promtool.output, "") << promtool.output;
+
+  // The event log: every line is one JSON object, and the forger's has its comm unchanged.
+  std::vector<nlohmann::json> records;
+  const bool logged = eventually([&] {
+    std::ifstream in(agent.dir() / "events.log");
+    std::stringstream log;
+    log << in.rdbuf();
+    records = json_lines(log.str());
+    return std::any_of(records.begin(), records.end(),
+                       [&](const nlohmann::json& r) { return r.value("pid", 0) == forger.pid(); });
+  });
+  ASSERT_TRUE(logged) << records.size() << " lines";
+  for (const auto& r : records) {
+    ASSERT_FALSE(r.is_discarded());
+    if (r.value("pid", 0) == forger.pid()) {
+      EXPECT_EQ(r["comm"], kForgedComm) << r.dump();
+      EXPECT_EQ(r["diagnosis"]["blockers"][0]["comm"], kForgedComm) << r.dump();
+    }
+  }
+  EXPECT_EQ(agent.stop(), 0);
 }
 
 // check --device N: the index must name an interface in the target namespace (a fresh one has

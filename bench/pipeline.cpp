@@ -461,14 +461,16 @@ Recorded recorded(const std::vector<pl_event>& stream) {
 class ReplayRing final : public RecordSource {
  public:
   explicit ReplayRing(const Recorded& records) : records_(records) {}
-  int poll(std::chrono::milliseconds /*timeout*/, const Sink& sink) override {
+  int poll(std::chrono::milliseconds /*timeout*/, const Sink& sink,
+           std::size_t max_records) override {
     if (drained_) {  // the ring looked empty once: the pipeline processes what it has
       drained_ = false;
       return 0;
     }
     int n = 0;
     const std::span<const std::byte> bytes(records_.bytes);
-    while (next_ < records_.sizes.size() && n < static_cast<int>(kBatch)) {
+    while (next_ < records_.sizes.size() && n < static_cast<int>(kBatch) &&
+           static_cast<std::size_t>(n) < max_records) {
       sink(bytes.subspan(offset_, records_.sizes[next_]));
       offset_ += records_.sizes[next_++];
       ++n;

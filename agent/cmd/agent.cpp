@@ -1,5 +1,6 @@
 #include "agent/cmd/agent.hpp"
 
+#include <malloc.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -41,6 +42,45 @@
 
 namespace portlens {
 namespace {
+
+// Hands memory back to the system after a burst (docs/architecture.md, "Memory"). What the
+// tracker frees when its sockets go goes back to malloc's free lists, not to the kernel: without
+// malloc_trim the agent's RSS would stay at the burst's peak for good. Trimming walks every
+// malloc arena, so it is done once per round of snapshots, and only when the tracker held
+// markedly more since the last trim or released table capacity.
+class MemoryReturn {
+ public:
+  // Under the pipeline's lock: the tracker's size now, for the high-water mark.
+  void note(const SocketTracker& tracker) {
+    high_ = std::max(high_, tracker.socket_count() + tracker.time_wait_count());
+  }
+  void after_round(EventPipeline& pipeline) {
+    const std::size_t released = pipeline.release_memory();
+    std::size_t now = 0;
+    {
+      const std::lock_guard lock(pipeline.mutex());
+      now = pipeline.tracker().socket_count() + pipeline.tracker().time_wait_count();
+    }
+    if (released == 0 && high_ < now + kDrop) {
+      return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    malloc_trim(0);
+    spdlog::debug(
+        "returned memory after the tracker fell from {} to {} sockets ({} KiB of table capacity): "
+        "{} ms",
+        high_, now, released / 1024,
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                              start)
+            .count());
+    high_ = now;
+  }
+
+ private:
+  // A drop that is worth a trim: about a megabyte of tracked sockets.
+  static constexpr std::size_t kDrop = 8192;
+  std::size_t high_ = 0;
+};
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -331,6 +371,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   ready = true;
 
   EventLogWarned log_warned;
+  MemoryReturn memory;
   SnapshotWalker walker(inspector.namespaces(), options.reconcile_interval_s,
                         [&inspector] { return inspector.namespaces().discover(); });
   while (!stop.load(std::memory_order_relaxed)) {
@@ -354,8 +395,13 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
           taken->snapshot.table.sockets.size(),
           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
     }
+    {
+      const std::lock_guard lock(pipeline.mutex());
+      memory.note(pipeline.tracker());
+    }
     if (const auto round = walker.finished_round()) {
       pipeline.forget_all_but(*round);
+      memory.after_round(pipeline);
     }
   }
   // Torn down in order, each step timed: SIGTERM must detach within about a second.

@@ -4,8 +4,10 @@
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -103,16 +105,28 @@ BpfTracer::~BpfTracer() {
   }
 }
 
+namespace {
+// What on_record returns to stop libbpf's loop once enough records are handed over. libbpf
+// moves the consumer past a record before its callback runs, so the record that returns this
+// is taken, not lost; the loop stops and returns the code, which poll() reads as success.
+constexpr int kEnough = -ECANCELED;
+}  // namespace
+
 int BpfTracer::on_record(void* ctx, void* data, std::size_t size) {
   auto* self = static_cast<BpfTracer*>(ctx);
   (*self->sink_)(std::span<const std::byte>(static_cast<const std::byte*>(data), size));
   ++self->delivered_;
-  return 0;
+  return static_cast<std::size_t>(self->delivered_) >= self->max_records_ ? kEnough : 0;
 }
 
-int BpfTracer::poll(std::chrono::milliseconds timeout, const RecordSink& sink) {
+int BpfTracer::poll(std::chrono::milliseconds timeout, const RecordSink& sink,
+                    std::size_t max_records) {
+  if (max_records == 0) {
+    return 0;
+  }
   sink_ = &sink;
   delivered_ = 0;
+  max_records_ = std::min<std::size_t>(max_records, std::numeric_limits<int>::max());
   // Most records come without a wakeup (submit_flags() in bpf/common.bpf.h): take what is
   // there, and only when nothing is, wait; a wait that ends without a wakeup (the timeout)
   // still takes what arrived meanwhile, so a record waits at most one timeout.
@@ -124,7 +138,7 @@ int BpfTracer::poll(std::chrono::milliseconds timeout, const RecordSink& sink) {
     }
   }
   sink_ = nullptr;
-  if (rc < 0 && rc != -EINTR) {
+  if (rc < 0 && rc != -EINTR && rc != kEnough) {
     throw Error("reading the BPF ring buffer failed: " + errno_text(rc));
   }
   return delivered_;

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <span>
 #include <vector>
@@ -48,8 +49,11 @@ class BpfTracer {
   // Hands each waiting record to sink; when there is none, waits up to timeout for some. The
   // programs wake the wait only for a failed call or a ring more than half full, so records
   // otherwise wait for the end of the timeout: poll with a timeout as long as a record may wait.
+  // Hands over at most max_records: the ring is read as fast as the programs fill it, so a
+  // reader with no bound would keep taking (and keeping) records for as long as the churn lasts.
   // Returns how many were handed over; 0 also when a signal interrupted the wait.
-  int poll(std::chrono::milliseconds timeout, const RecordSink& sink);
+  int poll(std::chrono::milliseconds timeout, const RecordSink& sink,
+           std::size_t max_records = std::numeric_limits<std::size_t>::max());
 
   [[nodiscard]] DropCounters drops() const;
   [[nodiscard]] std::size_t ring_bytes() const { return ring_bytes_; }
@@ -62,6 +66,7 @@ class BpfTracer {
   std::unique_ptr<ring_buffer, void (*)(ring_buffer*)> ring_{nullptr, nullptr};
   const RecordSink* sink_ = nullptr;
   int delivered_ = 0;
+  std::size_t max_records_ = 0;
   std::size_t ring_bytes_ = 0;
 };
 

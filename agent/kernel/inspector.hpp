@@ -56,8 +56,8 @@ class ProcOwners final : public OwnerSource {
 class TracerRecords final : public RecordSource {
  public:
   explicit TracerRecords(BpfTracer& tracer) : tracer_(tracer) {}
-  int poll(std::chrono::milliseconds timeout, const Sink& sink) override {
-    return tracer_.poll(timeout, sink);
+  int poll(std::chrono::milliseconds timeout, const Sink& sink, std::size_t max_records) override {
+    return tracer_.poll(timeout, sink, max_records);
   }
   [[nodiscard]] DropCounters drops() const override { return tracer_.drops(); }
 

@@ -15,6 +15,8 @@ namespace {
 
 constexpr int kCatchUpBatches = 16;
 constexpr std::chrono::milliseconds kPendingPoll{10};
+// What the batch keeps reserved between bursts.
+constexpr std::size_t kBatchKept = 4096;
 
 }  // namespace
 
@@ -29,7 +31,7 @@ EventPipeline::EventPipeline(RecordSource& ring, NamespaceSource& namespaces, Fa
       coalescer_(FailureCoalescer::Options{
           static_cast<std::uint64_t>(std::chrono::nanoseconds(options.coalesce_window).count()),
           options.max_coalesced_keys}) {
-  batch_.reserve(std::min<std::size_t>(options_.max_batch, 4096));
+  batch_.reserve(std::min<std::size_t>(options_.max_batch, kBatchKept));
 }
 
 std::size_t EventPipeline::bootstrap(const std::vector<NetnsRef>& namespaces,
@@ -137,7 +139,8 @@ void EventPipeline::take_record(std::span<const std::byte> record) {
 
 bool EventPipeline::drain() {
   const RecordSource::Sink take = [this](std::span<const std::byte> r) { take_record(r); };
-  while (batch_.size() < options_.max_batch && ring_.poll(std::chrono::milliseconds(0), take) > 0) {
+  while (batch_.size() < options_.max_batch &&
+         ring_.poll(std::chrono::milliseconds(0), take, options_.max_batch - batch_.size()) > 0) {
   }
   return batch_.size() >= options_.max_batch;
 }
@@ -255,7 +258,7 @@ std::size_t EventPipeline::step(std::chrono::milliseconds timeout) {
   std::size_t records = 0;
   // Failures waiting for their judgment are taken up again soon, records or not.
   const auto wait = pending_.empty() ? timeout : std::min(timeout, kPendingPoll);
-  if (ring_.poll(wait, take) > 0) {
+  if (ring_.poll(wait, take, options_.max_batch) > 0) {
     const bool full = drain();
     records = unflushed_.records;
     process_batch();
@@ -311,6 +314,21 @@ void EventPipeline::reconcile(const TakenSnapshot& taken) {
     }
     catch_up();
   }
+}
+
+std::size_t EventPipeline::release_memory() {
+  const std::lock_guard lock(mu_);
+  std::size_t released = tracker_.release_memory();
+  if (pending_.empty()) {
+    pending_.shrink_to_fit();
+  }
+  // The batch is this thread's; a full one (max_batch events of ~200 bytes) need not stay.
+  if (batch_.empty() && batch_.capacity() > kBatchKept) {
+    released += (batch_.capacity() - kBatchKept) * sizeof(Event);
+    std::vector<Event>().swap(batch_);
+    batch_.reserve(kBatchKept);
+  }
+  return released;
 }
 
 void EventPipeline::forget_all_but(const std::vector<NetnsRef>& alive) {

@@ -149,6 +149,10 @@ class EventPipeline {
   void reconcile(const TakenSnapshot& taken);
   // Namespaces that are gone: their sockets and config are forgotten (not corrections).
   void forget_all_but(const std::vector<NetnsRef>& alive);
+  // Gives back what a burst grew the tracker and the pipeline's own queue to, once they hold
+  // far less (SocketTracker::release_memory), and the batch back to its usual reserve; about how
+  // many bytes. Takes the lock; called by the thread that drives step().
+  std::size_t release_memory();
 
   // Takes one namespace's snapshot and merges it as a first look; a namespace known under the
   // same inode with another cookie is forgotten first (the inode was reused). False when the

@@ -36,9 +36,10 @@ class RecordSource {
   RecordSource(RecordSource&&) = delete;
   RecordSource& operator=(RecordSource&&) = delete;
 
-  // Waits up to timeout for records and hands each to sink. Returns how many were handed over;
-  // 0 also when a signal interrupted the wait.
-  virtual int poll(std::chrono::milliseconds timeout, const Sink& sink) = 0;
+  // Waits up to timeout for records and hands each to sink, at most max_records (at least 1).
+  // Returns how many were handed over; 0 also when a signal interrupted the wait.
+  virtual int poll(std::chrono::milliseconds timeout, const Sink& sink,
+                   std::size_t max_records) = 0;
   [[nodiscard]] virtual DropCounters drops() const = 0;
 };
 

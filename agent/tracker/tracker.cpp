@@ -1,6 +1,7 @@
 #include "agent/tracker/tracker.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -153,8 +154,11 @@ std::uint32_t SocketTracker::TimeWaitTable::find(const FourTuple& key) const {
 
 void SocketTracker::TimeWaitTable::grow() {
   // At most half full: probe sequences stay short, and 4 bytes per index entry is cheap.
-  const std::size_t capacity = std::max<std::size_t>(1024, index_.size() * 2);
-  index_.assign(capacity, kNoSlot);
+  reindex(std::max<std::size_t>(1024, index_.size() * 2));
+}
+
+void SocketTracker::TimeWaitTable::reindex(std::size_t capacity) {
+  std::vector<std::uint32_t>(capacity, kNoSlot).swap(index_);
   const std::size_t mask = capacity - 1;
   for (std::uint32_t slot = 0; slot < slots_.size(); ++slot) {
     if (slots_[slot].traits == kNoSlot) {
@@ -212,6 +216,42 @@ void SocketTracker::TimeWaitTable::erase(std::uint32_t slot) {
   free_.push_back(slot);
   --live_;
   compact_expiry();
+}
+
+std::size_t SocketTracker::TimeWaitTable::capacity_bytes() const {
+  return slots_.capacity() * sizeof(TimeWaitRecord) +
+         (free_.capacity() + index_.capacity()) * sizeof(std::uint32_t) +
+         expiry_.capacity() * sizeof(ExpiryItem);
+}
+
+std::size_t SocketTracker::TimeWaitTable::shrink(std::size_t min_slots) {
+  if (slots_.size() <= min_slots || live_ * 4 > slots_.size()) {
+    return 0;
+  }
+  const std::size_t before = capacity_bytes();
+  std::vector<std::uint32_t> moved(slots_.size(), kNoSlot);
+  std::vector<TimeWaitRecord> kept;
+  kept.reserve(live_);
+  for (std::uint32_t slot = 0; slot < slots_.size(); ++slot) {
+    if (slots_[slot].traits != kNoSlot) {
+      moved[slot] = static_cast<std::uint32_t>(kept.size());
+      kept.push_back(slots_[slot]);
+    }
+  }
+  std::vector<ExpiryItem> expiry;
+  expiry.reserve(live_);
+  for (const auto& [expires, slot] : expiry_) {
+    if (slots_[slot].traits != kNoSlot && slots_[slot].expires_ns == expires) {
+      expiry.emplace_back(expires, moved[slot]);
+    }
+  }
+  std::make_heap(expiry.begin(), expiry.end(), std::greater<>{});
+  slots_ = std::move(kept);
+  expiry_ = std::move(expiry);
+  std::vector<std::uint32_t>().swap(free_);
+  reindex(std::bit_ceil(std::max<std::size_t>(1024, 2 * live_ + 2)));
+  const std::size_t after = capacity_bytes();
+  return before > after ? before - after : 0;
 }
 
 void SocketTracker::TimeWaitTable::compact_expiry() {
@@ -795,6 +835,42 @@ void SocketTracker::expire(std::uint64_t now_ns) {
     erase_time_wait(slot, now_ns);
     ++counters_.time_wait_expired;
   }
+  // Also when nothing is erased any more: after a burst, the last 10 s of its sockets would
+  // otherwise stay tombstoned (up to max_tombstones of them) until the next erase.
+  prune_tombstones(now_ns);
+}
+
+namespace {
+
+// rehash(0) sizes a hash table's bucket array for what it holds: done when it is at least four
+// times that, as after a burst. Returns the bytes of buckets it gave back.
+template <typename Table>
+std::size_t shrink_buckets(Table& table) {
+  const std::size_t before = table.bucket_count();
+  if (before <= 64 || static_cast<double>(table.size()) * 4 > table.max_load_factor() * before) {
+    return 0;
+  }
+  table.rehash(0);
+  return before > table.bucket_count() ? (before - table.bucket_count()) * sizeof(void*) : 0;
+}
+
+}  // namespace
+
+std::size_t SocketTracker::release_memory(std::size_t min_slots) {
+  if (pending_merge_) {
+    return 0;  // its sets are in use; the next call gives back what this one would have
+  }
+  std::size_t released = time_wait_.shrink(min_slots);
+  released += shrink_buckets(sockets_);
+  released += shrink_buckets(listeners_);
+  released += shrink_buckets(resets_);
+  released += shrink_buckets(traits_index_);
+  released += shrink_buckets(buried_first_seen_ns_);
+  released += shrink_buckets(buried_time_wait_first_seen_ns_);
+  if (tombstones_.empty()) {
+    tombstones_.shrink_to_fit();
+  }
+  return released;
 }
 
 void SocketTracker::reconcile(std::uint64_t netns, const SocketTable& snapshot,

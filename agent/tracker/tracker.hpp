@@ -68,7 +68,8 @@ class SocketTracker {
 
   // Applies one event; its timestamp is the tracker's notion of now for what it creates.
   void apply(const Event& event);
-  // Forgets TIME_WAIT sockets whose lifetime ended before now_ns (CLOCK_MONOTONIC).
+  // Forgets TIME_WAIT sockets whose lifetime ended before now_ns (CLOCK_MONOTONIC), and
+  // tombstones older than kTombstoneTtlNs.
   void expire(std::uint64_t now_ns);
   // Makes what is known of netns match a snapshot taken at snapshot_ns, counting differences.
   // Owners the tracker learned from events are kept: the snapshot cannot know TIME_WAIT owners.
@@ -121,6 +122,12 @@ class SocketTracker {
   [[nodiscard]] std::size_t time_wait_count(std::uint64_t netns) const;
   [[nodiscard]] std::optional<std::uint32_t> time_wait_limit(std::uint64_t netns) const;
   [[nodiscard]] const TrackerCounters& counters() const { return counters_; }
+
+  // Hands back the memory a burst grew the tables to, once they hold far less: the TIME_WAIT
+  // table (when more than min_slots slots and at most a quarter in use) and the hash tables'
+  // bucket arrays. Returns about how many bytes of capacity it released, for the caller to
+  // decide whether to return them to the system (malloc_trim). Not during a merge in slices.
+  std::size_t release_memory(std::size_t min_slots = 16'384);
 
  private:
   // A 4-tuple as the kernel's established hash sees it: addresses unmapped.
@@ -209,6 +216,13 @@ class SocketTracker {
       return out;
     }
 
+    // What a burst left behind: once at most a quarter of more than min_slots slots are in use,
+    // the records move down (in the same order), the index is rebuilt at the smallest size that
+    // holds them and the expiry heap keeps only live items. Returns the bytes of capacity given
+    // back. Slot numbers change: nothing may hold one across this call.
+    std::size_t shrink(std::size_t min_slots);
+    [[nodiscard]] std::size_t capacity_bytes() const;
+
     void arm(std::uint32_t slot);  // queues slots_[slot].expires_ns
     // Pops the next slot whose record expires at or before now_ns; kNoSlot when none.
     std::uint32_t pop_expired(std::uint64_t now_ns);
@@ -216,6 +230,7 @@ class SocketTracker {
    private:
     [[nodiscard]] std::size_t home(const FourTuple& key) const;
     void grow();
+    void reindex(std::size_t capacity);  // capacity: a power of two above 2 * live_
     void compact_expiry();
 
     std::vector<TimeWaitRecord> slots_;

@@ -42,9 +42,10 @@ class RecordedRing final : public RecordSource {
     records_.emplace_back(p, p + sizeof e);
   }
   void push_bytes(std::vector<std::byte> bytes) { records_.push_back(std::move(bytes)); }
-  int poll(std::chrono::milliseconds /*timeout*/, const Sink& sink) override {
+  int poll(std::chrono::milliseconds /*timeout*/, const Sink& sink,
+           std::size_t max_records) override {
     int n = 0;
-    while (!records_.empty() && n < 64) {
+    while (!records_.empty() && n < 64 && static_cast<std::size_t>(n) < max_records) {
       sink(records_.front());
       records_.pop_front();
       ++n;

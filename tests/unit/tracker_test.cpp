@@ -1,6 +1,7 @@
 #include "agent/tracker/tracker.hpp"
 
 #include <cerrno>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -586,6 +587,69 @@ TEST(SocketTrackerTest, TombstonesAreBoundedAndExpire) {
   t.apply(Ev::bind(9, ep("127.0.0.1", 3000), 20 * kSec));  // 18 s later: all forgotten
   t.apply(Ev::sk_event(EventType::kDestroy, 9, 20 * kSec));
   EXPECT_EQ(t.table_at(kNetns, kSec + 1, 20 * kSec).sockets.size(), 0U);
+}
+
+// After the last erase, time alone ends the tombstones: a burst's last ones do not stay.
+TEST(SocketTrackerTest, TombstonesEndWithTimeWithoutAnotherErase) {
+  SocketTracker t;
+  for (std::uint64_t sk = 1; sk <= 5; ++sk) {
+    t.apply(Ev::bind(sk, ep("127.0.0.1", static_cast<std::uint16_t>(2000 + sk)), kSec));
+    t.apply(Ev::sk_event(EventType::kDestroy, sk, 2 * kSec));
+  }
+  t.expire(5 * kSec);
+  EXPECT_EQ(t.table_at(kNetns, kSec + 1, 5 * kSec).sockets.size(), 5U);  // within 10 s: kept
+  t.expire(13 * kSec);
+  EXPECT_EQ(t.table_at(kNetns, kSec + 1, 13 * kSec).sockets.size(), 0U);
+}
+
+// A TIME_WAIT on 127.0.(i/250).(i%250+1):(10000+i%50000) -> 127.0.0.1:80, made at ts.
+void time_wait_number(SocketTracker& t, std::uint64_t i, std::uint64_t ts) {
+  const std::string local =
+      "127.0." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1);
+  t.apply(Ev::state(0x100000 + i, TcpState::kFinWait2, TcpState::kClose,
+                    ep(local, static_cast<std::uint16_t>(10000 + i % 50000)), ep("127.0.0.1", 80),
+                    ts));
+}
+
+// After a burst the tables give their capacity back, and what they still hold is the same:
+// found, listed and expired on time.
+TEST(SocketTrackerTest, ReleaseMemoryAfterABurstKeepsWhatRemains) {
+  SocketTracker t;
+  constexpr std::uint64_t kBurst = 40'000;
+  constexpr std::uint64_t kKept = 1'000;
+  for (std::uint64_t i = 0; i < kBurst; ++i) {
+    time_wait_number(t, i, i < kBurst - kKept ? kSec : 30 * kSec);
+  }
+  for (std::uint64_t sk = 1; sk <= 20'000; ++sk) {  // full sockets that come and go
+    t.apply(Ev::bind(sk, ep("127.0.0.1", static_cast<std::uint16_t>(20000 + sk)), 2 * kSec));
+  }
+  ASSERT_EQ(t.time_wait_count(), kBurst);
+  EXPECT_EQ(t.release_memory(), 0U);  // full: nothing to give back
+  for (std::uint64_t sk = 1; sk <= 20'000; ++sk) {
+    t.apply(Ev::sk_event(EventType::kDestroy, sk, 3 * kSec));
+  }
+  t.expire(62 * kSec);
+  ASSERT_EQ(t.time_wait_count(), kKept);
+  const std::uint64_t released = t.release_memory();
+  // The TIME_WAIT slots alone held ~40k records of tens of bytes each.
+  EXPECT_GT(released, 1'000'000U);
+  EXPECT_EQ(t.release_memory(), 0U);  // nothing more to give
+
+  const SocketTable after = t.table(kNetns, 62 * kSec);
+  ASSERT_EQ(after.sockets.size(), kKept);
+  for (const auto& s : after.sockets) {
+    EXPECT_EQ(s.state, TcpState::kTimeWait);
+    EXPECT_EQ(t.first_seen(s), 30 * kSec);
+  }
+  // A TIME_WAIT still held is found again on its 4-tuple (re-armed, not a second one).
+  time_wait_number(t, kBurst - 1, 62 * kSec);
+  EXPECT_EQ(t.time_wait_count(), kKept);
+  time_wait_number(t, kBurst, 62 * kSec);  // a new one
+  EXPECT_EQ(t.time_wait_count(), kKept + 1);
+  t.expire(91 * kSec);  // the kept ones end at 90 s, the re-armed and the new one at 122 s
+  EXPECT_EQ(t.time_wait_count(), 2U);
+  t.expire(123 * kSec);
+  EXPECT_EQ(t.time_wait_count(), 0U);
 }
 
 TEST(SocketTrackerTest, MappedAndPlainIpv4AreOneFourTuple) {

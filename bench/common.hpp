@@ -44,6 +44,8 @@ struct Options {
   std::size_t destinations = 10'000;
   std::size_t tracker_sockets = 200'000;
   int scrapes = 10;
+  // soak
+  double soak_seconds = 300;
 };
 
 // A section that cannot run at all (the agent does not start, a namespace cannot be made).

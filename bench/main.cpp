@@ -1,6 +1,6 @@
 // portlens_bench: the figures of issue 4's "Benchmarks", printed, never asserted.
 //
-//   portlens_bench [all|pipeline|churn|memory|scrape|cost] [--smoke] [options]
+//   portlens_bench [all|pipeline|churn|memory|scrape|cost|soak] [--smoke] [options]
 //
 // Exit status: 0 when every section ran (or was skipped for want of root), 1 when one could not
 // run at all (the agent did not start, a namespace could not be made), 2 on a usage error.
@@ -26,6 +26,7 @@ sections (default: all):
   scrape     /metrics scrape time, snapshot and agent start-to-serving with that population
   cost       BPF and userspace time per connection and per bind: empty programs, bpftrace,
              the agent (issue 11)
+  soak       agent RSS over minutes of churn, its peak, and after the TIME_WAITs expire
   all        every section (memory and scrape share one population)
 
 options:
@@ -42,6 +43,7 @@ options:
   --destinations N     memory/scrape: destinations they spread over (10000)
   --tracker-sockets N  memory: sockets in the tracker measurement (200000)
   --scrapes N          scrape: scrapes timed, the median is reported (10)
+  --soak-seconds S     soak: how long the churn runs (300)
 
 Kernel sections (churn, cost, the agent and snapshot parts of memory and scrape) need root;
 without it they are skipped, unless PORTLENS_REQUIRE_BPF=1 makes that a failure.
@@ -93,17 +95,25 @@ int run(const std::vector<std::string>& args) {
       options.destinations = number(args, i);
     } else if (a == "--tracker-sockets") {
       options.tracker_sockets = number(args, i);
+    } else if (a == "--soak-seconds") {
+      if (i + 1 >= args.size()) {
+        throw std::invalid_argument("--soak-seconds needs a value");
+      }
+      options.soak_seconds = std::stod(args[++i]);
+      if (!(options.soak_seconds >= 1 && options.soak_seconds <= 3600)) {
+        throw std::invalid_argument("--soak-seconds must be between 1 and 3600");
+      }
     } else if (a == "--scrapes") {
       options.scrapes = static_cast<int>(number(args, i));
     } else if (a == "pipeline" || a == "churn" || a == "memory" || a == "scrape" || a == "cost" ||
-               a == "all") {
+               a == "soak" || a == "all") {
       sections.insert(a);
     } else {
       throw std::invalid_argument("unknown argument " + a);
     }
   }
   if (sections.empty() || sections.contains("all")) {
-    sections = {"pipeline", "churn", "memory", "scrape", "cost"};
+    sections = {"pipeline", "churn", "memory", "scrape", "cost", "soak"};
   }
   if (options.runs < 1 || options.rounds < 1 || options.clients < 1 || options.scrapes < 1 ||
       options.events < 1000 || options.destinations < 1 || options.time_waits < 1) {
@@ -152,6 +162,9 @@ int run(const std::vector<std::string>& args) {
   }
   if (sections.contains("cost")) {
     kernel_section("cost", [&] { cost_section(options, report); });
+  }
+  if (sections.contains("soak")) {
+    kernel_section("soak", [&] { soak_section(options, report); });
   }
 
   std::cout << "\n## summary\n\nmachine: " << machine_context() << "\n\n" << report.markdown();

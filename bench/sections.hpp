@@ -30,6 +30,10 @@ void population_section(const Options& options, Report& report);
 //    bpf_stats) and the tracer's CPU, for no tracer, empty programs, bpftrace and the agent.
 void cost_section(const Options& options, Report& report);
 
+// 6. Memory under churn (issue 14): the agent's RSS over options.soak_seconds of loopback churn,
+//    its peak, and what it is once the churn's TIME_WAITs have expired.
+void soak_section(const Options& options, Report& report);
+
 // The loopback churn generator, shared by the kernel sections.
 struct Destination {
   std::uint32_t addr = 0;  // IPv4, host order (127.x.y.z)

@@ -43,11 +43,11 @@
 namespace portlens {
 namespace {
 
-// Hands memory back to the system after a burst (docs/architecture.md, "Memory"). What the
-// tracker frees when its sockets go goes back to malloc's free lists, not to the kernel: without
-// malloc_trim the agent's RSS would stay at the burst's peak for good. Trimming walks every
-// malloc arena, so it is done once per round of snapshots, and only when the tracker held
-// markedly more since the last trim or released table capacity.
+// Hands memory back to the system after a burst (docs/architecture.md, "Memory after a
+// burst"). What the tracker frees when its sockets go goes back to malloc's free lists, not to
+// the kernel: without malloc_trim the agent's RSS would stay at the burst's peak for good.
+// Trimming walks every malloc arena, so it is done once per round of snapshots, and only when
+// the tracker held markedly more since the last trim or released table capacity.
 class MemoryReturn {
  public:
   // Under the pipeline's lock: the tracker's size now, for the high-water mark.

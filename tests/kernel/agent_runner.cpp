@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <fstream>
 #include <thread>
 
 #include "tests/kernel/harness.hpp"
@@ -67,6 +68,21 @@ std::string Agent::scrape_until(const std::function<bool(const std::string&)>& o
 int Agent::stop() {
   process_->signal(SIGTERM);
   return process_->wait(10s);
+}
+
+::testing::AssertionResult passes_promtool(const std::filesystem::path& dir,
+                                           const std::string& exposition) {
+  const auto file = dir / "scrape.txt";
+  std::ofstream(file) << exposition;
+  const CommandResult promtool = run_command("promtool check metrics < " + file.string() + " 2>&1");
+  if (promtool.status == 127) {
+    return ::testing::AssertionFailure() << "promtool missing: run scripts/install-deps.sh";
+  }
+  if (promtool.status != 0 || !promtool.output.empty()) {
+    return ::testing::AssertionFailure()
+           << "promtool exited " << promtool.status << ": " << promtool.output;
+  }
+  return ::testing::AssertionSuccess();
 }
 
 std::string ss_count_time_wait(const NetnsSandbox& ns, const std::string& filter) {

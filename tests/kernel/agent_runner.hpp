@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "tests/kernel/process.hpp"
 #include "tests/support/netns_sandbox.hpp"
 
@@ -53,6 +55,11 @@ std::string ss_count_time_wait(const NetnsSandbox& ns, const std::string& filter
 // Makes `count` loopback connections to 127.0.0.1:port in ns that the client closes first: each
 // leaves a TIME_WAIT on the client side, toward port.
 void make_time_waits(const NetnsSandbox& ns, std::uint16_t port, int count);
+
+// Whether `promtool check metrics` accepts a scrape without a word (written to a file in dir);
+// the failure says what promtool said, or that it is missing.
+::testing::AssertionResult passes_promtool(const std::filesystem::path& dir,
+                                           const std::string& exposition);
 
 // Polls cond every 100 ms until it holds or timeout passes; returns its last answer.
 bool eventually(const std::function<bool()>& cond,

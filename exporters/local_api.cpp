@@ -87,11 +87,15 @@ std::optional<std::string> check_integer(const json& request, const char* field,
 // ---- server ----
 
 struct Connection {
+  Connection(Fd socket, const ApiHandler& handler, const LocalApiLimits& limits,
+             Clock::time_point now)
+      : fd(std::move(socket)),
+        stream(handler, limits.max_request_bytes, kOutHighWater),
+        last_active(now) {}
+
   Fd fd;
-  std::string in;
-  std::string out;
-  bool discarding = false;  // dropping the rest of an oversized line
-  bool peer_done = false;   // the client shut its side: answer what it asked, then close
+  ApiRequestStream stream;
+  bool peer_done = false;  // the client shut its side: answer what it asked, then close
   bool closed = false;
   Clock::time_point last_active;
 };
@@ -117,7 +121,7 @@ class Loop {
       fds.push_back({listener_, Clock::now() < accept_paused_until_ ? short{0} : short{POLLIN}, 0});
       for (const Connection& c : conns_) {
         short events = 0;
-        if (!c.out.empty()) {
+        if (!c.stream.out().empty()) {
           events |= POLLOUT;
         } else if (!c.peer_done) {
           events |= POLLIN;
@@ -189,9 +193,7 @@ class Loop {
                               " clients already; try again"));
         continue;
       }
-      Connection& c = conns_.emplace_back();
-      c.fd = std::move(fd);
-      c.last_active = now;
+      conns_.emplace_back(std::move(fd), handler_, limits_, now);
     }
   }
 
@@ -201,26 +203,28 @@ class Loop {
       return;
     }
     // POLLHUP too: a peer gone while answers wait makes send() fail with EPIPE, and we close.
-    if ((revents & (POLLOUT | POLLHUP)) != 0 && !c.out.empty() && !flush(c, now)) {
+    if ((revents & (POLLOUT | POLLHUP)) != 0 && !c.stream.out().empty() && !flush(c, now)) {
       c.closed = true;
       return;
     }
-    if ((revents & (POLLIN | POLLHUP)) != 0 && c.out.empty() && !c.peer_done &&
+    if ((revents & (POLLIN | POLLHUP)) != 0 && c.stream.out().empty() && !c.peer_done &&
         !read_requests(c, buf, now)) {
       c.closed = true;
       return;
     }
-    answer_lines(c);
-    c.closed = (c.peer_done && c.out.empty()) || now - c.last_active >= limits_.idle_timeout;
+    c.stream.answer();
+    c.closed =
+        (c.peer_done && c.stream.out().empty()) || now - c.last_active >= limits_.idle_timeout;
   }
 
   static bool flush(Connection& c, Clock::time_point now) {
-    while (!c.out.empty()) {
-      const ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL);
+    std::string& out = c.stream.out();
+    while (!out.empty()) {
+      const ssize_t n = ::send(c.fd.get(), out.data(), out.size(), MSG_NOSIGNAL);
       if (n < 0) {
         return errno == EAGAIN || errno == EINTR;
       }
-      c.out.erase(0, static_cast<std::size_t>(n));
+      out.erase(0, static_cast<std::size_t>(n));
       c.last_active = now;
     }
     return true;
@@ -232,71 +236,13 @@ class Loop {
       return errno == EAGAIN || errno == EINTR;
     }
     if (n == 0) {
-      // A last request without its newline still gets an answer.
-      if (!c.discarding && !c.in.empty()) {
-        c.in.push_back('\n');
-      }
+      c.stream.finish();
       c.peer_done = true;
       return true;
     }
-    c.in.append(buf.data(), static_cast<std::size_t>(n));
+    c.stream.receive(std::string_view(buf.data(), static_cast<std::size_t>(n)));
     c.last_active = now;
     return true;
-  }
-
-  // Answers the complete lines of c.in, as long as the answers queued stay under the high water.
-  void answer_lines(Connection& c) {
-    std::size_t start = 0;
-    while (c.out.size() < kOutHighWater) {
-      const std::size_t end = c.in.find('\n', start);
-      if (end == std::string::npos) {
-        break;
-      }
-      std::string_view line(c.in.data() + start, end - start);
-      start = end + 1;
-      if (c.discarding) {
-        c.discarding = false;
-        continue;
-      }
-      if (!line.empty() && line.back() == '\r') {
-        line.remove_suffix(1);
-      }
-      if (line.empty()) {
-        continue;
-      }
-      c.out += to_line(line.size() > limits_.max_request_bytes ? too_large() : answer(line));
-    }
-    c.in.erase(0, start);
-    if (c.discarding) {
-      c.in.clear();
-    } else if (c.in.size() > limits_.max_request_bytes && c.in.find('\n') == std::string::npos) {
-      // No newline within the cap: answer now, drop the rest of the line as it arrives.
-      c.out += to_line(too_large());
-      c.in.clear();
-      c.discarding = true;
-    }
-  }
-
-  [[nodiscard]] json too_large() const {
-    return error_answer("request longer than " + std::to_string(limits_.max_request_bytes) +
-                        " bytes");
-  }
-
-  [[nodiscard]] json answer(std::string_view line) const {
-    const json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (request.is_discarded()) {
-      return error_answer("malformed JSON; send one JSON object per line");
-    }
-    if (auto problem = check_api_request(request)) {
-      return error_answer(*problem);
-    }
-    try {
-      return handler_(request);
-    } catch (const std::exception& e) {
-      return error_answer(e.what());
-    } catch (...) {
-      return error_answer("the agent could not answer");
-    }
   }
 
   int listener_;
@@ -417,6 +363,73 @@ std::optional<std::string> check_api_request(const json& request) {
     return std::nullopt;
   }
   return "unknown op " + in_quotes(op) + ": one of failures, holders, ping";
+}
+
+json answer_api_line(std::string_view line, const ApiHandler& handler) {
+  const json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) {
+    return error_answer("malformed JSON; send one JSON object per line");
+  }
+  if (auto problem = check_api_request(request)) {
+    return error_answer(*problem);
+  }
+  try {
+    return handler(request);
+  } catch (const std::exception& e) {
+    return error_answer(e.what());
+  } catch (...) {
+    return error_answer("the agent could not answer");
+  }
+}
+
+ApiRequestStream::ApiRequestStream(const ApiHandler& handler, std::size_t max_request_bytes,
+                                   std::size_t out_high_water)
+    : handler_(&handler), max_request_bytes_(max_request_bytes), out_high_water_(out_high_water) {}
+
+void ApiRequestStream::receive(std::string_view bytes) { in_.append(bytes); }
+
+void ApiRequestStream::finish() {
+  // A last request without its newline still gets an answer.
+  if (!discarding_ && !in_.empty()) {
+    in_.push_back('\n');
+  }
+}
+
+void ApiRequestStream::answer() {
+  std::size_t start = 0;
+  while (out_.size() < out_high_water_) {
+    const std::size_t end = in_.find('\n', start);
+    if (end == std::string::npos) {
+      break;
+    }
+    std::string_view line(in_.data() + start, end - start);
+    start = end + 1;
+    if (discarding_) {
+      discarding_ = false;
+      continue;
+    }
+    if (!line.empty() && line.back() == '\r') {
+      line.remove_suffix(1);
+    }
+    if (line.empty()) {
+      continue;
+    }
+    out_ +=
+        to_line(line.size() > max_request_bytes_ ? too_large() : answer_api_line(line, *handler_));
+  }
+  in_.erase(0, start);
+  if (discarding_) {
+    in_.clear();
+  } else if (in_.size() > max_request_bytes_ && in_.find('\n') == std::string::npos) {
+    // No newline within the cap: answer now, drop the rest of the line as it arrives.
+    out_ += to_line(too_large());
+    in_.clear();
+    discarding_ = true;
+  }
+}
+
+json ApiRequestStream::too_large() const {
+  return error_answer("request longer than " + std::to_string(max_request_bytes_) + " bytes");
 }
 
 struct LocalApiServer::Server {

@@ -35,6 +35,41 @@ struct LocalApiLimits {
 // fields are ignored, so newer clients can ask older agents.
 std::optional<std::string> check_api_request(const nlohmann::json& request);
 
+// One request line (its newline and a trailing '\r' taken off) to its answer: the handler's, or
+// {"error":"..."} for malformed JSON, a request check_api_request refuses, or a handler that
+// throws. Never throws.
+nlohmann::json answer_api_line(std::string_view line, const ApiHandler& handler);
+
+// What the server makes of the bytes one connection sends, without the socket (so that tests and
+// the fuzzer in tests/fuzz drive it directly): lines split at '\n', a trailing '\r' and blank
+// lines ignored, each answered by answer_api_line into out() as one line of JSON. A line longer
+// than max_request_bytes is answered with one error as soon as the cap is passed, and the rest of
+// it is dropped as it arrives. Lines wait while out() holds out_high_water bytes or more, so a
+// client that sends without reading cannot make its answers grow without bound.
+class ApiRequestStream {
+ public:
+  ApiRequestStream(const ApiHandler& handler, std::size_t max_request_bytes,
+                   std::size_t out_high_water);
+
+  void receive(std::string_view bytes);  // buffers them; answer() answers
+  void finish();  // the client shut its side: a last line without its newline is answered too
+  void answer();  // answers the complete lines, while out() stays under the high water
+  // The answers not yet sent; the server erases what it sent.
+  [[nodiscard]] std::string& out() { return out_; }
+  [[nodiscard]] const std::string& out() const { return out_; }
+  [[nodiscard]] std::size_t buffered() const { return in_.size(); }
+
+ private:
+  [[nodiscard]] nlohmann::json too_large() const;
+
+  const ApiHandler* handler_;  // a pointer, so that a connection holding a stream can move
+  std::size_t max_request_bytes_;
+  std::size_t out_high_water_;
+  std::string in_;
+  std::string out_;
+  bool discarding_ = false;  // dropping the rest of an oversized line
+};
+
 // Only root (and the agent's own user) may ask: the socket file is 0600, and a peer that still
 // gets through (a loosened mode) is checked by SO_PEERCRED and answered {"error":"root only"}.
 class LocalApiServer {

@@ -19,9 +19,8 @@
 #include "agent/model/fd.hpp"
 
 namespace portlens {
-namespace {
 
-std::string spec_to_path(std::string_view spec) {
+std::string netns_spec_to_path(std::string_view spec) {
   if (spec.empty()) {
     throw UsageError("--netns: empty value; give an `ip netns` name, a path or pid:PID");
   }
@@ -44,10 +43,8 @@ std::string spec_to_path(std::string_view spec) {
   return "/run/netns/" + std::string(spec);
 }
 
-}  // namespace
-
 NetnsRef resolve_netns(std::string_view spec) {
-  const std::string path = spec_to_path(spec);
+  const std::string path = netns_spec_to_path(spec);
   // O_NONBLOCK: a FIFO (or a device) named by mistake must not hang the command.
   const Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd) {

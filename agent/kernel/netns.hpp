@@ -18,6 +18,9 @@ namespace portlens {
 // "blue" -> /run/netns/blue; "/proc/42/ns/net" or any path; "pid:42" -> /proc/42/ns/net.
 // Throws UsageError with a clear message when the spec names no network namespace.
 NetnsRef resolve_netns(std::string_view spec);
+// Its first step, without opening anything: the path a spec names. Throws UsageError for an
+// empty spec, a bad pid:PID, "." and "..".
+std::string netns_spec_to_path(std::string_view spec);
 
 // The network namespace of the calling thread.
 NetnsRef current_netns();

@@ -226,6 +226,88 @@ TEST(CheckApiRequestTest, Problems) {
       HasSubstr("\"proto\": \"tcp\" or \"udp\""));
 }
 
+// The stream without the socket: what the server and the fuzzer (tests/fuzz) drive.
+std::vector<json> answers_of(const std::string& out) {
+  std::vector<json> answers;
+  std::size_t start = 0;
+  for (std::size_t end = out.find('\n'); end != std::string::npos; end = out.find('\n', start)) {
+    answers.push_back(json::parse(out.substr(start, end - start)));
+    start = end + 1;
+  }
+  EXPECT_EQ(start, out.size()) << "an answer without its newline";
+  return answers;
+}
+
+const ApiHandler kEcho = [](const json& request) { return json{{"echo", request.at("op")}}; };
+
+TEST(ApiRequestStreamTest, SplitsLinesAcrossReadsAndSkipsBlankOnes) {
+  ApiRequestStream stream(kEcho, 1024, 1 << 20);
+  stream.receive(R"({"op":"pi)");
+  stream.answer();
+  EXPECT_TRUE(stream.out().empty());
+  stream.receive(
+      "ng\"}\r\n\n\r\n"
+      R"({"op":"nope"})"
+      "\n");
+  stream.answer();
+  const auto answers = answers_of(stream.out());
+  ASSERT_EQ(answers.size(), 2U);
+  EXPECT_EQ(answers[0], (json{{"echo", "ping"}}));
+  EXPECT_THAT(answers[1].at("error").get<std::string>(), StartsWith("unknown op \"nope\""));
+  EXPECT_EQ(stream.buffered(), 0U);
+}
+
+TEST(ApiRequestStreamTest, ALastLineWithoutItsNewlineIsAnsweredAtTheEnd) {
+  ApiRequestStream stream(kEcho, 1024, 1 << 20);
+  stream.receive(R"({"op":"ping"})");
+  stream.answer();
+  EXPECT_TRUE(stream.out().empty());
+  stream.finish();
+  stream.answer();
+  EXPECT_EQ(answers_of(stream.out()), (std::vector<json>{{{"echo", "ping"}}}));
+}
+
+TEST(ApiRequestStreamTest, AnOversizedLineIsRefusedOnceAndItsRestDropped) {
+  ApiRequestStream stream(kEcho, 16, 1 << 20);
+  stream.receive(std::string(40, 'x'));
+  stream.answer();
+  EXPECT_EQ(stream.buffered(), 0U) << "an oversized line is not kept";
+  stream.receive(std::string(40, 'y'));
+  stream.receive("\n{\"op\":\"ping\"}\n");
+  stream.answer();
+  const auto answers = answers_of(stream.out());
+  ASSERT_EQ(answers.size(), 2U);
+  EXPECT_EQ(answers[0], (json{{"error", "request longer than 16 bytes"}}));
+  EXPECT_EQ(answers[1], (json{{"echo", "ping"}}));
+  // finish() after the dropped tail of a line adds no answer of its own.
+  stream.receive(std::string(40, 'z'));
+  stream.answer();
+  stream.finish();
+  stream.answer();
+  EXPECT_EQ(answers_of(stream.out()).size(), 3U);
+}
+
+TEST(ApiRequestStreamTest, LinesWaitWhileTheAnswersReachTheHighWater) {
+  ApiRequestStream stream(kEcho, 1024, 1);  // one answer is already at the high water
+  stream.receive("{\"op\":\"ping\"}\n{\"op\":\"ping\"}\n");
+  stream.answer();
+  EXPECT_EQ(answers_of(stream.out()).size(), 1U);
+  EXPECT_GT(stream.buffered(), 0U);
+  stream.out().clear();  // what the server does once it has sent them
+  stream.answer();
+  EXPECT_EQ(answers_of(stream.out()).size(), 1U);
+  EXPECT_EQ(stream.buffered(), 0U);
+}
+
+TEST(ApiRequestStreamTest, AnswerLineNeverThrows) {
+  const ApiHandler throws_int = [](const json&) -> json { throw 7; };
+  EXPECT_EQ(answer_api_line("{\"op\":\"ping\"}", throws_int),
+            (json{{"error", "the agent could not answer"}}));
+  EXPECT_EQ(answer_api_line("[1,", kEcho),
+            (json{{"error", "malformed JSON; send one JSON object per line"}}));
+  EXPECT_EQ(answer_api_line("\"ping\"", kEcho).count("error"), 1U);
+}
+
 TEST(LocalApiTest, PingRoundTrip) {
   const TempDir dir;
   EchoHandler echo;

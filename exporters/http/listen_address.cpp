@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "exporters/http/one_line.hpp"
+
 namespace portlens::http {
 namespace {
 
@@ -20,8 +22,8 @@ constexpr std::string_view kAcceptedForms =
     R"(expected ":PORT", "IPv4:PORT", "[IPv6]:PORT" or "[IPv6%ZONE]:PORT")";
 
 [[noreturn]] void refuse(std::string_view text, std::string_view problem) {
-  throw std::invalid_argument("invalid listen address \"" + std::string(text) +
-                              "\": " + std::string(problem) + "; " + std::string(kAcceptedForms));
+  throw std::invalid_argument(one_line("invalid listen address \"" + std::string(text) + "\": " +
+                                       std::string(problem) + "; " + std::string(kAcceptedForms)));
 }
 
 std::uint16_t parse_port(std::string_view text, std::string_view port) {
@@ -187,8 +189,8 @@ ListenAddress parse_listen_address(std::string_view text) {
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
     }
     throw std::invalid_argument(
-        "invalid listen address \"" + std::string(text) +
-        "\": a list is not an address; give one address per flag: " + flags);
+        one_line("invalid listen address \"" + std::string(text) +
+                 "\": a list is not an address; give one address per flag: " + flags));
   }
   if (std::any_of(text.begin(), text.end(),
                   [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; })) {

@@ -1,5 +1,6 @@
 #include "exporters/http/listen_address.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -67,6 +68,28 @@ TEST(ListenAddress, RefusesWithOneClearLine) {
   expect_refused("[127.0.0.1]:80", "not an IPv6 address");
   expect_refused("[fe80::1%]:80", "interface after '%' is missing");
   expect_refused(" :80", "white space");
+}
+
+// Found by tests/fuzz/fuzz_addresses: a newline in the flag's value (pasted into a unit file)
+// made the refusal two lines, the second of them forged by whoever wrote the value.
+TEST(ListenAddress, ControlBytesInTheValueStayInOneLine) {
+  for (const std::string& text : {std::string("tcp\n[::1]:8080"), std::string(":80\r\nX"),
+                                  std::string("a:1,\x1b[2J:2"), std::string("\0:80", 4)}) {
+    try {
+      parse_listen_address(text);
+      ADD_FAILURE() << "accepted";
+    } catch (const std::invalid_argument& e) {
+      const std::string message = e.what();
+      EXPECT_TRUE(std::none_of(message.begin(), message.end(), [](char c) {
+        return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+      })) << message;
+    }
+  }
+  try {
+    parse_listen_address("tcp\n[::1]:8080");
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("\"tcp\\x0a[::1]:8080\""), std::string::npos) << e.what();
+  }
 }
 
 // Regression: "a:1,b:2" was answered with the accepted forms, whose "[IPv6]:PORT" read as if the

@@ -1,5 +1,7 @@
 #include "exporters/http/web_config.hpp"
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -187,6 +189,34 @@ TEST_F(WebConfigTest, RefusesAFileItCannotRead) {
   } catch (const std::invalid_argument& e) {
     EXPECT_EQ(std::string(e.what()),
               "web config " + missing + ": file: cannot read: No such file or directory");
+  }
+}
+
+// Found by tests/fuzz/fuzz_web_config: a quoted key may hold a newline or an ESC, and the
+// refusal that names it was two lines (or a terminal escape).
+TEST_F(WebConfigTest, AKeyWithControlBytesIsNamedInOneLine) {
+  EXPECT_EQ(refusal("\"tls_\\nserver\\e[2J\": {}\n"),
+            "tls_\\x0aserver\\x1b[2J: unknown key (line 1)");
+}
+
+// A wrong path must not stall the start or fill the memory: a FIFO (which would block the read
+// until a writer came) and a device are refused at once, and so is a file over 1 MiB.
+TEST_F(WebConfigTest, RefusesFifosDevicesAndHugeFilesWithoutWaiting) {
+  const auto fifo = (dir_->path() / "fifo.pem").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(refusal(tls_with("").replace(tls_with("").find("server.pem"), 10, "fifo.pem")),
+            "tls_server_config.cert_file: cannot read " + fifo + ": not a regular file");
+  EXPECT_EQ(refusal(tls_with("").replace(tls_with("").find("server.key"), 10, "/dev/zero")),
+            "tls_server_config.key_file: cannot read /dev/zero: not a regular file");
+  const auto huge = dir_->write("huge.pem", std::string((std::size_t{1} << 20) + 1, 'A'));
+  EXPECT_EQ(refusal(tls_with("").replace(tls_with("").find("server.pem"), 10, huge)),
+            "tls_server_config.cert_file: cannot read " + huge + ": larger than 1 MiB");
+  try {
+    load_web_config(fifo);
+    ADD_FAILURE() << "loaded a FIFO";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "web config " + fifo + ": file: cannot read: not a regular file");
   }
 }
 

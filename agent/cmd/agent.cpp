@@ -224,6 +224,11 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
     }
   }
   require_preflight();
+  // Blocks of 256 KiB and more (a snapshot's chunks, the batch, the tables' arrays, a scrape's
+  // rows) get pages of their own, given back to the system when freed. glibc would otherwise
+  // raise the threshold to the largest block freed so far (up to 32 MiB), and the next such
+  // blocks would come from the heaps, where a free gives nothing back until malloc_trim.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   std::unique_ptr<EventLog> event_log;
   if (options.event_log) {
     event_log = std::make_unique<EventLog>(*options.event_log, options.event_log_max_bytes,
@@ -391,8 +396,10 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
       const auto start = Clock::now();
       pipeline.reconcile(*taken);
       spdlog::debug(
-          "reconciled netns {} ({} sockets), {} ms", taken->ns.inode,
-          taken->snapshot.table.sockets.size(),
+          "reconciled netns {} ({} sockets, {} KiB), {} ms", taken->ns.inode,
+          taken->snapshot.is_compact ? taken->snapshot.compact.size()
+                                     : taken->snapshot.table.sockets.size(),
+          taken->snapshot.compact.memory_bytes() / 1024,
           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
     }
     {

@@ -31,6 +31,9 @@ class KernelNamespaces final : public NamespaceSource {
   }
   [[nodiscard]] bool refers_to(const NetnsRef& ns) const override { return still_refers_to(ns); }
   [[nodiscard]] Snapshot take(const NetnsRef& ns) const override { return snapshotter_->take(ns); }
+  [[nodiscard]] Snapshot take_compact(const NetnsRef& ns) const override {
+    return snapshotter_->take(ns, /*compact=*/true);
+  }
   [[nodiscard]] const SocketSnapshotter& snapshotter() const { return *snapshotter_; }
 
  private:

@@ -334,30 +334,34 @@ bpf_link* SocketSnapshotter::iterator(std::string_view section) const {
   return it->second.get();
 }
 
-Snapshot SocketSnapshotter::take(const NetnsRef& ns) const {
+Snapshot SocketSnapshotter::take(const NetnsRef& ns, bool compact) const {
   Snapshot out;
   out.source = source_;
   const auto start = Clock::now();
   run_in_netns(ns, [&](std::uint64_t inode) {
     out.netns = inode;
     out.cookie = current_netns_cookie();
-    take_in_netns(&out);
+    take_in_netns(&out, compact);
   });
   out.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   return out;
 }
 
-void SocketSnapshotter::take_in_netns(Snapshot* out) const {
+void SocketSnapshotter::take_in_netns(Snapshot* out, bool compact) const {
   if (source_ == SnapshotSource::kBpfIterator) {
-    read_iterators(out);
+    read_iterators(out, compact);
   } else {
     out->truncated = sock_diag_list(out->netns, options_.max_entries, &out->table.sockets);
+    if (compact) {
+      make_compact(*out);
+    }
   }
   out->table.netns_config[out->netns] = read_netns_port_config(&out->problems);
 }
 
-void SocketSnapshotter::read_iterators(Snapshot* out) const {
+void SocketSnapshotter::read_iterators(Snapshot* out, bool compact) const {
   auto& sockets = out->table.sockets;
+  const auto kept = [&] { return compact ? out->compact.size() : sockets.size(); };
   const auto keep = [&](const pl_sock_record& record) {
     // The iterators see only this netns; the check guards against a kernel that differs.
     if (record.netns != out->netns) {
@@ -367,11 +371,15 @@ void SocketSnapshotter::read_iterators(Snapshot* out) const {
     if (!entry) {
       return;
     }
-    if (sockets.size() >= options_.max_entries) {
+    if (kept() >= options_.max_entries) {
       ++out->truncated;
       return;
     }
-    sockets.push_back(std::move(*entry));
+    if (compact) {
+      out->compact.push_back(*entry);
+    } else {
+      sockets.push_back(std::move(*entry));
+    }
   };
   read_iterator(iterator("iter/tcp"), "iter/tcp", keep);
   read_iterator(iterator("iter/udp"), "iter/udp", keep);
@@ -382,6 +390,10 @@ void SocketSnapshotter::read_iterators(Snapshot* out) const {
       keep(record);
     }
   });
+  if (compact) {
+    out->compact.seal();
+    out->is_compact = true;
+  }
 }
 
 }  // namespace portlens

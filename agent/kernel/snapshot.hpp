@@ -62,7 +62,10 @@ class SocketSnapshotter {
   SocketSnapshotter& operator=(SocketSnapshotter&&) = delete;
 
   // Every TCP and UDP port owner of ns and ns's NetnsPortConfig. Throws Error.
-  [[nodiscard]] Snapshot take(const NetnsRef& ns) const;
+  [[nodiscard]] Snapshot take(const NetnsRef& ns) const { return take(ns, false); }
+  // With compact, the sockets go to Snapshot::compact as they are read (is_compact): the
+  // iterators' records never make a table of SocketEntry values.
+  [[nodiscard]] Snapshot take(const NetnsRef& ns, bool compact) const;
 
   [[nodiscard]] SnapshotSource source() const { return source_; }
   // Why the iterators are not in use (kAuto fell back), empty otherwise.
@@ -74,8 +77,8 @@ class SocketSnapshotter {
 
  private:
   void load();
-  void take_in_netns(Snapshot* out) const;
-  void read_iterators(Snapshot* out) const;
+  void take_in_netns(Snapshot* out, bool compact) const;
+  void read_iterators(Snapshot* out, bool compact) const;
   [[nodiscard]] bpf_link* iterator(std::string_view section) const;
 
   SnapshotOptions options_;

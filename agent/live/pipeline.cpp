@@ -298,13 +298,27 @@ void EventPipeline::reconcile(const TakenSnapshot& taken) {
       // snapshot as a first look, not as corrections.
       forget_locked(taken.ns.inode);
       ++counters_.namespaces_recycled;
-      tracker_.bootstrap(taken.ns.inode, taken.snapshot.table, taken.taken_ns);
+      if (taken.snapshot.is_compact) {
+        // bootstrap() over the compact form: the same merge, nothing it adds a correction.
+        tracker_.begin_merge(taken.ns.inode, taken.snapshot.compact,
+                             taken.snapshot.table.config_for(taken.ns.inode), taken.taken_ns,
+                             /*bootstrap=*/true);
+        while (!tracker_.merge_some(std::numeric_limits<std::size_t>::max())) {
+        }
+      } else {
+        tracker_.bootstrap(taken.ns.inode, taken.snapshot.table, taken.taken_ns);
+      }
       configs_[taken.ns.inode] = taken.snapshot.table.config_for(taken.ns.inode);
       known_[taken.ns.inode] = KnownNamespace{taken.ns, taken.snapshot.cookie};
       return;
     }
     known_[taken.ns.inode] = KnownNamespace{taken.ns, taken.snapshot.cookie};
-    tracker_.begin_merge(taken.ns.inode, taken.snapshot.table, taken.taken_ns);
+    if (taken.snapshot.is_compact) {
+      tracker_.begin_merge(taken.ns.inode, taken.snapshot.compact,
+                           taken.snapshot.table.config_for(taken.ns.inode), taken.taken_ns);
+    } else {
+      tracker_.begin_merge(taken.ns.inode, taken.snapshot.table, taken.taken_ns);
+    }
     configs_[taken.ns.inode] = taken.snapshot.table.config_for(taken.ns.inode);
   }
   for (bool done = false; !done && !stopping();) {

@@ -43,7 +43,7 @@ void SnapshotWalker::run() {
     for (const NetnsRef& ns : namespaces) {
       TakenSnapshot taken{ns, {}, monotonic_ns()};
       try {
-        taken.snapshot = source_.take(ns);
+        taken.snapshot = source_.take_compact(ns);
       } catch (const std::exception& e) {
         spdlog::debug("netns {} not inspectable: {}", ns.path, e.what());
         continue;

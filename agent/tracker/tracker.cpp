@@ -775,8 +775,7 @@ void SocketTracker::prune_netns_time_wait(std::uint64_t netns) {
   }
 }
 
-void SocketTracker::take_time_wait_config(PendingMerge& merge) {
-  const NetnsPortConfig& config = merge.snapshot->config_for(merge.netns);
+void SocketTracker::take_time_wait_config(PendingMerge& merge, const NetnsPortConfig& config) {
   merge.overflow = config.tcp_time_wait_overflow;
   if (config.tcp_max_tw_buckets) {
     netns_time_wait_[merge.netns].limit = config.tcp_max_tw_buckets;
@@ -894,11 +893,11 @@ void SocketTracker::merge_snapshot(std::uint64_t netns, const SocketTable& snaps
                                    std::optional<std::uint64_t> first_seen_ns) {
   PendingMerge merge;
   merge.netns = netns;
-  merge.snapshot = &snapshot;
+  merge.entries = &snapshot.sockets;
   merge.snapshot_ns = snapshot_ns;
   merge.first_seen_ns = first_seen_ns.value_or(snapshot_ns);
   merge.count = count;
-  take_time_wait_config(merge);
+  take_time_wait_config(merge, snapshot.config_for(netns));
   while (!merge_some(merge, snapshot.sockets.size() + 1)) {
   }
 }
@@ -908,11 +907,24 @@ void SocketTracker::begin_merge(std::uint64_t netns, const SocketTable& snapshot
   pending_merge_ = std::make_unique<PendingMerge>();
   PendingMerge& merge = *pending_merge_;
   merge.netns = netns;
-  merge.snapshot = &snapshot;
+  merge.entries = &snapshot.sockets;
   merge.snapshot_ns = snapshot_ns;
   merge.first_seen_ns = snapshot_ns;
   merge.count = !bootstrap;
-  take_time_wait_config(merge);
+  take_time_wait_config(merge, snapshot.config_for(netns));
+}
+
+void SocketTracker::begin_merge(std::uint64_t netns, const CompactSockets& sockets,
+                                const NetnsPortConfig& config, std::uint64_t snapshot_ns,
+                                bool bootstrap) {
+  pending_merge_ = std::make_unique<PendingMerge>();
+  PendingMerge& merge = *pending_merge_;
+  merge.netns = netns;
+  merge.compact = &sockets;
+  merge.snapshot_ns = snapshot_ns;
+  merge.first_seen_ns = snapshot_ns;
+  merge.count = !bootstrap;
+  take_time_wait_config(merge, config);
 }
 
 bool SocketTracker::merge_some(std::size_t max_entries) {
@@ -926,12 +938,16 @@ bool SocketTracker::merge_some(std::size_t max_entries) {
 bool SocketTracker::merge_some(PendingMerge& merge, std::size_t max_entries) {
   counting_ = merge.count;
   note_gone(merge);
-  const std::vector<SocketEntry>& sockets = merge.snapshot->sockets;
-  const std::size_t end = merge.next + std::min(max_entries, sockets.size() - merge.next);
+  const std::size_t size = merge.compact != nullptr ? merge.compact->size() : merge.entries->size();
+  const std::size_t end = merge.next + std::min(max_entries, size - merge.next);
   for (; merge.next < end; ++merge.next) {
-    merge_entry(merge, sockets[merge.next]);
+    if (merge.compact != nullptr) {
+      merge_entry(merge, merge.compact->at(merge.next));
+    } else {
+      merge_entry(merge, (*merge.entries)[merge.next]);
+    }
   }
-  if (merge.next < sockets.size()) {
+  if (merge.next < size) {
     counting_ = true;
     return false;
   }

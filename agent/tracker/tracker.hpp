@@ -19,6 +19,7 @@
 
 #include "agent/diagnose/connect_scope.hpp"
 #include "agent/diagnose/ephemeral.hpp"
+#include "agent/model/compact_sockets.hpp"
 #include "agent/model/event.hpp"
 #include "agent/model/socket_table.hpp"
 
@@ -88,6 +89,12 @@ class SocketTracker {
   // it returns true; the last call also removes what the snapshot no longer has. snapshot must
   // outlive the merge; beginning another drops an unfinished one.
   void begin_merge(std::uint64_t netns, const SocketTable& snapshot, std::uint64_t snapshot_ns,
+                   bool bootstrap = false);
+  // The same over a compact snapshot (Snapshot::compact) and the namespace's config from it:
+  // each entry is made whole again only while it is merged. sockets and config must outlive
+  // the merge.
+  void begin_merge(std::uint64_t netns, const CompactSockets& sockets,
+                   const NetnsPortConfig& config, std::uint64_t snapshot_ns,
                    bool bootstrap = false);
   bool merge_some(std::size_t max_entries);
 
@@ -265,7 +272,9 @@ class SocketTracker {
   // A merge under way: where it is in the snapshot and what of the tracker it has seen.
   struct PendingMerge {
     std::uint64_t netns = 0;
-    const SocketTable* snapshot = nullptr;
+    // The snapshot's sockets: a table's, or a compact snapshot's.
+    const std::vector<SocketEntry>* entries = nullptr;
+    const CompactSockets* compact = nullptr;
     std::uint64_t snapshot_ns = 0;
     std::uint64_t first_seen_ns = 0;  // given to what it adds: snapshot_ns, or bootstrap's floor
     bool count = true;                // false for bootstrap and forgotten namespaces
@@ -287,7 +296,7 @@ class SocketTracker {
   void merge_entry(PendingMerge& merge, const SocketEntry& s);
   void finish_merge(PendingMerge& merge);
   // Takes the snapshot's tcp_max_tw_buckets for its namespace, and its overflow reading.
-  void take_time_wait_config(PendingMerge& merge);
+  void take_time_wait_config(PendingMerge& merge, const NetnsPortConfig& config);
   // What the overflow reading shows the kernel refused beyond what the tracker did (see
   // time_wait_refused); the reading becomes the base of the next when it cannot be compared.
   std::uint64_t overflow_excess(const PendingMerge& merge);

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 
 #include "agent/kernel/skeleton.hpp"
@@ -627,6 +628,52 @@ TEST_F(SnapshotKernelTest, EntriesBeyondTheCapAreCountedNotStored) {
   const Snapshot snap = capped.take({ns().path(), ns().inode()});
   EXPECT_EQ(snap.table.sockets.size(), 3U);
   EXPECT_EQ(snap.truncated, 5U);
+}
+
+// Every field of an entry but the TIME_WAIT timer, which moves between two takes.
+std::string describe(const SocketEntry& e) {
+  const auto opt = [](const auto& v) { return v ? std::to_string(*v) : std::string("-"); };
+  const auto state = [](const std::optional<TcpState>& v) {
+    return v ? std::to_string(static_cast<int>(*v)) : std::string("-");
+  };
+  std::string out = std::to_string(static_cast<int>(e.proto)) + " " + state(e.state) + " " +
+                    state(e.time_wait_substate) + " " + e.local.to_string() + " " +
+                    (e.remote ? e.remote->to_string() : "-") + " " + std::to_string(e.netns) + " " +
+                    opt(e.reuseaddr) + opt(e.reuseport) + opt(e.v6only) + " " +
+                    opt(e.bound_dev_if) + " " + opt(e.uid) + " " +
+                    std::to_string(static_cast<int>(e.explicit_port)) + " " +
+                    std::to_string(e.inode) + " " + std::to_string(e.sock_id) + " " +
+                    (e.owner ? e.owner->comm : "-") + " " + opt(e.timestamps) + " " +
+                    (e.v4_rcv_saddr ? e.v4_rcv_saddr->to_string() : "-") + " " +
+                    opt(e.udp_chain_position) + " " + opt(e.udp_slot_count);
+  if (e.bind_bucket) {
+    const TcpBindBucket& b = *e.bind_bucket;
+    out += " bucket " + std::to_string(b.fastreuse) + " " + std::to_string(b.fastreuseport) + " " +
+           std::to_string(b.fastuid) + " " + b.fast_rcv_saddr.to_string() + " " +
+           b.fast_v6_rcv_saddr.to_string() + " " + std::to_string(b.l3mdev);
+  }
+  return out;
+}
+
+// The reconcile's walk takes the compact form: the same sockets, field for field, and the same
+// cap.
+TEST_F(SnapshotKernelTest, TheCompactFormHoldsTheSameSockets) {
+  PORTLENS_START_SNAPSHOTTER(snapshotter, SnapshotMode::kBpfIterator);
+  const auto p = populate(ns());
+  const Snapshot table = snapshotter->take({ns().path(), ns().inode()});
+  const Snapshot compact = snapshotter->take({ns().path(), ns().inode()}, true);
+  EXPECT_FALSE(table.is_compact);
+  ASSERT_TRUE(compact.is_compact);
+  EXPECT_TRUE(compact.table.sockets.empty());
+  EXPECT_EQ(compact.table.netns_config.count(ns().inode()), 1U);
+  ASSERT_EQ(compact.compact.size(), table.table.sockets.size());
+  for (std::size_t i = 0; i < table.table.sockets.size(); ++i) {
+    EXPECT_EQ(describe(compact.compact.at(i)), describe(table.table.sockets[i]));
+  }
+  const SocketSnapshotter capped(SnapshotOptions{SnapshotMode::kBpfIterator, 3});
+  const Snapshot few = capped.take({ns().path(), ns().inode()}, true);
+  EXPECT_EQ(few.compact.size(), 3U);
+  EXPECT_EQ(few.truncated, 5U);
 }
 
 std::size_t open_fds() {

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -25,6 +26,7 @@
 #include "agent/live/walker.hpp"
 #include "agent/model/clock.hpp"
 #include "agent/model/error.hpp"
+#include "agent/render/report.hpp"
 #include "exporters/event_log.hpp"
 #include "exporters/findings.hpp"
 #include "tests/unit/builders.hpp"
@@ -313,6 +315,49 @@ TEST(EventPipelineTest, ReconcileCountsWhatTheSnapshotShowsAndForgetsGoneNamespa
   EXPECT_TRUE(rig.pipeline.configs().empty());
 }
 
+// The walker hands over snapshots in their compact form: the reconcile of one corrects the
+// tracker exactly as the same snapshot as a table does.
+TEST(EventPipelineTest, ACompactSnapshotReconcilesAsItsTableDoes) {
+  SocketTable more = namespace_table();
+  more.sockets.push_back(
+      connection("127.0.0.1:50000", "127.0.0.1:8080", TcpState::kEstablished, kNs));
+  more.sockets.back().sock_id = 0xe000;
+  more.sockets.push_back(time_wait("127.0.0.1:50001", "127.0.0.1:8080", kNs));
+  std::vector<SocketTable> tables;
+  std::vector<TrackerCounters> counters;
+  for (const bool compact : {false, true}) {
+    Rig rig;
+    rig.pipeline.bootstrap(rig.namespaces.discover());
+    TakenSnapshot taken{NetnsRef{"/fake/ns", kNs}, {}, monotonic_ns()};
+    taken.snapshot.table = more;
+    if (compact) {
+      make_compact(taken.snapshot);
+      ASSERT_TRUE(taken.snapshot.table.sockets.empty());
+    }
+    rig.ring.push(call(PL_EV_BIND, 0xa000, "127.0.0.1:7000", 0, "redis"));
+    rig.pipeline.reconcile(taken);
+    const std::lock_guard lock(rig.pipeline.mutex());
+    tables.push_back(rig.pipeline.tracker().table(kNs, taken.taken_ns));
+    counters.push_back(rig.pipeline.tracker().counters());
+    EXPECT_EQ(rig.pipeline.tracker().socket_count(), 3U);
+    EXPECT_EQ(rig.pipeline.tracker().time_wait_count(), 2U);
+    EXPECT_EQ(rig.pipeline.configs().count(kNs), 1U);
+  }
+  EXPECT_EQ(counters[0].corrections, counters[1].corrections);
+  EXPECT_EQ(counters[1].corrections.at("socket_missing"), 1U);
+  EXPECT_EQ(counters[1].corrections.at("time_wait_missing"), 1U);
+  ASSERT_EQ(tables[0].sockets.size(), tables[1].sockets.size());
+  const auto text = [](const SocketTable& t) {
+    std::vector<std::string> out;
+    for (const SocketEntry& e : t.sockets) {
+      out.push_back(socket_to_json(e).dump());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(text(tables[0]), text(tables[1]));
+}
+
 // A diagnosis that needs a fresh snapshot takes it without the pipeline's lock: a reader (a
 // scrape, the local API) gets the lock while the walk is still running.
 TEST(EventPipelineTest, ReadersDoNotWaitForTheSnapshotADiagnosisTakes) {
@@ -350,7 +395,10 @@ TEST(SnapshotWalkerTest, HandsOverEachSnapshotThenTheRound) {
   }
   ASSERT_TRUE(taken.has_value());
   EXPECT_EQ(taken->ns.inode, kNs);
-  EXPECT_EQ(taken->snapshot.table.sockets.size(), 2U);
+  // In the compact form the reconcile merges, table.sockets left empty.
+  ASSERT_TRUE(taken->snapshot.is_compact);
+  EXPECT_EQ(taken->snapshot.compact.size(), 2U);
+  EXPECT_TRUE(taken->snapshot.table.sockets.empty());
   std::optional<std::vector<NetnsRef>> round;
   for (int i = 0; i < 2000 && !round; ++i) {
     round = walker.finished_round();
@@ -416,6 +464,34 @@ TEST(EventPipelineTest, ARecycledInodeStartsFromAFreshBootstrap) {
   EXPECT_EQ(rig.pipeline.tracker().time_wait_count(), 0U);
   EXPECT_TRUE(rig.pipeline.tracker().counters().corrections.empty());
   EXPECT_EQ(rig.pipeline.namespaces().at(kNs).cookie, 2U);
+}
+
+// The same first look when the snapshot is compact, as the walker hands it over: the tracker
+// ends as the table's first look leaves it, with no corrections.
+TEST(EventPipelineTest, ARecycledInodeStartsFromAFreshBootstrapOfACompactSnapshot) {
+  std::vector<std::size_t> sockets;
+  std::vector<std::size_t> time_waits;
+  for (const bool compact : {false, true}) {
+    Rig rig;
+    rig.pipeline.bootstrap(rig.namespaces.discover());
+    TakenSnapshot taken{NetnsRef{"/fake/ns", kNs}, {}, monotonic_ns()};
+    taken.snapshot.table = namespace_table();
+    taken.snapshot.table.sockets.push_back(time_wait("127.0.0.1:9091", "127.0.0.1:40001", kNs));
+    if (compact) {
+      make_compact(taken.snapshot);
+    }
+    taken.snapshot.cookie = 2;  // the bootstrap saw cookie 1
+    rig.pipeline.reconcile(taken);
+    const std::lock_guard lock(rig.pipeline.mutex());
+    EXPECT_EQ(rig.pipeline.counters().namespaces_recycled, 1U);
+    EXPECT_TRUE(rig.pipeline.tracker().counters().corrections.empty());
+    EXPECT_EQ(rig.pipeline.namespaces().at(kNs).cookie, 2U);
+    sockets.push_back(rig.pipeline.tracker().socket_count());
+    time_waits.push_back(rig.pipeline.tracker().time_wait_count());
+  }
+  EXPECT_EQ(sockets[0], sockets[1]);
+  EXPECT_EQ(time_waits[0], time_waits[1]);
+  EXPECT_GE(time_waits[1], 1U);  // the TIME_WAIT no event showed
 }
 
 // A failure traced while the bootstrap snapshot was still being taken (the agent's first

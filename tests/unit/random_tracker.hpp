@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/model/compact_sockets.hpp"
 #include "agent/tracker/tracker.hpp"
 
 namespace portlens {
@@ -67,6 +68,9 @@ class RandomTracker {
     }
     snapshots_carry_config_ = true;
   }
+  // From now on the tracker merges each snapshot in its compact form (CompactSockets), as the
+  // agent's reconcile does; the mirror still gets the SocketTable.
+  void compact_merges() { compact_merges_ = true; }
   [[nodiscard]] std::uint64_t now() const { return ts_; }
   [[nodiscard]] const std::map<std::uint64_t, NetnsPortConfig>& configs() const { return configs_; }
   // Slices after which the mirror's merge_some() said otherwise than the tracker's.
@@ -313,7 +317,17 @@ class RandomTracker {
     merging_ = std::move(pending_.front());
     pending_.pop_front();
     const Pending& m = merging_;
-    tracker_.begin_merge(m.netns, m.snapshot, m.taken_ns, m.bootstrap);
+    if (compact_merges_) {
+      merging_compact_ = CompactSockets{};
+      for (const SocketEntry& e : m.snapshot.sockets) {
+        merging_compact_.push_back(e);
+      }
+      merging_compact_.seal();
+      tracker_.begin_merge(m.netns, merging_compact_, m.snapshot.config_for(m.netns), m.taken_ns,
+                           m.bootstrap);
+    } else {
+      tracker_.begin_merge(m.netns, m.snapshot, m.taken_ns, m.bootstrap);
+    }
     if (mirror_.begin_merge) {
       mirror_.begin_merge(m.netns, m.snapshot, m.taken_ns, m.bootstrap);
     }
@@ -460,6 +474,8 @@ class RandomTracker {
   std::vector<Live> tws_;        // 4-tuples that went into TIME_WAIT, for takeovers
   std::deque<Pending> pending_;  // snapshots taken, not merged yet
   Pending merging_;  // the snapshot being merged: the tracker reads it until the merge ends
+  bool compact_merges_ = false;
+  CompactSockets merging_compact_;  // its compact form, with compact_merges()
   int slices_disagreed_ = 0;
   int merges_ = 0;
   bool snapshots_carry_config_ = false;

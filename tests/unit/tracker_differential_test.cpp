@@ -146,10 +146,14 @@ std::size_t count_time_waits(const SocketTable& table) {
 
 // limit: the tcp_max_tw_buckets every snapshot carries, if any; *refused: the tracker's refusals.
 void run_seed(std::uint32_t seed, model::KnownTrackerBugs bugs,
-              std::optional<std::uint32_t> limit = std::nullopt, std::uint64_t* refused = nullptr) {
+              std::optional<std::uint32_t> limit = std::nullopt, std::uint64_t* refused = nullptr,
+              bool compact = false) {
   RandomTracker random(seed);
   if (limit) {
     random.limit_time_waits(*limit);
+  }
+  if (compact) {
+    random.compact_merges();
   }
   TrackerModel model(bugs);
   SocketTracker& t = random.tracker();
@@ -210,6 +214,15 @@ class TrackerDifferentialTest : public ::testing::TestWithParam<std::uint32_t> {
 TEST_P(TrackerDifferentialTest, AgreesWithTheModelButForKnownBugs) {
   run_seed(GetParam(),
            model::KnownTrackerBugs{.rearms_newer_time_wait = true, .stops_at_older_removal = true});
+}
+
+// The agent's reconcile merges snapshots in their compact form (CompactSockets): the same
+// merge, entry for entry, so the model of the table's merge must agree all the same
+// (under a TIME_WAIT limit, so that the overflow bookkeeping is merged too).
+TEST_P(TrackerDifferentialTest, AgreesWithTheModelMergingCompactSnapshots) {
+  run_seed(GetParam(),
+           model::KnownTrackerBugs{.rearms_newer_time_wait = true, .stops_at_older_removal = true},
+           4, nullptr, /*compact=*/true);
 }
 
 // With tcp_max_tw_buckets in every snapshot, small enough that namespaces reach it.

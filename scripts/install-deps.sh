@@ -4,8 +4,9 @@
 set -euo pipefail
 
 packages=(
-  # toolchain
-  g++ cmake make pkg-config clang
+  # toolchain; libclang-rt-14-dev holds clang's sanitizer and libFuzzer runtimes
+  # (scripts/sanitize.sh)
+  g++ cmake make pkg-config clang libclang-rt-14-dev
   # BPF: libbpf (CO-RE loader), bpftool (skeletons), libelf/zlib (libbpf's own needs)
   libbpf-dev bpftool libelf-dev zlib1g-dev
   # C++ libraries

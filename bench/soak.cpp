@@ -20,6 +20,13 @@ constexpr double kReturnAim = 0.20;
 
 std::string mib(std::uint64_t kb) { return fixed(static_cast<double>(kb) / 1024, 1) + " MiB"; }
 
+// RSS by kind: the heap and stacks (anonymous), mapped files and BPF maps (the ring's pages are
+// mapped from the map's file, resident once the programs have written them), shared memory.
+std::string rss_parts(const AgentProcess& agent) {
+  return "anon " + mib(agent.status_kb("RssAnon")) + ", file " + mib(agent.status_kb("RssFile")) +
+         ", shmem " + mib(agent.status_kb("RssShmem"));
+}
+
 }  // namespace
 
 void soak_section(const Options& options, Report& report) {
@@ -53,7 +60,7 @@ void soak_section(const Options& options, Report& report) {
   agent.wait_idle(std::chrono::milliseconds(300), std::chrono::seconds(10));
   const std::uint64_t before_kb = agent.status_kb("VmRSS");
   const std::string before = agent.scrape();
-  std::cout << "  before: RSS " << mib(before_kb) << "\n";
+  std::cout << "  before: RSS " << mib(before_kb) << " (" << rss_parts(agent) << ")\n";
 
   std::atomic<bool> done{false};
   ChurnResult churn;
@@ -86,7 +93,7 @@ void soak_section(const Options& options, Report& report) {
             << "/s (" << churn.failures << " failed" << (churn.first_error.empty() ? "" : ": ")
             << churn.first_error << "); events " << with_commas(std::uint64_t(events)) << ", lost "
             << with_commas(std::uint64_t(std::max(0.0, lost))) << "; RSS at the end " << mib(end_kb)
-            << "\n";
+            << " (" << rss_parts(agent) << ")\n";
 
   // The TIME_WAITs expire; the agent forgets them and should hand their memory back.
   const auto settle_start = Clock::now();
@@ -97,9 +104,9 @@ void soak_section(const Options& options, Report& report) {
   const std::uint64_t peak_kb = agent.status_kb("VmHWM");
   const std::string settled = agent.scrape();
   const double tw_left = metric_sum(settled, "portlens_time_wait_sockets").value_or(0);
-  std::cout << "  " << fixed(settle, 0) << " s after the churn: RSS " << mib(after_kb)
-            << " (TIME_WAIT tracked " << tw_left << "); peak (VmHWM) " << mib(peak_kb)
-            << ", highest sampled " << mib(max_sampled_kb) << "\n";
+  std::cout << "  " << fixed(settle, 0) << " s after the churn: RSS " << mib(after_kb) << " ("
+            << rss_parts(agent) << "; TIME_WAIT tracked " << tw_left << "); peak (VmHWM) "
+            << mib(peak_kb) << ", highest sampled " << mib(max_sampled_kb) << "\n";
   agent.stop();
 
   const double returned = before_kb > 0 ? static_cast<double>(after_kb) / before_kb - 1 : 0;

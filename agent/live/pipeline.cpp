@@ -13,7 +13,8 @@
 namespace portlens {
 namespace {
 
-constexpr int kCatchUpBatches = 16;
+// Batches drained before a reconcile merges: 64 of max_batch, over twenty rings' worth.
+constexpr int kCatchUpBatches = 64;
 constexpr std::chrono::milliseconds kPendingPoll{10};
 // What the batch keeps reserved between bursts.
 constexpr std::size_t kBatchKept = 4096;

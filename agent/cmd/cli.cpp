@@ -8,8 +8,11 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -125,9 +128,58 @@ SnapshotMode snapshot_mode_named(const std::string& name) {
   return name == "sock_diag" ? SnapshotMode::kSockDiag : SnapshotMode::kAuto;
 }
 
+// Help as a person reads it. The command list shows each subcommand's first line only (the
+// paragraphs stay in its own --help), and an option shows the name of its value and its default,
+// not CLI11's type and validator strings ("UINT:UINT in [1 - 10000]", "BYTES:SIZE [b, kb(=1024b),
+// ...]"): what a value may be is said in the option's own help, and a bad one is refused in words.
+class PlainFormatter : public CLI::Formatter {
+ public:
+  std::string make_subcommand(const CLI::App* sub) const override {
+    const std::string& text = sub->get_description();
+    std::stringstream out;
+    CLI::detail::format_help(out, sub->get_display_name(true), text.substr(0, text.find('\n')),
+                             get_column_width());
+    return out.str();
+  }
+
+  // A positional that reads more than one word names them itself ("[tcp|udp] ADDR:PORT").
+  std::string make_option_usage(const CLI::Option* opt) const override {
+    return opt->get_option_text().empty() ? CLI::Formatter::make_option_usage(opt)
+                                          : opt->get_option_text();
+  }
+
+  std::string make_option_opts(const CLI::Option* opt) const override {
+    std::string out;
+    if (!opt->get_option_text().empty()) {
+      out += " " + opt->get_option_text();
+    } else if (opt->get_type_size() != 0) {
+      // A set of words shows as its words ("{tcp,udp}"); shell completion reads them here.
+      const std::string type = opt->get_type_name();
+      const auto open = type.find('{');
+      const std::string name = open == std::string::npos
+                                   ? type.substr(0, type.find(':'))
+                                   : type.substr(open, type.find('}', open) + 1 - open);
+      if (!name.empty()) {
+        out += " " + name;
+      }
+      if (!opt->get_default_str().empty()) {
+        out += " (default " + opt->get_default_str() + ")";
+      }
+      if (opt->get_expected_max() == CLI::detail::expected_max_vector_size) {
+        out += " ...";
+      }
+      if (opt->get_required()) {
+        out += " (required)";
+      }
+    }
+    return out;
+  }
+};
+
 const char* const kTraceDescription =
-    "Stream bind(), listen() and connect() calls as they happen, with the address asked for, "
-    "the socket's options and the result.\n\n"
+    "Stream bind(), listen() and connect() calls live: address, socket options, result.\n\n"
+    "Each call is printed as it returns, with the address asked for, the socket's options and "
+    "the result.\n\n"
     "OPTS letters: R SO_REUSEADDR, P SO_REUSEPORT, 6 IPV6_V6ONLY, F IP_FREEBIND, "
     "T IP_TRANSPARENT, N IP_BIND_ADDRESS_NO_PORT, @N bound to interface index N (SO_BINDTODEVICE)."
     "\nNS: an `ip netns` name, a path such as /proc/PID/ns/net or /run/netns/NAME, or pid:PID.";
@@ -136,6 +188,7 @@ void build_app(CLI::App& app, CommandLine& cl) {
   app.description(
       "portlens: why did bind()/listen()/connect() fail, who holds the port, and how close is "
       "this host to running out of ports.");
+  app.formatter(std::make_shared<PlainFormatter>());
   app.set_version_flag("--version", std::string("portlens ") + kPortlensVersion);
   app.require_subcommand(1);
   app.fallthrough();
@@ -144,6 +197,7 @@ void build_app(CLI::App& app, CommandLine& cl) {
 
   CLI::App* agent = app.add_subcommand("agent", "the daemon: trace, diagnose, export metrics");
   agent->description(
+      "The daemon: trace, diagnose every failure, serve Prometheus metrics and the local API.\n\n"
       "Follow every bind/listen/connect and TCP state change on the host, keep the socket table "
       "of every network namespace, diagnose every failure, and serve Prometheus metrics, a JSON "
       "event log and a local API for `portlens why`. Runs until SIGTERM or SIGINT; SIGHUP "
@@ -156,8 +210,9 @@ void build_app(CLI::App& app, CommandLine& cl) {
                    "[IPv6]:PORT; repeatable")
       ->capture_default_str()
       ->type_name("ADDR");
-  agent->add_option("--web.telemetry-path", a.telemetry_path, "path of the metrics")
-      ->capture_default_str();
+  agent->add_option("--web.telemetry-path", a.telemetry_path, "URL path of the metrics")
+      ->capture_default_str()
+      ->type_name("URL_PATH");
   agent
       ->add_option("--web.max-requests", a.max_requests,
                    "requests served in parallel; beyond it 503 (0: no limit)")
@@ -169,18 +224,22 @@ void build_app(CLI::App& app, CommandLine& cl) {
                    "TLS and basic auth, in the exporter-toolkit web configuration format")
       ->type_name("PATH");
   agent
-      ->add_option("--top-k", a.top_k,
-                   "series kept per port, destination and comm label; the rest sum into other")
+      ->add_option(
+          "--top-k", a.top_k,
+          "series kept per port, destination and comm label, 1 to 10000; the rest sum into other")
       ->check(whole_number())
       ->check(CLI::Range(std::size_t{1}, std::size_t{10'000}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->type_name("N");
   agent
-      ->add_option("--web.max-namespaces", a.max_namespaces,
-                   "network namespaces with series of their own, the most TCP sockets first; the "
-                   "rest sum into netns=\"other\" (any user can create namespaces)")
+      ->add_option(
+          "--web.max-namespaces", a.max_namespaces,
+          "network namespaces with series of their own (1 to 100000), the most TCP sockets "
+          "first; the rest sum into netns=\"other\" (any user can create namespaces)")
       ->check(whole_number())
       ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->type_name("N");
   agent
       ->add_option("--event-log", a.event_log,
                    "append every diagnosed failure as JSON Lines (never waited for: a reader that "
@@ -188,33 +247,37 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->type_name("PATH");
   agent
       ->add_option("--event-log.max-size", a.event_log_max_bytes,
-                   "rotate the event log at this size (default 64MiB)")
+                   "rotate the event log at this size, 4KiB to 1TiB (default 64MiB)")
       ->transform(CLI::AsSizeValue(false))
       ->transform(size_text())  // runs first: a transform goes to the front
       ->check(CLI::Range(std::uint64_t{4096}, std::uint64_t{1} << 40))
       ->type_name("BYTES");
-  agent->add_option("--event-log.keep", a.event_log_keep, "rotated event logs kept")
+  agent->add_option("--event-log.keep", a.event_log_keep, "rotated event logs kept, 1 to 100")
       ->check(whole_number())
       ->check(CLI::Range(std::size_t{1}, std::size_t{100}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->type_name("N");
   agent->add_option("--api.socket", a.api_socket, "the local API's Unix socket (root only)")
       ->capture_default_str()
       ->type_name("PATH");
   agent->add_option("--log.level", a.log_level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->type_name("LEVEL");
   agent->add_option("--log.format", a.log_format, "logfmt or json")
       ->check(CLI::IsMember({"logfmt", "json"}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->type_name("FORMAT");
   agent
       ->add_option("--reconcile-interval", a.reconcile_interval_s,
-                   "seconds between snapshots that correct the socket table")
+                   "seconds between snapshots that correct the socket table, 0.1 to 86400")
       ->check(seconds_between(0.1, 86400.0))
       ->capture_default_str()
       ->type_name("S");
   agent
       ->add_option("--ring-buffer-size", a.ring_bytes,
-                   "kernel-to-user ring buffer size; rounded up to a power of two (default 8MiB)")
+                   "kernel-to-user ring buffer size, 4KiB to 1GiB, rounded up to a power of two "
+                   "(default 8MiB)")
       ->transform(CLI::AsSizeValue(false))
       ->transform(size_text())  // runs first: a transform goes to the front
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
@@ -241,7 +304,8 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->type_name("S");
   trace
       ->add_option("--ring-buffer-size", t.ring_bytes,
-                   "kernel-to-user ring buffer size; rounded up to a power of two (default 8MiB)")
+                   "kernel-to-user ring buffer size, 4KiB to 1GiB, rounded up to a power of two "
+                   "(default 8MiB)")
       ->transform(CLI::AsSizeValue(false))
       ->transform(size_text())  // runs first: a transform goes to the front
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
@@ -253,7 +317,8 @@ void build_app(CLI::App& app, CommandLine& cl) {
             "--snapshot", [&target](const std::string& v) { target = snapshot_mode_named(v); },
             "where socket state comes from: auto (BPF iterators, else sock_diag), bpf, sock_diag "
             "(sees no SO_REUSEADDR/SO_REUSEPORT flags); default auto")
-        ->check(CLI::IsMember({"auto", "bpf", "sock_diag"}));
+        ->check(CLI::IsMember({"auto", "bpf", "sock_diag"}))
+        ->type_name("MODE");
   };
   // Protocols parse as words: CLI11 2.1 cannot bind an enum that has an ADL to_string().
   const auto proto_option = [](CLI::App* cmd, const std::string& name, Proto& target,
@@ -272,14 +337,46 @@ void build_app(CLI::App& app, CommandLine& cl) {
   CLI::App* check =
       app.add_subcommand("check", "predict whether a bind (and listen) would succeed");
   check->description(
-      "Predict from a fresh look at the kernel's sockets whether bind() to ADDR:PORT (and, with "
+      "Would bind() to ADDR:PORT (and listen()) succeed now? Exit 0 yes, 1 no, 2 bad input.\n\n"
+      "Predicts from a fresh look at the kernel's sockets whether bind() to ADDR:PORT (and, with "
       "--listen, the listen() after it) would succeed now. Nothing is bound. Exit 0: it would "
       "succeed; 1: it would fail (cause, blockers and fix are printed) or cannot be told; 2: bad "
-      "input.\nADDR:PORT: 127.0.0.1:8080, 0.0.0.0:80, *:80, [::]:443, [::1]:53.");
-  check->callback([&cl] { cl.command = Command::kCheck; });
+      "input.\n\nADDR:PORT: 127.0.0.1:8080, 0.0.0.0:80, *:80, [::]:443, [::1]:53.");
+  check->callback([&cl] {
+    if (cl.check.address.empty()) {
+      throw CLI::ValidationError("check",
+                                 "needs ADDR:PORT, as in 127.0.0.1:8080 (tcp) or udp [::]:53");
+    }
+    cl.command = Command::kCheck;
+  });
   CheckOptions& c = cl.check;
-  proto_option(check, "proto", c.proto, "tcp or udp")->required();
-  check->add_option("address", c.address, "ADDR:PORT to bind")->required()->type_name("ADDR:PORT");
+  // [tcp|udp] ADDR:PORT: two positionals, the first optional, which CLI11 2.1 cannot say; both are
+  // taken as words and sorted out here.
+  check
+      ->add_option_function<std::vector<std::string>>(
+          "target",
+          [&c](const std::vector<std::string>& words) {
+            if (words.size() > 2) {
+              throw CLI::ValidationError("check", "takes [tcp|udp] ADDR:PORT, not " +
+                                                      std::to_string(words.size()) + " words");
+            }
+            if (words.size() == 2) {
+              std::string word = words[0];
+              std::transform(word.begin(), word.end(), word.begin(),
+                             [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+              const auto proto = parse_proto(word);
+              if (!proto || (*proto != Proto::kTcp && *proto != Proto::kUdp)) {
+                throw CLI::ValidationError("check", "'" + words[0] +
+                                                        "' is not a protocol: tcp or udp, "
+                                                        "before ADDR:PORT");
+              }
+              c.proto = *proto;
+            }
+            c.address = words.back();
+          },
+          "the address to bind, after its protocol (tcp when none is given)")
+      ->expected(1, CLI::detail::expected_max_vector_size)  // more than 2: refused in words
+      ->option_text("[tcp|udp] ADDR:PORT");
   check->add_flag("--reuseaddr", c.reuseaddr, "with SO_REUSEADDR");
   check->add_flag("--reuseport", c.reuseport, "with SO_REUSEPORT");
   check->add_flag("--v6only", c.v6only, "with IPV6_V6ONLY (IPv6 addresses)");
@@ -295,6 +392,7 @@ void build_app(CLI::App& app, CommandLine& cl) {
 
   CLI::App* why = app.add_subcommand("why", "who holds a port now, and what a new bind would meet");
   why->description(
+      "Who holds PORT now, and what a new bind() to it would meet.\n\n"
       "Everything that holds PORT now: listeners with their owners and options, bound sockets, "
       "connections, TIME_WAIT sockets with their expiry; and what `check` predicts for bind() to "
       "0.0.0.0:PORT (then listen(), for tcp) with and without SO_REUSEADDR.");
@@ -303,8 +401,9 @@ void build_app(CLI::App& app, CommandLine& cl) {
   why->add_option("port", w.port, "the port")
       ->required()
       ->check(whole_number())
-      ->check(CLI::Range(1, 65535));
-  proto_option(why, "--proto", w.proto, "tcp (default) or udp");
+      ->check(CLI::Range(1, 65535))
+      ->type_name("PORT");
+  proto_option(why, "--proto", w.proto, "tcp (default) or udp")->type_name("PROTO");
   why->add_option("--netns", w.netns, "in this network namespace")->type_name("NS");
   why->add_option("--api.socket", w.api_socket,
                   "where a running agent answers (for the recent failures)")
@@ -315,6 +414,7 @@ void build_app(CLI::App& app, CommandLine& cl) {
 
   CLI::App* explain = app.add_subcommand("explain", "the long explanation of a cause");
   explain->description(
+      "The long explanation of a failure cause: the kernel's rule, an example, the fixes.\n\n"
       "What the kernel does, a minimal example, and the fixes with their trade-offs, for one "
       "cause of the vocabulary. Without CAUSE, lists them.");
   explain->callback([&cl] { cl.command = Command::kExplain; });

@@ -113,6 +113,10 @@ def parse_entry(spec, description, positional):
         # "{debug,info}" or CLI11's mapping form "{auto-> ,bpf->,sock_diag->}"
         choices = [c.split("->")[0].strip() for c in m.group(1).split(",")]
         choices = [c for c in choices if c]
+    m = re.search(r"\[([a-z]+(?:\|[a-z]+)+)\]", rest)
+    if m and not choices:
+        # an optional word before a positional's value: "[tcp|udp] ADDR:PORT"
+        choices = m.group(1).split("|")
     return Entry(names, type_name, choices, description, spec)
 
 

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -249,16 +250,19 @@ TEST(ParseCheckTest, DefaultsAndListen) {
 
 TEST(ParseCheckTest, UsageErrorsExitTwo) {
   for (const auto& args : std::vector<std::vector<std::string>>{
-           {"check"},
-           {"check", "tcp"},
+           {"check"},  // ("check tcp" parses: run_check refuses 'tcp' as ADDR:PORT, exit 2)
            {"check", "sctp", "127.0.0.1:80"},
            {"check", "tcp", "127.0.0.1:80", "--snapshot", "magic"},
            {"check", "tcp", "127.0.0.1:80", "--uid", "-1"},
+           {"check", "tcp", "127.0.0.1:80", "extra"},
+           {"check", "mptcp", "127.0.0.1:80"},
        }) {
     const ParseOutcome out = parse_args(args);
     EXPECT_FALSE(out.command_line.has_value()) << args.size();
     EXPECT_EQ(out.exit_code, 2);
     EXPECT_TRUE(out.stderr_text.starts_with("portlens: ")) << out.stderr_text;
+    EXPECT_EQ(std::count(out.stderr_text.begin(), out.stderr_text.end(), '\n'), 2)
+        << out.stderr_text;  // the error, then the pointer to --help
   }
 }
 
@@ -297,9 +301,49 @@ TEST(ParseExplainTest, CauseIsOptional) {
 
 TEST(ParseCommandLineTest, HelpListsEveryCommand) {
   const ParseOutcome out = parse_args({"--help"});
-  for (const char* cmd : {"trace", "check", "why", "explain"}) {
+  for (const char* cmd : {"agent", "trace", "check", "why", "explain"}) {
     EXPECT_NE(out.stdout_text.find(cmd), std::string::npos) << cmd;
   }
+}
+
+// `portlens --help` lists each command in one line; its paragraphs are in the command's own help.
+TEST(ParseCommandLineTest, TopLevelHelpIsOneLinePerCommand) {
+  const std::string top = parse_args({"--help"}).stdout_text;
+  const std::string commands = top.substr(top.find("Subcommands:"));
+  std::istringstream lines(commands);
+  std::string line;
+  std::getline(lines, line);
+  int listed = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty()) {
+      continue;
+    }
+    ++listed;
+    EXPECT_THAT(line, StartsWith("  ")) << line;
+    EXPECT_NE(line[2], ' ') << "a continuation line: " << line;
+    EXPECT_LE(line.size(), 120U) << line;
+  }
+  EXPECT_EQ(listed, 5);
+  for (const char* cmd : {"agent", "trace", "check", "why", "explain"}) {
+    const std::string own = parse_args({cmd, "--help"}).stdout_text;
+    const std::string summary = own.substr(0, own.find('\n'));
+    EXPECT_THAT(top, HasSubstr(summary)) << cmd;  // the same first line
+    EXPECT_GT(own.find("\n\n"), summary.size() - 1) << cmd;
+    EXPECT_GT(own.size(), summary.size() + 80) << cmd << ": the paragraphs are missing";
+  }
+}
+
+// check takes [PROTO] ADDR:PORT: tcp when the protocol is left out, as everywhere else.
+TEST(ParseCheckTest, ProtocolDefaultsToTcp) {
+  const ParseOutcome out = parse_args({"check", "127.0.0.1:8080", "--listen"});
+  ASSERT_TRUE(out.command_line.has_value()) << out.stderr_text;
+  EXPECT_EQ(out.command_line->check.proto, Proto::kTcp);
+  EXPECT_EQ(out.command_line->check.address, "127.0.0.1:8080");
+  EXPECT_TRUE(out.command_line->check.listen);
+  const ParseOutcome udp = parse_args({"check", "--reuseaddr", "udp", "[::]:53"});
+  ASSERT_TRUE(udp.command_line.has_value()) << udp.stderr_text;
+  EXPECT_EQ(udp.command_line->check.proto, Proto::kUdp);
+  EXPECT_EQ(udp.command_line->check.address, "[::]:53");
 }
 
 }  // namespace
@@ -394,6 +438,14 @@ TEST(ParseHelpTest, EveryHelpIsPrintableText) {
       EXPECT_TRUE(c == '\n' || (byte >= 0x20 && byte != 0x7f))
           << "byte " << static_cast<int>(byte) << " in:\n"
           << out.stdout_text;
+    }
+  }
+  // No CLI11 type or validator strings: a value is named, its bounds are said in words.
+  for (const auto& args : helps) {
+    const std::string help = parse(args).stdout_text;
+    for (const char* noise :
+         {"UINT", ":INT", "TEXT:", " in [", "SIZE [", "(=1024b)", "REQUIRED", "(1x)"}) {
+      EXPECT_THAT(help, ::testing::Not(HasSubstr(noise))) << args.front() << " " << noise;
     }
   }
   // The --snapshot choices read as words.

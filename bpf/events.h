@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define PL_ABI_VERSION 2
+#define PL_ABI_VERSION 3
 #define PL_COMM_LEN 16
 
 /*
@@ -184,6 +184,8 @@ PL_STATIC_ASSERT(__builtin_offsetof(struct pl_event, sock_family) == 22 &&
  * hash slot (udptable->hash[udp_hashfn(net, port, mask)]), the chain udp_lib_lport_inuse() walks.
  */
 #define PL_SR_F_UDP_CHAIN (1u << 10)
+/* TCP LISTEN: ack_backlog, max_ack_backlog and syn_qlen are valid */
+#define PL_SR_F_LISTEN_QUEUE (1u << 11)
 
 struct pl_sock_record {
 	__u64 sk;	   /* kernel address of the struct sock or timewait sock: identity only */
@@ -218,10 +220,15 @@ struct pl_sock_record {
 	__s8 fastreuse;
 	__s8 fastreuseport; /* -1, 0, FASTREUSEPORT_ANY (1) or FASTREUSEPORT_STRICT (2) */
 	__u8 fast_ipv6_only;
-	__u8 _pad2[3]; /* explicit tail padding to 8-byte alignment */
+	__u8 _pad2[2];
+	/* TCP LISTEN (PL_SR_F_LISTEN_QUEUE): the accept queue and its limit, the SYN queue */
+	__u32 ack_backlog;     /* sk_ack_backlog */
+	__u32 max_ack_backlog; /* sk_max_ack_backlog */
+	__u32 syn_qlen;	       /* inet_csk(sk)->icsk_accept_queue.qlen */
+	__u32 _pad3;	       /* explicit tail padding to 8-byte alignment */
 };
 
-PL_STATIC_ASSERT(sizeof(struct pl_sock_record) == 152,
+PL_STATIC_ASSERT(sizeof(struct pl_sock_record) == 168,
 		 "pl_sock_record layout changed: bump PL_ABI_VERSION");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, local) == 32,
 		 "pl_sock_record layout changed");
@@ -232,6 +239,8 @@ PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, family) == 96,
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, udp_chain_pos) == 104,
 		 "pl_sock_record layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, fast_v6_rcv_saddr) == 120,
+		 "pl_sock_record layout changed");
+PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, ack_backlog) == 152,
 		 "pl_sock_record layout changed");
 PL_STATIC_ASSERT(__builtin_offsetof(struct pl_sock_record, fast_sk_family) == 144,
 		 "pl_sock_record layout changed");

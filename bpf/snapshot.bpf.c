@@ -204,6 +204,14 @@ int snapshot_tcp(struct bpf_iter__tcp *ctx)
 			return 0;
 		fill_full((struct sock *)tp, &r);
 		read_bucket(BPF_CORE_READ(tp, inet_conn.icsk_bind_hash), &r);
+		if (r.state == TCP_LISTEN) {
+			/* What ss -ltn shows as Recv-Q and Send-Q (tcp_diag_get_info()). */
+			r.ack_backlog = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_ack_backlog);
+			r.max_ack_backlog =
+			    BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_max_ack_backlog);
+			r.syn_qlen = BPF_CORE_READ(tp, inet_conn.icsk_accept_queue.qlen.counter);
+			r.flags |= PL_SR_F_LISTEN_QUEUE;
+		}
 	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

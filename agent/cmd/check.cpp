@@ -247,6 +247,54 @@ PortHolders holders_of(const SocketTable& table, std::uint16_t port, Proto proto
 
 constexpr std::size_t kListed = 20;
 
+// The listener's queues in the snapshot: by socket address when the source gives one, else by
+// inode (sock_diag).
+const ListenQueue* queue_of(const SocketTable& table, const SocketEntry& listener) {
+  for (const ListenQueue& q : table.listen_queues) {
+    if ((q.sock_id != 0 && q.sock_id == listener.sock_id) ||
+        (q.sock_id == 0 && q.inode != 0 && q.inode == listener.inode &&
+         q.local == listener.local)) {
+      return &q;
+    }
+  }
+  return nullptr;
+}
+
+// A connection accept() has not taken yet: handshaken (ESTABLISHED, or CLOSE_WAIT when the peer
+// already closed), with no struct socket (inode 0) and so no owner, on a port a listener of the
+// table holds at an address covering it. Returns that listener.
+const SocketEntry* accepting_listener(const PortHolders& h, const SocketEntry& s) {
+  if (s.inode != 0 || s.owner || s.proto != Proto::kTcp ||
+      (s.state != TcpState::kEstablished && s.state != TcpState::kCloseWait)) {
+    return nullptr;
+  }
+  for (const SocketEntry* l : h.listeners) {
+    if (l->proto == Proto::kTcp && l->local.port == s.local.port &&
+        (l->local.addr.is_any() || l->local.addr == s.local.addr)) {
+      return l;
+    }
+  }
+  return nullptr;
+}
+
+std::string queue_text(const ListenQueue& q, const NetnsPortConfig& config) {
+  std::string text = fmt::format("accept queue {} of {}", q.length, q.limit);
+  // sk_acceptq_is_full(): sk_ack_backlog > sk_max_ack_backlog, so a queue holds limit + 1.
+  if (q.length > q.limit) {
+    text += " (full: new handshakes are dropped)";
+  }
+  if (q.syn_queue) {
+    text += fmt::format(", SYN queue {}", *q.syn_queue);
+  }
+  if (config.somaxconn && q.limit == *config.somaxconn) {
+    text += fmt::format(
+        "; the limit is net.core.somaxconn ({}): a larger listen() backlog was "
+        "clamped to it",
+        *config.somaxconn);
+  }
+  return text;
+}
+
 void list_sockets(std::ostream& out, const std::string& title,
                   const std::vector<const SocketEntry*>& sockets) {
   out << title << " (" << sockets.size() << ")\n";
@@ -341,18 +389,54 @@ int run_why(const WhyOptions& o, std::ostream& out) {
     }
   }
 
+  const NetnsPortConfig& config = table.config_for(ns.inode);
+  std::size_t queued = 0;
+  for (const auto* s : h.connections) {
+    queued += accepting_listener(h, *s) != nullptr ? 1 : 0;
+  }
+
   if (o.json) {
     const auto ms = [](const std::optional<std::chrono::milliseconds>& v) {
       return v ? json(v->count()) : json(nullptr);
     };
+    const auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+    json listeners_json = json::array();
+    for (const auto* l : h.listeners) {
+      json j = socket_to_json(*l);
+      const ListenQueue* q = queue_of(table, *l);
+      j["accept_queue"] =
+          q == nullptr
+              ? json(nullptr)
+              : json{{"length", q->length},
+                     {"limit", q->limit},
+                     {"full", q->length > q->limit},
+                     {"syn_queue", opt(q->syn_queue)},
+                     {"somaxconn", opt(config.somaxconn)},
+                     {"limit_is_somaxconn", config.somaxconn && q->limit == *config.somaxconn}};
+      listeners_json.push_back(std::move(j));
+    }
+    json connections_json = json::array();
+    for (std::size_t i = 0; i < h.connections.size() && i < 1000; ++i) {
+      json j = socket_to_json(*h.connections[i]);
+      const SocketEntry* l = accepting_listener(h, *h.connections[i]);
+      j["in_accept_queue_of"] = l == nullptr || !l->owner
+                                    ? json(nullptr)
+                                    : json{{"pid", l->owner->pid}, {"comm", l->owner->comm}};
+      j["in_accept_queue"] = l != nullptr;
+      connections_json.push_back(std::move(j));
+    }
     json j = {
         {"port", o.port},
         {"proto", to_string(o.proto)},
         {"netns", ns.inode},
-        {"listeners", sockets_json(h.listeners, SIZE_MAX)},
+        {"listeners", listeners_json},
         {"bound", sockets_json(h.bound, SIZE_MAX)},
         {"connections",
-         {{"count", h.connections.size()}, {"sockets", sockets_json(h.connections, 1000)}}},
+         {{"count", h.connections.size()},
+          {"in_accept_queues", queued},
+          {"sockets", connections_json}}},
+        {"listen_overflows", opt(config.listen_overflows)},
+        {"listen_drops", opt(config.listen_drops)},
         {"time_wait",
          {{"count", h.time_wait.size()},
           {"soonest_expiry_ms", ms(soonest)},
@@ -371,9 +455,45 @@ int run_why(const WhyOptions& o, std::ostream& out) {
 
   out << fmt::format("{} port {} in netns {} ({} sockets seen via {})\n\n", to_string(o.proto),
                      o.port, ns.inode, table.sockets.size(), to_string(live.snapshot.source));
-  list_sockets(out, "listening", h.listeners);
+  out << "listening (" << h.listeners.size() << ")\n";
+  for (std::size_t i = 0; i < h.listeners.size() && i < kListed; ++i) {
+    out << "  " << format_socket(*h.listeners[i]) << '\n';
+    if (const ListenQueue* q = queue_of(table, *h.listeners[i])) {
+      out << "    " << queue_text(*q, config) << '\n';
+    }
+  }
+  if (h.listeners.size() > kListed) {
+    out << "  ... and " << h.listeners.size() - kListed << " more\n";
+  }
+  if (o.proto == Proto::kTcp && config.listen_overflows && *config.listen_overflows > 0) {
+    out << fmt::format(
+        "  handshakes this namespace dropped with an accept queue full: {} since it was made "
+        "(TcpExtListenOverflows; all listeners)\n",
+        *config.listen_overflows);
+  }
   list_sockets(out, "bound, not listening", h.bound);
-  list_sockets(out, "connections", h.connections);
+  out << "connections (" << h.connections.size() << ")";
+  if (queued > 0) {
+    out << ", " << queued << " waiting for accept()";
+  }
+  out << '\n';
+  for (std::size_t i = 0; i < h.connections.size() && i < kListed; ++i) {
+    const SocketEntry* l = accepting_listener(h, *h.connections[i]);
+    if (l == nullptr) {
+      out << "  " << format_socket(*h.connections[i]) << '\n';
+      continue;
+    }
+    out << "  "
+        << format_socket(*h.connections[i],
+                         "in the accept queue of " +
+                             (l->owner ? fmt::format("pid {} ({})", l->owner->pid,
+                                                     escape_for_terminal(l->owner->comm))
+                                       : std::string("its listener (owner unknown)")))
+        << '\n';
+  }
+  if (h.connections.size() > kListed) {
+    out << "  ... and " << h.connections.size() - kListed << " more\n";
+  }
   out << "TIME_WAIT (" << h.time_wait.size() << ")";
   if (soonest && latest) {
     out << fmt::format(": expiring in {:.1f} s to {:.1f} s",

@@ -36,6 +36,7 @@ constexpr std::string_view kAutobindReuse = "net.ipv4.ip_autobind_reuse";
 constexpr std::string_view kNonlocalBind = "net.ipv4.ip_nonlocal_bind";
 constexpr std::string_view kIp6NonlocalBind = "net.ipv6.ip_nonlocal_bind";
 constexpr std::string_view kMaxTwBuckets = "net.ipv4.tcp_max_tw_buckets";
+constexpr std::string_view kSomaxconn = "net.core.somaxconn";
 // /proc/net is /proc/self/net: the namespace of the thread group's leader. A thread that entered
 // another namespace with setns() reads its own through thread-self.
 constexpr const char* kNetstatPath = "/proc/thread-self/net/netstat";
@@ -185,7 +186,8 @@ const std::vector<std::string>& port_config_sysctl_keys() {
   static const std::vector<std::string> keys{
       std::string(kPortRange),    std::string(kReservedPorts),         std::string(kTwReuse),
       std::string(kTwReuseDelay), std::string(kUnprivilegedPortStart), std::string(kAutobindReuse),
-      std::string(kNonlocalBind), std::string(kIp6NonlocalBind),       std::string(kMaxTwBuckets)};
+      std::string(kNonlocalBind), std::string(kIp6NonlocalBind),       std::string(kMaxTwBuckets),
+      std::string(kSomaxconn)};
   return keys;
 }
 
@@ -253,22 +255,35 @@ NetnsPortConfig port_config_from_sysctls(const std::map<std::string, std::string
          }
          return v.has_value();
        }},
+      {kSomaxconn,
+       [&config](std::string_view text) {
+         // proc_dointvec_minmax with extra1 = SYSCTL_ZERO (net/core/sysctl_net_core.c).
+         const auto v = parse_sysctl_int(text, 0, std::numeric_limits<std::int32_t>::max());
+         if (v) {
+           config.somaxconn = static_cast<std::uint32_t>(*v);
+         }
+         return v.has_value();
+       }},
+  };
+  // What an unreadable or odd key leaves portlens with.
+  const auto fallback = [](std::string_view key) {
+    if (key == kMaxTwBuckets) {
+      return "TIME_WAITs are inferred without a limit";
+    }
+    return key == kSomaxconn ? "an accept queue's limit is shown without the clamp"
+                             : "the kernel default is assumed";
   };
   for (const auto& [key, apply] : fields) {
     const auto it = texts.find(std::string(key));
     if (it == texts.end()) {
       if (key != kTwReuseDelay) {  // added in 6.14; before it, the delay is about one second
-        problems->push_back(std::string(key) + " is not readable; " +
-                            (key == kMaxTwBuckets ? "TIME_WAITs are inferred without a limit"
-                                                  : "the kernel default is assumed"));
+        problems->push_back(std::string(key) + " is not readable; " + fallback(key));
       }
       continue;
     }
     if (!apply(it->second)) {
       problems->push_back(std::string(key) + " = \"" + std::string(trim(it->second)) +
-                          "\" is not understood; " +
-                          (key == kMaxTwBuckets ? "TIME_WAITs are inferred without a limit"
-                                                : "the kernel default is assumed"));
+                          "\" is not understood; " + fallback(key));
     }
   }
   return config;
@@ -418,6 +433,8 @@ NetnsPortConfig read_netns_port_config(std::vector<std::string>* problems) {
   if (const auto netstat = read_small_file(kNetstatPath)) {
     config.tcp_time_wait_overflow =
         parse_netstat_counter(*netstat, "TcpExt", "TCPTimeWaitOverflow");
+    config.listen_overflows = parse_netstat_counter(*netstat, "TcpExt", "ListenOverflows");
+    config.listen_drops = parse_netstat_counter(*netstat, "TcpExt", "ListenDrops");
   }
   if (!config.tcp_time_wait_overflow) {
     problems->push_back(std::string("TcpExt TCPTimeWaitOverflow is not readable from ") +

@@ -276,6 +276,22 @@ std::optional<SocketEntry> decode_sock_record(const pl_sock_record& r, unsigned 
   return e;
 }
 
+std::optional<ListenQueue> decode_listen_queue(const pl_sock_record& r) {
+  if ((r.flags & PL_SR_F_LISTEN_QUEUE) == 0 || r.protocol != kIpprotoTcp ||
+      (r.local.family != PL_AF_INET && r.local.family != PL_AF_INET6)) {
+    return std::nullopt;
+  }
+  ListenQueue q;
+  q.sock_id = r.sk;
+  q.inode = r.ino;
+  q.netns = r.netns;
+  q.local = endpoint_of(r.local);
+  q.length = r.ack_backlog;
+  q.limit = r.max_ack_backlog;
+  q.syn_queue = r.syn_qlen;
+  return q;
+}
+
 SocketSnapshotter::SocketSnapshotter(SnapshotOptions options) : options_(options) {
   if (options_.mode == SnapshotMode::kSockDiag) {
     source_ = SnapshotSource::kSockDiag;
@@ -351,7 +367,8 @@ void SocketSnapshotter::take_in_netns(Snapshot* out, bool compact) const {
   if (source_ == SnapshotSource::kBpfIterator) {
     read_iterators(out, compact);
   } else {
-    out->truncated = sock_diag_list(out->netns, options_.max_entries, &out->table.sockets);
+    out->truncated = sock_diag_list(out->netns, options_.max_entries, &out->table.sockets,
+                                    &out->table.listen_queues);
     if (compact) {
       make_compact(*out);
     }
@@ -374,6 +391,9 @@ void SocketSnapshotter::read_iterators(Snapshot* out, bool compact) const {
     if (kept() >= options_.max_entries) {
       ++out->truncated;
       return;
+    }
+    if (auto queue = decode_listen_queue(record)) {
+      out->table.listen_queues.push_back(*queue);  // one per listener kept: bounded as they are
     }
     if (compact) {
       out->compact.push_back(*entry);

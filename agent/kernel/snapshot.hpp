@@ -25,7 +25,7 @@ struct snapshot_bpf;
 
 namespace portlens {
 
-static_assert(sizeof(pl_sock_record) == 152 && alignof(pl_sock_record) == 8,
+static_assert(sizeof(pl_sock_record) == 168 && alignof(pl_sock_record) == 8,
               "pl_sock_record differs from BPF");
 
 enum class SnapshotMode : std::uint8_t {
@@ -48,6 +48,9 @@ void read_iterator(bpf_link* link, const char* what,
 // Decodes one iterator record. Pure. nullopt for records that are not a TCP or UDP socket of
 // AF_INET/AF_INET6. hz (jiffies per second) converts the TIME_WAIT timer to milliseconds.
 std::optional<SocketEntry> decode_sock_record(const pl_sock_record& record, unsigned hz);
+
+// A TCP listener's queues from its record (PL_SR_F_LISTEN_QUEUE); nullopt for other records.
+std::optional<ListenQueue> decode_listen_queue(const pl_sock_record& record);
 
 // Loads the snapshot programs once; each take() runs in a thread of its own that enters the
 // namespace, so no other thread's namespace ever changes. take() may run concurrently.

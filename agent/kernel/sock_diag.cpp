@@ -24,6 +24,7 @@ namespace {
 constexpr std::uint8_t kTimerTimeWait = 3;
 
 // include/net/tcp_states.h; TCP_BOUND_INACTIVE (6.8+) is newer than Debian 12's uapi headers.
+constexpr int kTcpListen = 10;
 constexpr int kTcpSynRecv = 3;
 constexpr int kTcpNewSynRecv = 12;
 constexpr int kTcpBoundInactive = 13;
@@ -57,6 +58,7 @@ struct DumpState {
   std::uint64_t netns = 0;
   std::size_t max_entries = 0;
   std::vector<SocketEntry>* out = nullptr;
+  std::vector<ListenQueue>* queues = nullptr;
   std::uint64_t cut = 0;
 };
 
@@ -67,6 +69,11 @@ int on_message(const nlmsghdr* nlh, void* data) {
   if (auto entry = decode_inet_diag(payload, state->proto, state->netns)) {
     if (state->out->size() < state->max_entries) {
       state->out->push_back(std::move(*entry));
+      if (state->queues != nullptr && state->proto == Proto::kTcp) {
+        if (auto queue = decode_inet_diag_listen_queue(payload, state->netns)) {
+          state->queues->push_back(*queue);
+        }
+      }
     } else {
       ++state->cut;
     }
@@ -176,8 +183,28 @@ std::optional<SocketEntry> decode_inet_diag(std::span<const std::byte> payload, 
   return e;
 }
 
+std::optional<ListenQueue> decode_inet_diag_listen_queue(std::span<const std::byte> payload,
+                                                         std::uint64_t netns) {
+  inet_diag_msg msg{};
+  if (payload.size() < sizeof msg) {
+    return std::nullopt;
+  }
+  std::memcpy(&msg, payload.data(), sizeof msg);
+  if ((msg.idiag_family != AF_INET && msg.idiag_family != AF_INET6) ||
+      msg.idiag_state != kTcpListen) {
+    return std::nullopt;
+  }
+  ListenQueue q;
+  q.inode = msg.idiag_inode;
+  q.netns = netns;
+  q.local = endpoint_of(msg.idiag_family, msg.id.idiag_src, msg.id.idiag_sport);
+  q.length = msg.idiag_rqueue;
+  q.limit = msg.idiag_wqueue;
+  return q;
+}
+
 std::uint64_t sock_diag_list(std::uint64_t netns, std::size_t max_entries,
-                             std::vector<SocketEntry>* out) {
+                             std::vector<SocketEntry>* out, std::vector<ListenQueue>* queues) {
   // The netlink socket belongs to the netns of the thread that creates it.
   MnlSocket nl(mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC));
   if (!nl) {
@@ -190,6 +217,7 @@ std::uint64_t sock_diag_list(std::uint64_t netns, std::size_t max_entries,
   state.netns = netns;
   state.max_entries = max_entries;
   state.out = out;
+  state.queues = queues;
   for (const std::uint8_t family : {AF_INET, AF_INET6}) {
     state.proto = Proto::kTcp;
     dump(nl.get(), family, IPPROTO_TCP, kTcpStates, &state);

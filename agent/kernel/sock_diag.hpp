@@ -21,10 +21,18 @@ namespace portlens {
 std::optional<SocketEntry> decode_inet_diag(std::span<const std::byte> payload, Proto proto,
                                             std::uint64_t netns);
 
+// A TCP listener's accept queue from the same answer (idiag_rqueue and idiag_wqueue hold
+// sk_ack_backlog and sk_max_ack_backlog for LISTEN, tcp_diag_get_info()); nullopt for any other
+// socket. sock_diag does not show the SYN queue.
+std::optional<ListenQueue> decode_inet_diag_listen_queue(std::span<const std::byte> payload,
+                                                         std::uint64_t netns);
+
 // Appends the TCP and UDP sockets of the calling thread's network namespace to out, at most
 // max_entries in out overall; returns how many more there were. netns is the namespace's inode,
-// written into each entry. Throws Error when the kernel cannot be asked.
+// written into each entry. The listeners kept also append their accept queue to queues, when
+// given. Throws Error when the kernel cannot be asked.
 std::uint64_t sock_diag_list(std::uint64_t netns, std::size_t max_entries,
-                             std::vector<SocketEntry>* out);
+                             std::vector<SocketEntry>* out,
+                             std::vector<ListenQueue>* queues = nullptr);
 
 }  // namespace portlens

@@ -132,6 +132,14 @@ struct NetnsPortConfig {
   // Not a setting but a reading taken with them: TcpExtTCPTimeWaitOverflow of /proc/net/netstat,
   // the TIME_WAITs the namespace refused since it was made. nullopt when not read.
   std::optional<std::uint64_t> tcp_time_wait_overflow;
+  // net.core.somaxconn: listen() clamps its backlog to it (__sys_listen_socket()). nullopt when
+  // not read.
+  std::optional<std::uint32_t> somaxconn;
+  // Readings: TcpExtListenOverflows and TcpExtListenDrops of /proc/net/netstat, the handshakes
+  // the namespace dropped because an accept queue was full (overflows), and for any reason,
+  // overflows included (drops), since it was made. nullopt when not read.
+  std::optional<std::uint64_t> listen_overflows;
+  std::optional<std::uint64_t> listen_drops;
   // nullopt when the addresses of the netns are not known.
   std::optional<std::vector<LocalAddress>> local_addresses;
   // Not a setting but the running kernel's UDP rule (docs/kernel-rules.md 3): whether the first
@@ -141,10 +149,28 @@ struct NetnsPortConfig {
   std::optional<bool> udp_first_contender_decides = true;
 };
 
+// A TCP listener's queues as a snapshot saw them (docs/kernel-rules.md 12). The accept queue holds
+// connections whose handshake completed and that accept() has not taken yet; the kernel drops a
+// handshake that would take it past its limit (tcp_v4_syn_recv_sock(): sk_acceptq_is_full(),
+// TcpExtListenOverflows).
+struct ListenQueue {
+  std::uint64_t sock_id = 0;  // as SocketEntry::sock_id; 0 from sock_diag
+  std::uint64_t inode = 0;    // as SocketEntry::inode
+  std::uint64_t netns = 0;
+  Endpoint local;
+  std::uint32_t length = 0;  // sk_ack_backlog (ss -ltn's Recv-Q)
+  std::uint32_t limit = 0;   // sk_max_ack_backlog: min(listen()'s backlog, somaxconn) (Send-Q)
+  // Requests waiting for the handshake's last ACK (icsk_accept_queue.qlen); the BPF iterator
+  // reads it, sock_diag does not show it.
+  std::optional<std::uint32_t> syn_queue;
+};
+
 // Every socket portlens knows of, across network namespaces. Each netns may carry its own
 // config; a netns without one uses default_config (so a single-netns table just sets that).
 struct SocketTable {
   std::vector<SocketEntry> sockets;
+  // TCP listeners' queues, when the table comes from a snapshot (empty in the tracker's).
+  std::vector<ListenQueue> listen_queues;
   std::map<std::uint64_t, NetnsPortConfig> netns_config;
   NetnsPortConfig default_config;
 

@@ -141,13 +141,15 @@ json diagnosis_to_json(const Diagnosis& d) {
   return j;
 }
 
-std::string format_socket(const SocketEntry& s) {
+std::string format_socket(const SocketEntry& s) { return format_socket(s, owner_text(s)); }
+
+std::string format_socket(const SocketEntry& s, const std::string& owner) {
   std::string line =
       fmt::format("{} {:<11} {}", to_string(s.proto), socket_state_name(s), s.local.to_string());
   if (s.remote) {
     line += " -> " + s.remote->to_string();
   }
-  line += fmt::format("  {}  opts {}", owner_text(s), flags_text(s));
+  line += fmt::format("  {}  opts {}", owner, flags_text(s));
   if (s.time_wait_remaining) {
     line += fmt::format(", expires in {:.1f} s",
                         static_cast<double>(s.time_wait_remaining->count()) / 1000.0);

@@ -32,5 +32,8 @@ nlohmann::json diagnosis_to_json(const Diagnosis& diagnosis);
 std::string format_diagnosis(const Diagnosis& diagnosis, const std::string& indent);
 // One line for a socket: state, endpoints, owner, options, TIME_WAIT time left.
 std::string format_socket(const SocketEntry& socket);
+// The same line with the owner's text given (already escaped for the terminal), for a socket
+// whose owner is known otherwise (a connection in a listener's accept queue).
+std::string format_socket(const SocketEntry& socket, const std::string& owner);
 
 }  // namespace portlens

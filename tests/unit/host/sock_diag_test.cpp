@@ -73,6 +73,29 @@ TEST(SockDiagDecode, FullTcpSocketKeepsWhatSockDiagKnowsAndNoReuseFlags) {
   EXPECT_FALSE(e->time_wait_remaining.has_value());
 }
 
+// tcp_diag_get_info(): for a listener, idiag_rqueue is sk_ack_backlog and idiag_wqueue
+// sk_max_ack_backlog; for any other socket they are queued bytes, not a queue.
+TEST(SockDiagDecode, ListenerQueueFromRqueueAndWqueueOnly) {
+  inet_diag_msg m = v4_msg(10 /* LISTEN */, "127.0.0.1", 8080, "0.0.0.0", 0);
+  m.idiag_inode = 99;
+  m.idiag_rqueue = 3;
+  m.idiag_wqueue = 128;
+  const auto q = decode_inet_diag_listen_queue(diag_message(m), 77);
+  ASSERT_TRUE(q.has_value());
+  EXPECT_EQ(q->length, 3U);
+  EXPECT_EQ(q->limit, 128U);
+  EXPECT_EQ(q->inode, 99U);
+  EXPECT_EQ(q->netns, 77U);
+  EXPECT_EQ(q->local, ep("127.0.0.1", 8080));
+  EXPECT_FALSE(q->syn_queue.has_value());
+  inet_diag_msg est = v4_msg(1 /* ESTABLISHED */, "127.0.0.1", 8080, "127.0.0.1", 40000);
+  est.idiag_rqueue = 3;
+  EXPECT_FALSE(decode_inet_diag_listen_queue(diag_message(est), 77).has_value());
+  const auto whole = diag_message(m);
+  EXPECT_FALSE(
+      decode_inet_diag_listen_queue(std::span(whole.data(), sizeof(inet_diag_msg) - 1), 77));
+}
+
 TEST(SockDiagDecode, TimeWaitIsRecognisedByItsTimerAndKeepsItsSubstate) {
   // inet_twsk_diag_fill() puts tw_substate in idiag_state: FIN_WAIT2 here.
   inet_diag_msg m = v4_msg(5 /* FIN_WAIT2 */, "127.0.0.1", 40000, "127.0.0.1", 8080);
@@ -171,6 +194,27 @@ TEST(SockRecordDecode, FullSocketCarriesEveryField) {
   EXPECT_TRUE(e->explicit_port);
   EXPECT_EQ(e->sock_id, 0xffff888012345678U);
   EXPECT_EQ(e->netns, 4026531840U);
+}
+
+TEST(SockRecordDecode, ListenQueueOnlyWithItsFlag) {
+  pl_sock_record r = tcp_record(10 /* LISTEN */);
+  r.flags = PL_SR_F_FULL;
+  r.ack_backlog = 2;
+  EXPECT_FALSE(decode_listen_queue(r).has_value());  // without the flag, not read
+  r.flags |= PL_SR_F_LISTEN_QUEUE;
+  r.max_ack_backlog = 1;
+  r.syn_qlen = 4;
+  r.ino = 555;
+  const auto q = decode_listen_queue(r);
+  ASSERT_TRUE(q.has_value());
+  EXPECT_EQ(q->length, 2U);
+  EXPECT_EQ(q->limit, 1U);
+  EXPECT_EQ(q->syn_queue, 4U);
+  EXPECT_EQ(q->inode, 555U);
+  EXPECT_EQ(q->sock_id, r.sk);
+  EXPECT_EQ(q->local, ep("127.0.0.1", 8080));
+  r.protocol = IPPROTO_UDP;
+  EXPECT_FALSE(decode_listen_queue(r).has_value());
 }
 
 TEST(SockRecordDecode, TheBindBucketDecidesExplicitPortForTcp) {
@@ -378,6 +422,7 @@ TEST(NetnsConfigParse, SysctlsIntoConfigKeepDefaultsForOddValuesAndReportThem) {
       {"net.ipv4.ip_nonlocal_bind", "1\n"},
       {"net.ipv6.ip_nonlocal_bind", "0\n"},
       {"net.ipv4.tcp_max_tw_buckets", "1000\n"},
+      {"net.core.somaxconn", "4096\n"},
   };
   std::vector<std::string> problems;
   const NetnsPortConfig c = port_config_from_sysctls(texts, &problems);
@@ -391,6 +436,7 @@ TEST(NetnsConfigParse, SysctlsIntoConfigKeepDefaultsForOddValuesAndReportThem) {
   EXPECT_TRUE(c.ip_nonlocal_bind);
   EXPECT_FALSE(c.ip6_nonlocal_bind);
   EXPECT_EQ(c.tcp_max_tw_buckets, 1000U);
+  EXPECT_EQ(c.somaxconn, 4096U);
   ASSERT_EQ(problems.size(), 2U);
   EXPECT_NE(problems[0].find("tcp_tw_reuse"), std::string::npos);
   EXPECT_NE(problems[1].find("ip_unprivileged_port_start"), std::string::npos);

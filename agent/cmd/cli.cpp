@@ -289,7 +289,10 @@ void build_app(CLI::App& app, CommandLine& cl) {
   TraceOptions& t = cl.trace;
   trace->add_flag("--json", t.json, "JSON Lines, one object per event (the stable form)");
   trace->add_flag("--failures", t.failures, "only calls that failed");
-  trace->add_flag("--states", t.states, "also TCP state changes (sock:inet_sock_set_state)");
+  trace->add_flag("--states", t.states,
+                  "also TCP state changes (sock:inet_sock_set_state) and resets received, with "
+                  "the TIME_WAIT a close leaves");
+  trace->add_flag("--wide", t.wide, "addresses whole: the table is wider than 120 columns");
   trace->add_option("--pid", t.pid, "only this process (its tgid)")
       ->check(whole_number())
       ->check(CLI::Range(1, 0x3fffffff))

@@ -1,8 +1,13 @@
 #include "agent/cmd/trace.hpp"
 
 #include <chrono>
+#include <optional>
 #include <ostream>
+#include <string>
+#include <string_view>
+#include <unordered_set>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "agent/kernel/inspector.hpp"
@@ -43,10 +48,10 @@ bool EventFilter::accepts(const Event& event) {
   if (netns_ && event.netns != *netns_) {
     return false;
   }
-  if (event.type == EventType::kReset || event.type == EventType::kDestroy) {
+  if (event.type == EventType::kDestroy) {
     return false;  // the tracker's business; `trace` shows what happened to the state instead
   }
-  if (event.type == EventType::kState) {
+  if (event.type == EventType::kState || event.type == EventType::kReset) {
     if (!states_ || failures_) {
       return false;
     }
@@ -96,15 +101,26 @@ class TraceWriter final : public PipelineSink {
         summary_.diagnosis_latency_ns.push_back(monotonic_ns() - event.ts_ns);
       }
     }
+    const std::optional<int> time_wait_s = time_wait_born(event);
     if (options_.json) {
       nlohmann::json j = event_to_json(event, clock_);
+      if (time_wait_s) {
+        j["time_wait_expires_in_s"] = *time_wait_s;
+      }
       if (diagnosis != nullptr) {
         j["diagnosis"] = diagnosis_to_json(*diagnosis);
       }
       // A comm is bytes, not always UTF-8: replace keeps the line valid JSON.
       out_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     } else {
-      out_ << format_table_row(event, clock_) << '\n';
+      std::string row = format_table_row(event, clock_, options_.wide);
+      if (time_wait_s) {
+        // "FIN_WAIT2->CLOSE" becomes "FIN_WAIT2->TIME_WAIT 60s": the socket's place is taken
+        // by a TIME_WAIT, which lasts that long.
+        row.replace(row.size() - std::string_view("CLOSE").size(), std::string::npos,
+                    fmt::format("TIME_WAIT {}s", *time_wait_s));
+      }
+      out_ << row << '\n';
       if (diagnosis != nullptr) {
         out_ << format_diagnosis(*diagnosis, "    ");
       }
@@ -112,8 +128,31 @@ class TraceWriter final : public PipelineSink {
   }
 
  private:
+  // docs/kernel-rules.md 5: tcp_time_wait() then tcp_done() shows FIN_WAIT2->CLOSE or
+  // CLOSING->CLOSE, and the TIME_WAIT that takes the socket's place lasts TCP_TIMEWAIT_LEN (60 s);
+  // an RST received first (tcp_reset(), then tcp_done()) closes it with none. Returns the
+  // TIME_WAIT's lifetime when this state event began one.
+  std::optional<int> time_wait_born(const Event& event) {
+    if (event.type == EventType::kReset) {
+      if (reset_.size() >= EventFilter::kMaxRememberedSockets) {
+        reset_.clear();  // bounded: an RST whose close never came is forgotten
+      }
+      reset_.insert(event.sock_id);
+      return std::nullopt;
+    }
+    if (event.type != EventType::kState || event.new_state != static_cast<int>(TcpState::kClose)) {
+      return std::nullopt;
+    }
+    const bool was_reset = reset_.erase(event.sock_id) > 0;
+    const bool closing = event.old_state == static_cast<int>(TcpState::kFinWait2) ||
+                         event.old_state == static_cast<int>(TcpState::kClosing);
+    return closing && !was_reset ? std::optional(kTimeWaitSeconds) : std::nullopt;
+  }
+
+  static constexpr int kTimeWaitSeconds = 60;  // TCP_TIMEWAIT_LEN
   const TraceOptions& options_;
   EventFilter filter_;
+  std::unordered_set<std::uint64_t> reset_;  // sockets shown an RST, until their close
   std::ostream& out_;
   TraceSummary& summary_;
   const WallClock clock_;
@@ -158,7 +197,7 @@ TraceSummary run_trace(const TraceOptions& options, std::ostream& out, std::ostr
   }
 
   if (!options.json) {
-    out << format_table_header() << '\n';
+    out << format_table_header(options.wide) << '\n';
   }
   status << "Tracing bind/listen/connect" << (options.states ? " and TCP state changes" : "")
          << "... Ctrl-C to stop." << std::endl;

@@ -18,7 +18,8 @@ namespace portlens {
 struct TraceOptions {
   bool json = false;
   bool failures = false;  // only failed calls
-  bool states = false;    // also TCP state changes
+  bool states = false;    // also TCP state changes and resets received
+  bool wide = false;      // the table's addresses whole (wider than 120 columns)
   std::optional<std::uint32_t> pid;
   std::optional<std::uint16_t> port;
   std::optional<std::string> netns;  // as the user gave it

@@ -101,11 +101,15 @@ std::string format_rfc3339_us(std::int64_t realtime_ns) {
                      utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, micros);
 }
 
-std::string format_clock_time(std::int64_t realtime_ns) {
+std::string format_clock_time(std::int64_t realtime_ns, bool microseconds) {
   const auto secs = static_cast<time_t>(realtime_ns / kNsPerSec);
   const auto micros = (realtime_ns % kNsPerSec) / 1000;
   tm local{};
   localtime_r(&secs, &local);
+  if (!microseconds) {
+    return fmt::format("{:02}:{:02}:{:02}.{:03}", local.tm_hour, local.tm_min, local.tm_sec,
+                       micros / 1000);
+  }
   return fmt::format("{:02}:{:02}:{:02}.{:06}", local.tm_hour, local.tm_min, local.tm_sec, micros);
 }
 
@@ -134,13 +138,48 @@ std::string format_option_letters(const SocketOptions& opts) {
   return out.empty() ? "-" : out;
 }
 
-std::string format_table_header() {
-  return fmt::format("{:<15} {:<16} {:>7} {:<7} {:<5} {:<46} {:<46} {:<6} {}", "TIME", "COMM",
-                     "PID", "CALL", "PROTO", "LOCAL", "REMOTE", "OPTS", "RESULT");
+std::string elide_endpoint(const std::string& text, std::size_t width) {
+  if (text.size() <= width) {
+    return text;
+  }
+  // Keep the port (":443", or "]:443" for IPv6) whole and as much of the address as fits.
+  const auto colon = text.rfind(':');
+  std::size_t tail_at = colon == std::string::npos ? text.size() : colon;
+  if (tail_at > 0 && text[tail_at - 1] == ']') {
+    --tail_at;
+  }
+  const std::string tail = text.substr(tail_at);
+  const std::size_t room = width > tail.size() + 2 ? width - tail.size() - 2 : 0;
+  return text.substr(0, room) + ".." + tail;
 }
 
-std::string format_table_row(const Event& event, const WallClock& clock) {
-  std::string local = endpoint_or_dash(event.shown_local());
+namespace {
+
+struct Widths {
+  std::size_t time;
+  std::size_t address;
+};
+
+Widths widths(bool wide) {
+  return wide ? Widths{15, 46} : Widths{12, kTableAddressWidth};  // 12: 18:39:27.068
+}
+
+}  // namespace
+
+std::string format_table_header(bool wide) {
+  const Widths w = widths(wide);
+  return fmt::format("{:<{}} {:<15} {:>7} {:<7} {:<5} {:<{}} {:<{}} {:<4} {}", "TIME", w.time,
+                     "COMM", "PID", "CALL", "PROTO", "LOCAL", w.address, "REMOTE", w.address,
+                     "OPTS", "RESULT");
+}
+
+std::string format_table_row(const Event& event, const WallClock& clock, bool wide) {
+  const Widths w = widths(wide);
+  const auto shown = [&](const std::optional<Endpoint>& ep) {
+    const std::string text = endpoint_or_dash(ep);
+    return wide ? text : elide_endpoint(text, w.address);
+  };
+  std::string local = shown(event.shown_local());
   // bind(port 0) and listen() on an unbound socket: show the port the kernel picked.
   if (event.type == EventType::kBind && event.result == 0 && event.requested &&
       event.requested->port == 0 && event.local && event.local->port != 0) {
@@ -153,18 +192,22 @@ std::string format_table_row(const Event& event, const WallClock& clock) {
   if (event.type == EventType::kState) {
     result = state_name(event.old_state) + "->" + state_name(event.new_state);
   } else if (event.type == EventType::kReset) {
-    result = "RST in " + state_name(event.old_state);
+    result = "received in " + state_name(event.old_state);  // tcp:tcp_receive_reset
   } else if (event.type == EventType::kDestroy) {
     result = "destroyed in " + state_name(event.old_state);
   } else {
     result = errno_name(event.result);
   }
   const std::string opts = event.opts ? format_option_letters(*event.opts) : "?";
-  return fmt::format("{:<15} {:<16} {:>7} {:<7} {:<5} {:<46} {:<46} {:<6} {}",
-                     format_clock_time(clock.to_realtime_ns(event.ts_ns)),
-                     escape_for_terminal(event.comm), event.pid, to_string(event.type),
-                     to_string(event.proto), local, endpoint_or_dash(event.shown_remote()), opts,
-                     result);
+  // The calls run in their process; state changes and resets in whatever task was interrupted.
+  const bool in_softirq = event.type == EventType::kState || event.type == EventType::kReset ||
+                          event.type == EventType::kDestroy;
+  return fmt::format("{:<{}} {:<15} {:>7} {:<7} {:<5} {:<{}} {:<{}} {:<4} {}",
+                     format_clock_time(clock.to_realtime_ns(event.ts_ns), wide), w.time,
+                     in_softirq ? std::string("-") : escape_for_terminal(event.comm),
+                     in_softirq ? std::string("-") : std::to_string(event.pid),
+                     to_string(event.type), to_string(event.proto), local, w.address,
+                     shown(event.shown_remote()), w.address, opts, result);
 }
 
 nlohmann::json endpoint_to_json(const Endpoint& endpoint) {

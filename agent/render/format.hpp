@@ -23,7 +23,7 @@ std::string escape_for_terminal(std::string_view text);
 // "2026-11-21T10:15:03.123456Z"
 std::string format_rfc3339_us(std::int64_t realtime_ns);
 // "10:15:03.123456", local time
-std::string format_clock_time(std::int64_t realtime_ns);
+std::string format_clock_time(std::int64_t realtime_ns, bool microseconds = true);
 
 // "EADDRINUSE" for 98 or -98; "OK" for 0; "E?123" for numbers libc does not name.
 std::string errno_name(int err);
@@ -33,8 +33,15 @@ std::string errno_name(int err);
 std::string format_option_letters(const SocketOptions& opts);
 
 // The table form of `portlens trace`.
-std::string format_table_header();
-std::string format_table_row(const Event& event, const WallClock& clock);
+// `trace`'s table. It fits 120 columns: the time in milliseconds, and an address longer than its
+// column shortened in the middle ("[2001:db8:..]:443"), keeping its port; wide shows
+// microseconds and every address whole. State and reset rows run in softirq context, where the
+// task is whichever one was interrupted: their COMM and PID read "-".
+inline constexpr std::size_t kTableAddressWidth = 19;  // 10.244.123.45:43480
+std::string format_table_header(bool wide = false);
+std::string format_table_row(const Event& event, const WallClock& clock, bool wide = false);
+// An endpoint's text in at most width characters (never shortens below its port).
+std::string elide_endpoint(const std::string& text, std::size_t width);
 
 // The JSON form of docs/architecture.md (without "diagnosis", which the diagnoser adds).
 nlohmann::json event_to_json(const Event& event, const WallClock& clock);

@@ -148,3 +148,106 @@ TEST(TraceCliPreflightTest, UnknownNamespaceIsAUsageError) {
 
 }  // namespace
 }  // namespace portlens::testing
+
+namespace portlens::testing {
+namespace {
+
+// Reads until EOF (bounded): the peer's FIN arrived.
+bool reads_eof(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  char byte = 0;
+  return ::poll(&p, 1, 2000) > 0 && ::read(fd, &byte, 1) == 0;
+}
+
+struct ClosedPair {
+  std::uint16_t client_port = 0;  // the client's local port
+  bool ok = false;
+};
+
+// A loopback connection to port, closed one of two ways: a FIN close with the client first (it
+// ends in TIME_WAIT), or the client's close with SO_LINGER 0 (an RST, which leaves none; the
+// server receives it).
+ClosedPair connect_and_close(std::uint16_t port, bool linger_zero) {
+  ClosedPair out;
+  TestSocket listener(AF_INET, SOCK_STREAM);
+  TestSocket client(AF_INET, SOCK_STREAM);
+  if (listener.bind("127.0.0.1", port) != 0 || listener.listen() != 0 ||
+      client.connect("127.0.0.1", port) != 0) {
+    return out;
+  }
+  const int server = listener.accept_one();
+  if (server < 0) {
+    return out;
+  }
+  out.client_port = client.local_port();
+  if (linger_zero) {
+    const linger l{1, 0};
+    out.ok = ::setsockopt(client.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l) == 0;
+    client.close();
+    pollfd p{server, POLLIN, 0};
+    out.ok = out.ok && ::poll(&p, 1, 2000) > 0;  // the RST arrived
+  } else {
+    out.ok = ::shutdown(client.fd(), SHUT_WR) == 0 && reads_eof(server);
+    ::close(server);
+    out.ok = out.ok && reads_eof(client.fd());
+    client.close();
+    return out;
+  }
+  ::close(server);
+  return out;
+}
+
+// trace --states tells the closes apart as the kernel made them: the FIN close's FIN_WAIT2->CLOSE
+// is said to leave a TIME_WAIT of 60 s, and ss shows that TIME_WAIT; the SO_LINGER 0 close leaves
+// none (ss agrees), and the server's side shows the RST it received.
+TEST_F(TraceCliTest, StatesTellAFinCloseThatLeftATimeWaitFromAResetClose) {
+  PORTLENS_REQUIRE_ROOT();
+  Process p(
+      {PORTLENS_BINARY, "trace", "--json", "--states", "--netns", ns().name(), "--duration", "60"});
+  ASSERT_TRUE(p.wait_for_stderr("Tracing", 20s)) << p.err();
+  const ClosedPair fin = ns().run([] { return connect_and_close(9981, false); });
+  const ClosedPair rst = ns().run([] { return connect_and_close(9982, true); });
+  ASSERT_TRUE(fin.ok && rst.ok);
+  const CommandResult ss =
+      run_command("ip netns exec " + ns().name() + " ss -Htan state time-wait");
+  ASSERT_EQ(ss.status, 0);
+  // The kernel's view: one TIME_WAIT, the FIN closer's.
+  EXPECT_NE(ss.output.find("127.0.0.1:" + std::to_string(fin.client_port)), std::string::npos)
+      << ss.output;
+  EXPECT_EQ(ss.output.find("127.0.0.1:" + std::to_string(rst.client_port)), std::string::npos)
+      << ss.output;
+  std::this_thread::sleep_for(300ms);
+  p.signal(SIGINT);
+  ASSERT_EQ(p.wait(10s), 0) << p.err();
+
+  const auto lines = json_lines(p.out());
+  const auto local_port = [](const nlohmann::json& j) {
+    return j["local"].is_object() ? j["local"].value("port", 0) : 0;
+  };
+  int fin_time_waits = 0;
+  int rst_time_waits = 0;
+  int resets_received = 0;
+  for (const auto& j : lines) {
+    if (j.value("event", "") == "reset" && local_port(j) == 9982) {
+      ++resets_received;
+      EXPECT_EQ(j["old_state"], "ESTABLISHED") << j.dump();
+    }
+    if (j.value("event", "") != "state" || !j.contains("time_wait_expires_in_s")) {
+      continue;
+    }
+    EXPECT_EQ(j["time_wait_expires_in_s"], 60) << j.dump();
+    EXPECT_EQ(j["new_state"], "CLOSE") << j.dump();
+    if (local_port(j) == fin.client_port) {
+      ++fin_time_waits;
+      EXPECT_EQ(j["old_state"], "FIN_WAIT2") << j.dump();
+    } else {
+      ++rst_time_waits;  // either side of the reset close, or the FIN close's passive side
+    }
+  }
+  EXPECT_EQ(fin_time_waits, 1) << p.out();
+  EXPECT_EQ(rst_time_waits, 0) << p.out();
+  EXPECT_EQ(resets_received, 1) << p.out();
+}
+
+}  // namespace
+}  // namespace portlens::testing

@@ -241,8 +241,44 @@ TEST(TableTest, FailedBindRow) {
   EXPECT_THAT(row, HasSubstr("EADDRINUSE"));
   EXPECT_THAT(row, Not(HasSubstr("(got")));
   EXPECT_EQ(row.find('\n'), std::string::npos);
-  // The time column is local wall-clock time with microseconds.
-  EXPECT_THAT(row, HasSubstr(".123456"));
+  // The time column is local wall-clock time, in milliseconds; --wide shows microseconds.
+  EXPECT_THAT(row, HasSubstr(".123 "));
+  EXPECT_THAT(format_table_row(e, WallClock(kOffsetNs), true), HasSubstr(".123456 "));
+}
+
+// The table fits 120 columns by default, whatever the addresses; --wide keeps them whole.
+TEST(TableTest, FitsInOneHundredTwentyColumnsUnlessWide) {
+  Event e = failed_bind_v4();
+  e.type = EventType::kConnect;
+  e.comm = "systemd-resolve";  // 15 bytes, the most a comm holds
+  e.pid = 4194304;
+  e.result = -EADDRNOTAVAIL;
+  e.requested = *Endpoint::parse("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:65535");
+  e.local = *Endpoint::parse("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:1]:65535");
+  e.family = Family::kIpv6;
+  e.opts = SocketOptions{.reuseaddr = true, .reuseport = true, .v6only = true};
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_LE(row.size(), 120U) << row;
+  EXPECT_LE(format_table_header().size(), 120U);
+  EXPECT_THAT(row, HasSubstr("..]:65535"));  // shortened in the middle, the port kept
+  const std::string wide = format_table_row(e, WallClock(kOffsetNs), true);
+  EXPECT_THAT(wide, HasSubstr("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:65535"));
+  EXPECT_THAT(wide, HasSubstr("[2001:db8:aaaa:bbbb:cccc:dddd:eeee:1]:65535"));
+  // The longest state change still fits.
+  Event st;
+  st.type = EventType::kState;
+  st.old_state = static_cast<int>(TcpState::kEstablished);
+  st.new_state = static_cast<int>(TcpState::kCloseWait);
+  st.local = *Endpoint::parse("255.255.255.255:65535");
+  st.remote = *Endpoint::parse("255.255.255.255:65535");
+  EXPECT_LE(format_table_row(st, WallClock(kOffsetNs)).size(), 120U);
+}
+
+TEST(TableTest, ElidedEndpointsKeepTheirPort) {
+  EXPECT_EQ(elide_endpoint("127.0.0.1:8080", 19), "127.0.0.1:8080");
+  EXPECT_EQ(elide_endpoint("192.168.100.200:65535", 19), "192.168.100..:65535");
+  EXPECT_EQ(elide_endpoint("[2001:db8::1234:5678]:443", 19), "[2001:db8::1..]:443");
+  EXPECT_EQ(elide_endpoint("[2001:db8::1234:5678]:443", 19).size(), 19U);
 }
 
 TEST(TableTest, CommIsEscaped) {
@@ -297,6 +333,21 @@ TEST(TableTest, StateRow) {
   EXPECT_THAT(row, HasSubstr("10.0.0.2:40112"));
   EXPECT_THAT(row, Not(HasSubstr("OK")));
   EXPECT_THAT(row, HasSubstr(" ? "));  // options not read
+  // The task a softirq interrupted is not the socket's: COMM and PID read "-".
+  EXPECT_THAT(row, Not(HasSubstr("swapper")));
+  EXPECT_EQ(row.find('-'), format_table_header().find("COMM")) << row;
+}
+
+TEST(TableTest, ResetRowSaysItWasReceived) {
+  Event e;
+  e.type = EventType::kReset;
+  e.ts_ns = kMonoNs;
+  e.old_state = static_cast<int>(TcpState::kEstablished);
+  e.local = *Endpoint::parse("127.0.0.1:8080");
+  e.remote = *Endpoint::parse("127.0.0.1:40112");
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("received in ESTABLISHED"));
+  EXPECT_THAT(row, HasSubstr("reset"));
 }
 
 TEST(TableTest, ConnectRowShowsTheDestinationAsRemote) {

@@ -63,13 +63,18 @@ TEST(EventFilterTest, NoOptionsShowsEveryCallButNoStateOrReset) {
   EXPECT_FALSE(filter.accepts(reset(0xa000)));
 }
 
-TEST(EventFilterTest, StatesShowsStateEventsButNeverResets) {
+// --states shows resets received beside the state changes (an RST close leaves no TIME_WAIT,
+// which is what a reader of the states wants to tell apart); destroys stay the tracker's.
+TEST(EventFilterTest, StatesShowsStateEventsAndResetsButNotDestroys) {
   TraceOptions o;
   o.states = true;
   EventFilter filter(o, std::nullopt);
   EXPECT_TRUE(filter.accepts(state(0xa000)));
   EXPECT_TRUE(filter.accepts(bind_ok()));
-  EXPECT_FALSE(filter.accepts(reset(0xa000)));
+  EXPECT_TRUE(filter.accepts(reset(0xa000)));
+  Event destroy = state(0xa000);
+  destroy.type = EventType::kDestroy;
+  EXPECT_FALSE(filter.accepts(destroy));
 }
 
 TEST(EventFilterTest, FailuresHidesSuccessesAndStateEvents) {
@@ -172,7 +177,9 @@ TEST(EventFilterTest, PidWithStatesFollowsTheSocketsThatPidUsed) {
   EXPECT_FALSE(filter.accepts(state(0xb000, 0)));
   EXPECT_FALSE(filter.accepts(state(0xb000, 100)));
   EXPECT_FALSE(filter.accepts(state(0xc000, 100)));
-  EXPECT_FALSE(filter.accepts(reset(0xa000, 100)));
+  // Resets follow the same sockets as the state changes.
+  EXPECT_TRUE(filter.accepts(reset(0xa000, 0)));
+  EXPECT_FALSE(filter.accepts(reset(0xb000, 100)));
 }
 
 TEST(EventFilterTest, PidRemembersSocketsEvenFromCallsItDoesNotShow) {

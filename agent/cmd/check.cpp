@@ -1,24 +1,31 @@
 #include "agent/cmd/check.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <map>
 #include <ostream>
 #include <thread>
+#include <variant>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/diagnose/diagnoser.hpp"
+#include "agent/diagnose/ephemeral.hpp"
 #include "agent/kernel/inspector.hpp"
 #include "agent/model/error.hpp"
+#include "agent/model/fd.hpp"
 #include "agent/render/format.hpp"
 #include "agent/render/report.hpp"
 #include "exporters/local_api.hpp"
@@ -150,6 +157,179 @@ Call bind_call(Proto proto, const Endpoint& local, const SocketOptions& options,
   return c;
 }
 
+// The source address routing picks toward a destination in ns: a UDP socket's connect() runs the
+// route lookup and sends nothing. An errno when there is no route.
+std::variant<IpAddress, int> route_source(const NetnsRef& ns, const Endpoint& destination) {
+  return in_netns(ns, [&]() -> std::variant<IpAddress, int> {
+    const bool v6 = destination.addr.is_v6();
+    const Fd fd(::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+      return errno;
+    }
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (v6) {
+      sockaddr_in6 sa{};
+      sa.sin6_family = AF_INET6;
+      sa.sin6_port = htons(destination.port);
+      std::memcpy(&sa.sin6_addr, destination.addr.bytes().data(), 16);
+      std::memcpy(&ss, &sa, sizeof sa);
+      len = sizeof sa;
+    } else {
+      sockaddr_in sa{};
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons(destination.port);
+      std::memcpy(&sa.sin_addr, destination.addr.bytes().data(), 4);
+      std::memcpy(&ss, &sa, sizeof sa);
+      len = sizeof sa;
+    }
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
+      return errno;
+    }
+    sockaddr_storage local{};
+    socklen_t local_len = sizeof local;
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) {
+      return errno;
+    }
+    if (local.ss_family == AF_INET6) {
+      sockaddr_in6 sa{};
+      std::memcpy(&sa, &local, sizeof sa);
+      std::array<std::uint8_t, 16> b{};
+      std::memcpy(b.data(), &sa.sin6_addr, b.size());
+      return IpAddress::v6(b);
+    }
+    sockaddr_in sa{};
+    std::memcpy(&sa, &local, sizeof sa);
+    std::array<std::uint8_t, 4> b{};
+    std::memcpy(b.data(), &sa.sin_addr, b.size());
+    return IpAddress::v4(b);
+  });
+}
+
+// `check connect ADDR:PORT`: docs/kernel-rules.md section 6. A connect() from an unbound socket
+// finds a port when one of the usable ports has no socket on the 4-tuple toward the destination
+// from the routed source address, or a TIME_WAIT there that it may take over now.
+int run_check_connect(const CheckOptions& o, const Endpoint& destination, std::ostream& out) {
+  if (o.listen || o.reuseaddr || o.reuseport || o.v6only || o.device || o.uid) {
+    throw UsageError(
+        "check connect: takes only --netns, --json and --snapshot (it predicts a connect() "
+        "from an unbound TCP socket)");
+  }
+  if (destination.port == 0 || destination.addr.is_any()) {
+    throw UsageError("check connect: '" + o.address +
+                     "' is not a destination: give an address and a port, as in 10.0.0.5:6379");
+  }
+  const NetnsRef ns = resolve_or_current(o.netns);
+  const auto routed = route_source(ns, destination);
+  if (const int* err = std::get_if<int>(&routed)) {
+    const std::string why = fmt::format("connect() -> {}: no route from netns {} toward {}",
+                                        errno_name(-*err), ns.inode, destination.to_string());
+    if (o.json) {
+      out << dump_json(json{{"prediction", "fails"},
+                            {"errno", errno_name(-*err)},
+                            {"note", why},
+                            {"destination", endpoint_to_json(destination)},
+                            {"netns", ns.inode}})
+          << '\n';
+    } else {
+      out << "tcp connect " << destination.to_string() << ": would FAIL: " << why << '\n';
+    }
+    return kCheckFails;
+  }
+  const IpAddress source = std::get<IpAddress>(routed);
+  SnapshotOptions snap_opts;
+  snap_opts.mode = o.snapshot_mode;
+  LiveInspector inspector(snap_opts);
+  const LiveTable live = inspector.inspect(ns);
+  const SocketTable& table = live.snapshot.table;
+  const EphemeralAccount a = account_destination(
+      table,
+      Destination{ns.inode, source, Endpoint{destination.addr.unmapped(), destination.port}});
+  // The next port to free: the soonest TIME_WAIT toward it to expire.
+  std::optional<std::chrono::milliseconds> next_expiry;
+  for (const SocketEntry& e : table.sockets) {
+    if (e.netns == ns.inode && e.state == TcpState::kTimeWait && e.remote &&
+        e.remote->port == destination.port &&
+        e.remote->addr.unmapped() == destination.addr.unmapped() &&
+        e.local.addr.unmapped() == source.unmapped() && e.time_wait_remaining) {
+      next_expiry =
+          next_expiry ? std::min(*next_expiry, *e.time_wait_remaining) : *e.time_wait_remaining;
+    }
+  }
+  Outcome outcome = Outcome::kSucceeds;
+  if (a.available == 0) {
+    outcome = a.undecided > 0 ? Outcome::kUndetermined : Outcome::kFails;
+  }
+  std::optional<Diagnosis> diagnosis;
+  if (outcome != Outcome::kSucceeds) {
+    Call call;
+    call.syscall = Syscall::kConnect;
+    call.proto = Proto::kTcp;
+    call.family = destination.addr.is_v6() ? Family::kIpv6 : Family::kIpv4;
+    call.netns = ns.inode;
+    call.local = Endpoint{source, 0};
+    call.remote = destination;
+    call.uid = getuid();
+    call.result = -EADDRNOTAVAIL;
+    diagnosis = diagnose(call, table);
+  }
+  const NetnsPortConfig& config = table.config_for(ns.inode);
+  if (o.json) {
+    json j = {
+        {"prediction", outcome_name(outcome)},
+        {"errno", outcome == Outcome::kFails ? json("EADDRNOTAVAIL") : json(nullptr)},
+        {"destination", endpoint_to_json(destination)},
+        {"source", source.to_string()},
+        {"netns", ns.inode},
+        {"ports",
+         {{"range", {{"lo", config.port_range_lo}, {"hi", config.port_range_hi}}},
+          {"range_size", a.range_size},
+          {"reserved", a.reserved},
+          {"held_by_bind_listen", a.explicit_owned},
+          {"capacity", a.capacity},
+          {"in_use", a.in_use},
+          {"time_wait", a.time_wait},
+          {"time_wait_reusable_now", a.time_wait_reusable},
+          {"undecided", a.undecided},
+          {"available", a.available}}},
+        {"tcp_tw_reuse", config.tcp_tw_reuse},
+        {"next_time_wait_expiry_ms", next_expiry ? json(next_expiry->count()) : json(nullptr)},
+        {"diagnosis", diagnosis ? diagnosis_to_json(*diagnosis) : json(nullptr)},
+        {"snapshot", snapshot_json(live.snapshot)},
+    };
+    out << dump_json(j) << '\n';
+  } else {
+    out << fmt::format("tcp connect {} -> {} in netns {}: ", source.to_string(),
+                       destination.to_string(), ns.inode);
+    switch (outcome) {
+      case Outcome::kSucceeds:
+        out << fmt::format("would find a port ({} free)\n", a.available);
+        break;
+      case Outcome::kFails:
+        out << "would FAIL: connect() -> EADDRNOTAVAIL\n";
+        break;
+      case Outcome::kUndetermined:
+        out << "cannot tell: some ports' holders have fields portlens cannot see\n";
+        break;
+    }
+    out << fmt::format(
+        "  ports {}-{}: {} usable ({} reserved, {} held by bind/listen); toward it {} in use "
+        "({} TIME_WAIT, {} of them reusable now), {} free\n",
+        config.port_range_lo, config.port_range_hi, a.capacity, a.reserved, a.explicit_owned,
+        a.in_use, a.time_wait, a.time_wait_reusable, a.available);
+    if (next_expiry) {
+      out << fmt::format("  the next TIME_WAIT toward it expires in {:.1f} s\n",
+                         static_cast<double>(next_expiry->count()) / 1000.0);
+    }
+    if (diagnosis) {
+      out << format_diagnosis(*diagnosis, "  ");
+    }
+  }
+  return outcome == Outcome::kSucceeds ? kCheckSucceeds : kCheckFails;
+}
+
 }  // namespace
 
 int run_check(const CheckOptions& o, std::ostream& out) {
@@ -157,6 +337,9 @@ int run_check(const CheckOptions& o, std::ostream& out) {
   if (!endpoint) {
     throw UsageError("check: '" + o.address +
                      "' is not ADDR:PORT (examples: 127.0.0.1:8080, [::]:443, *:80)");
+  }
+  if (o.connect) {
+    return run_check_connect(o, *endpoint, out);
   }
   if (o.v6only && !endpoint->addr.is_v6()) {
     throw UsageError("check: --v6only applies to IPv6 addresses only, not " + o.address);

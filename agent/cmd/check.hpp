@@ -24,6 +24,9 @@ struct CheckOptions {
   std::optional<std::uint32_t> uid;   // default: the caller's uid
   std::optional<std::string> netns;
   SnapshotMode snapshot_mode = SnapshotMode::kAuto;
+  // `check connect ADDR:PORT`: would a connect() toward ADDR:PORT, from an unbound TCP socket,
+  // find a local port now. address is then the destination.
+  bool connect = false;
 };
 
 // Exit codes of `check`: 0 the bind (and listen) would succeed; 1 it would fail, or the answer

@@ -340,11 +340,14 @@ void build_app(CLI::App& app, CommandLine& cl) {
   CLI::App* check =
       app.add_subcommand("check", "predict whether a bind (and listen) would succeed");
   check->description(
-      "Would bind() to ADDR:PORT (and listen()) succeed now? Exit 0 yes, 1 no, 2 bad input.\n\n"
+      "Would bind() to ADDR:PORT (or a connect() toward it) succeed now? Exit 0 yes, 1 no.\n\n"
       "Predicts from a fresh look at the kernel's sockets whether bind() to ADDR:PORT (and, with "
       "--listen, the listen() after it) would succeed now. Nothing is bound. Exit 0: it would "
       "succeed; 1: it would fail (cause, blockers and fix are printed) or cannot be told; 2: bad "
-      "input.\n\nADDR:PORT: 127.0.0.1:8080, 0.0.0.0:80, *:80, [::]:443, [::1]:53.");
+      "input.\n\n`check connect ADDR:PORT` predicts instead whether a connect() toward ADDR:PORT "
+      "from an unbound TCP socket would find a local port: the ports usable toward it, those "
+      "in use, the TIME_WAITs it could take over now, and when the next one frees.\n\nADDR:PORT: "
+      "127.0.0.1:8080, 0.0.0.0:80, *:80, [::]:443, [::1]:53.");
   check->callback([&cl] {
     if (cl.check.address.empty()) {
       throw CLI::ValidationError("check",
@@ -360,26 +363,31 @@ void build_app(CLI::App& app, CommandLine& cl) {
           "target",
           [&c](const std::vector<std::string>& words) {
             if (words.size() > 2) {
-              throw CLI::ValidationError("check", "takes [tcp|udp] ADDR:PORT, not " +
-                                                      std::to_string(words.size()) + " words");
+              throw CLI::ValidationError("check",
+                                         "takes [tcp|udp] ADDR:PORT or connect ADDR:PORT, not " +
+                                             std::to_string(words.size()) + " words");
             }
-            if (words.size() == 2) {
+            if (words.size() == 2 && words[0] == "connect") {
+              c.connect = true;
+              c.proto = Proto::kTcp;
+            } else if (words.size() == 2) {
               std::string word = words[0];
               std::transform(word.begin(), word.end(), word.begin(),
                              [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
               const auto proto = parse_proto(word);
               if (!proto || (*proto != Proto::kTcp && *proto != Proto::kUdp)) {
                 throw CLI::ValidationError("check", "'" + words[0] +
-                                                        "' is not a protocol: tcp or udp, "
-                                                        "before ADDR:PORT");
+                                                        "' is not a protocol (tcp or udp) nor "
+                                                        "connect, before ADDR:PORT");
               }
               c.proto = *proto;
             }
             c.address = words.back();
           },
-          "the address to bind, after its protocol (tcp when none is given)")
+          "the address to bind, after its protocol (tcp when none is given); or connect and "
+          "the destination")
       ->expected(1, CLI::detail::expected_max_vector_size)  // more than 2: refused in words
-      ->option_text("[tcp|udp] ADDR:PORT");
+      ->option_text("[tcp|udp|connect] ADDR:PORT");
   check->add_flag("--reuseaddr", c.reuseaddr, "with SO_REUSEADDR");
   check->add_flag("--reuseport", c.reuseport, "with SO_REUSEPORT");
   check->add_flag("--v6only", c.v6only, "with IPV6_V6ONLY (IPv6 addresses)");

@@ -333,6 +333,19 @@ TEST(ParseCommandLineTest, TopLevelHelpIsOneLinePerCommand) {
   }
 }
 
+TEST(ParseCheckTest, ConnectTakesADestination) {
+  const ParseOutcome out = parse_args({"check", "connect", "10.0.0.5:6379", "--json"});
+  ASSERT_TRUE(out.command_line.has_value()) << out.stderr_text;
+  EXPECT_TRUE(out.command_line->check.connect);
+  EXPECT_EQ(out.command_line->check.proto, Proto::kTcp);
+  EXPECT_EQ(out.command_line->check.address, "10.0.0.5:6379");
+  EXPECT_FALSE(parse_args({"check", "127.0.0.1:80"}).command_line->check.connect);
+  const ParseOutcome alone = parse_args({"check", "connect"});
+  // "connect" alone is taken as the address, which run_check refuses (exit 2).
+  ASSERT_TRUE(alone.command_line.has_value());
+  EXPECT_EQ(alone.command_line->check.address, "connect");
+}
+
 // check takes [PROTO] ADDR:PORT: tcp when the protocol is left out, as everywhere else.
 TEST(ParseCheckTest, ProtocolDefaultsToTcp) {
   const ParseOutcome out = parse_args({"check", "127.0.0.1:8080", "--listen"});

@@ -531,6 +531,10 @@ int run_main(int argc, char** argv) {
         if (s.malformed > 0) {
           std::cerr << ", " << s.malformed << " malformed";
         }
+        if (s.self_connects > 0) {
+          std::cerr << ", " << s.self_connects
+                    << " self-connects (a connect() that got its destination's port)";
+        }
         if (!s.diagnosis_latency_ns.empty()) {
           std::vector<std::uint64_t> lat = s.diagnosis_latency_ns;
           std::sort(lat.begin(), lat.end());

@@ -95,6 +95,7 @@ class TraceWriter final : public PipelineSink {
 
   void event(const Event& event, const Diagnosis* diagnosis) override {
     ++summary_.shown;
+    summary_.self_connects += event.self_connect() ? 1 : 0;
     if (diagnosis != nullptr) {
       ++summary_.diagnosed;
       if (summary_.diagnosis_latency_ns.size() < kMaxLatencySamples) {

@@ -50,9 +50,10 @@ class EventFilter {
 
 struct TraceSummary {
   std::uint64_t shown = 0;
-  std::uint64_t seen = 0;       // records read from the ring buffer
-  std::uint64_t malformed = 0;  // records that failed to decode
-  std::uint64_t diagnosed = 0;  // failures explained
+  std::uint64_t seen = 0;           // records read from the ring buffer
+  std::uint64_t malformed = 0;      // records that failed to decode
+  std::uint64_t diagnosed = 0;      // failures explained
+  std::uint64_t self_connects = 0;  // shown connect()s that connected a socket to itself
   // From the failed call (its kernel timestamp) to its diagnosis being written, per diagnosis.
   std::vector<std::uint64_t> diagnosis_latency_ns;
   DropCounters lost;

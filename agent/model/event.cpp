@@ -65,6 +65,12 @@ std::string_view to_string(DecodeError error) {
 
 bool Event::failed() const { return is_call() && result < 0 && result != -EINPROGRESS; }
 
+bool Event::self_connect() const {
+  return type == EventType::kConnect && (proto == Proto::kTcp || proto == Proto::kMptcp) &&
+         (result == 0 || result == -EINPROGRESS) && local && requested && local->port != 0 &&
+         local->port == requested->port && local->addr.unmapped() == requested->addr.unmapped();
+}
+
 std::optional<Endpoint> Event::shown_local() const {
   if (type == EventType::kBind) {
     return requested;

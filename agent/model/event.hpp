@@ -70,6 +70,10 @@ struct Event {
   }
   // A call that did not do what was asked. A non-blocking connect()'s EINPROGRESS is not one.
   [[nodiscard]] bool failed() const;
+  // A TCP connect() that got the port it connects to, on the same address: the SYN meets its own
+  // socket and TCP's simultaneous open connects it to itself (a client picking a loopback
+  // server's port from the ephemeral range while that server is down).
+  [[nodiscard]] bool self_connect() const;
   // The address that names the call in output: bind's requested address, the socket's own
   // address for everything else.
   [[nodiscard]] std::optional<Endpoint> shown_local() const;

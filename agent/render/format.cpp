@@ -197,6 +197,9 @@ std::string format_table_row(const Event& event, const WallClock& clock, bool wi
     result = "destroyed in " + state_name(event.old_state);
   } else {
     result = errno_name(event.result);
+    if (event.self_connect()) {
+      result += " self-connect";
+    }
   }
   const std::string opts = event.opts ? format_option_letters(*event.opts) : "?";
   // The calls run in their process; state changes and resets in whatever task was interrupted.
@@ -257,6 +260,9 @@ nlohmann::json event_to_json(const Event& event, const WallClock& clock) {
     }
     if (event.type == EventType::kListen) {
       j["backlog"] = event.backlog;
+    }
+    if (event.self_connect()) {
+      j["self_connect"] = true;
     }
   } else {
     j["old_state"] = state_name(event.old_state);

@@ -1,5 +1,6 @@
 // End-to-end tests of the portlens binary: it traces while the test makes real calls in a
 // private network namespace, and the test reads what it printed.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -247,6 +249,43 @@ TEST_F(TraceCliTest, StatesTellAFinCloseThatLeftATimeWaitFromAResetClose) {
   EXPECT_EQ(fin_time_waits, 1) << p.out();
   EXPECT_EQ(rst_time_waits, 0) << p.out();
   EXPECT_EQ(resets_received, 1) << p.out();
+}
+
+// Self-connect: with a one-port range, a connect() toward 127.0.0.1 on that very port gets it as
+// its local port, and TCP's simultaneous open connects the socket to itself (the kernel's own
+// getsockname() and getpeername() agree). trace flags that call, and only it, and counts it.
+TEST_F(TraceCliTest, ASelfConnectIsFlaggedAndCounted) {
+  PORTLENS_REQUIRE_ROOT();
+  constexpr std::uint16_t kPort = 40001;
+  ns().sysctl("net.ipv4.ip_local_port_range", "40001 40001");
+  Process p({PORTLENS_BINARY, "trace", "--json", "--netns", ns().name(), "--duration", "60"});
+  ASSERT_TRUE(p.wait_for_stderr("Tracing", 20s)) << p.err();
+  const auto [result, local, peer] = ns().run([] {
+    TestSocket s(AF_INET, SOCK_STREAM);
+    const int r = s.connect("127.0.0.1", kPort);
+    sockaddr_in peer_addr{};
+    socklen_t len = sizeof peer_addr;
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API
+    const int got = ::getpeername(s.fd(), reinterpret_cast<sockaddr*>(&peer_addr), &len);
+    return std::tuple{r, s.local_port(), got == 0 ? ntohs(peer_addr.sin_port) : 0};
+  });
+  ASSERT_EQ(result, 0) << "the kernel refused the self-connect";
+  ASSERT_EQ(local, kPort);
+  ASSERT_EQ(peer, kPort);  // connected to itself
+  std::this_thread::sleep_for(300ms);
+  p.signal(SIGINT);
+  ASSERT_EQ(p.wait(10s), 0) << p.err();
+  int flagged = 0;
+  for (const auto& j : json_lines(p.out())) {
+    if (j.value("self_connect", false)) {
+      ++flagged;
+      EXPECT_EQ(j["event"], "connect");
+      EXPECT_EQ(j["local"]["port"], kPort);
+      EXPECT_EQ(j["remote"]["port"], kPort);
+    }
+  }
+  EXPECT_EQ(flagged, 1) << p.out();
+  EXPECT_NE(p.err().find("1 self-connects"), std::string::npos) << p.err();
 }
 
 }  // namespace

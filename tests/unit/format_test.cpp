@@ -365,6 +365,37 @@ TEST(TableTest, ConnectRowShowsTheDestinationAsRemote) {
   EXPECT_THAT(row, HasSubstr("EINPROGRESS"));
 }
 
+// A connect() that got its destination's own port on the same address: simultaneous open
+// connected the socket to itself. Flagged in the table and in JSON; no other call is.
+TEST(TableTest, SelfConnectIsFlagged) {
+  Event e = failed_bind_v4();
+  e.type = EventType::kConnect;
+  e.result = 0;
+  e.requested = *Endpoint::parse("127.0.0.1:40001");
+  e.local = *Endpoint::parse("127.0.0.1:40001");
+  EXPECT_TRUE(e.self_connect());
+  EXPECT_THAT(format_table_row(e, WallClock(kOffsetNs)), HasSubstr("OK self-connect"));
+  EXPECT_EQ(event_to_json(e, WallClock(kOffsetNs))["self_connect"], true);
+  e.result = -EINPROGRESS;  // non-blocking: the same socket, connected in the next instant
+  EXPECT_TRUE(e.self_connect());
+  Event other = e;
+  other.local = *Endpoint::parse("127.0.0.2:40001");  // another address: two sockets
+  EXPECT_FALSE(other.self_connect());
+  other = e;
+  other.local = *Endpoint::parse("127.0.0.1:40002");
+  EXPECT_FALSE(other.self_connect());
+  other = e;
+  other.result = -ECONNREFUSED;
+  EXPECT_FALSE(other.self_connect());
+  other = e;
+  other.proto = Proto::kUdp;  // a UDP socket "connected" to its own port exchanges nothing
+  EXPECT_FALSE(other.self_connect());
+  other = e;
+  other.type = EventType::kBind;
+  EXPECT_FALSE(other.self_connect());
+  EXPECT_FALSE(event_to_json(other, WallClock(kOffsetNs)).contains("self_connect"));
+}
+
 TEST(TableTest, UnreadableSockaddr) {
   Event e = failed_bind_v4();
   e.requested.reset();

@@ -478,6 +478,42 @@ std::string queue_text(const ListenQueue& q, const NetnsPortConfig& config) {
   return text;
 }
 
+// The listeners of h that share one address and port with SO_REUSEPORT, each such group once
+// (docs/kernel-rules.md 7: the kernel spreads new connections over the group's sockets). Sockets
+// whose reuseport flag is unknown (sock_diag) form no group.
+std::vector<std::vector<const SocketEntry*>> reuseport_groups(const PortHolders& h) {
+  std::vector<std::vector<const SocketEntry*>> groups;
+  for (const SocketEntry* l : h.listeners) {
+    if (l->reuseport != true) {
+      continue;
+    }
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
+      return g.front()->local == l->local && g.front()->bound_dev_if == l->bound_dev_if;
+    });
+    if (it == groups.end()) {
+      groups.push_back({l});
+    } else {
+      it->push_back(l);
+    }
+  }
+  std::erase_if(groups, [](const auto& g) { return g.size() < 2; });
+  return groups;
+}
+
+// "pid 1 (nginx), pid 2 (nginx)": every distinct owner of the group, escaped for the terminal.
+std::string group_owners(const std::vector<const SocketEntry*>& group) {
+  std::vector<std::string> names;
+  for (const SocketEntry* s : group) {
+    const std::string name =
+        s->owner ? fmt::format("pid {} ({})", s->owner->pid, escape_for_terminal(s->owner->comm))
+                 : std::string("an unknown owner");
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      names.push_back(name);
+    }
+  }
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
 void list_sockets(std::ostream& out, const std::string& title,
                   const std::vector<const SocketEntry*>& sockets) {
   out << title << " (" << sockets.size() << ")\n";
@@ -573,6 +609,7 @@ int run_why(const WhyOptions& o, std::ostream& out) {
   }
 
   const NetnsPortConfig& config = table.config_for(ns.inode);
+  const auto groups = reuseport_groups(h);
   std::size_t queued = 0;
   for (const auto* s : h.connections) {
     queued += accepting_listener(h, *s) != nullptr ? 1 : 0;
@@ -587,6 +624,13 @@ int run_why(const WhyOptions& o, std::ostream& out) {
     for (const auto* l : h.listeners) {
       json j = socket_to_json(*l);
       const ListenQueue* q = queue_of(table, *l);
+      std::size_t group_size = 0;
+      for (const auto& g : groups) {
+        if (std::find(g.begin(), g.end(), l) != g.end()) {
+          group_size = g.size();
+        }
+      }
+      j["reuseport_group_size"] = group_size;  // 0: not in a shared group
       j["accept_queue"] =
           q == nullptr
               ? json(nullptr)
@@ -647,6 +691,11 @@ int run_why(const WhyOptions& o, std::ostream& out) {
   }
   if (h.listeners.size() > kListed) {
     out << "  ... and " << h.listeners.size() - kListed << " more\n";
+  }
+  for (const auto& g : groups) {
+    out << fmt::format(
+        "  {} listeners share {} with SO_REUSEPORT (new connections are spread over them): {}\n",
+        g.size(), g.front()->local.to_string(), group_owners(g));
   }
   if (o.proto == Proto::kTcp && config.listen_overflows && *config.listen_overflows > 0) {
     out << fmt::format(

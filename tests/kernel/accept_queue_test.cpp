@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <fstream>
 #include <optional>
@@ -226,6 +228,62 @@ TEST_F(AcceptQueueTest, BacklogBelowSomaxconnIsKept) {
   EXPECT_EQ(q["limit"], 7);
   EXPECT_EQ(q["full"], false);
   EXPECT_EQ(q["limit_is_somaxconn"], false);
+}
+
+// Two processes listening on one port with SO_REUSEPORT (haproxy's and nginx's reuseport
+// workers): both are listed, said to share the port, and both PIDs are named.
+TEST_F(AcceptQueueTest, SharedReuseportListenersAreNamedAsAGroup) {
+  const std::string script =
+      "import socket,sys,time\n"
+      "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+      "s.bind(('127.0.0.1', " +
+      std::to_string(kPort) +
+      ")); s.listen(8)\n"
+      "print('ready', flush=True); time.sleep(30)\n";
+  Process other({"/usr/bin/ip", "netns", "exec", ns_.name(), "/usr/bin/python3", "-c", script});
+  ASSERT_TRUE(other.wait_until([&] { return other.out().find("ready") != std::string::npos; }, 10s))
+      << other.err();
+  OwnedFd mine = ns_.run([] {
+    OwnedFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int one = 1;
+    const sockaddr_in sa = loopback(kPort);
+    if (s.fd < 0 || ::setsockopt(s.fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API
+        ::bind(s.fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0 ||
+        ::listen(s.fd, 8) != 0) {
+      return OwnedFd(-1);
+    }
+    return s;
+  });
+  ASSERT_GE(mine.fd, 0) << "the kernel refused the second SO_REUSEPORT listener";
+  const CommandResult ss = run_command("ip netns exec " + ns_.name() +
+                                       " ss -Hltn 'sport = :" + std::to_string(kPort) + "'");
+  ASSERT_EQ(std::count(ss.output.begin(), ss.output.end(), '\n'), 2) << ss.output;
+
+  const json doc = why_json(ns_, kPort, "bpf");
+  ASSERT_TRUE(doc.is_object());
+  ASSERT_EQ(doc["listeners"].size(), 2U) << doc.dump();
+  std::vector<int> pids;
+  for (const json& l : doc["listeners"]) {
+    EXPECT_EQ(l["reuseport_group_size"], 2) << l.dump();
+    pids.push_back(l["pid"].is_number() ? l["pid"].get<int>() : -1);
+  }
+  std::sort(pids.begin(), pids.end());
+  std::vector<int> expected{static_cast<int>(::getpid()), static_cast<int>(other.pid())};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(pids, expected);
+
+  Process text({PORTLENS_BINARY, "why", std::to_string(kPort), "--netns", ns_.name(),
+                "--api.socket", "/nonexistent/portlens.sock"});
+  ASSERT_EQ(text.wait(20s), 0) << text.err();
+  EXPECT_NE(text.out().find("2 listeners share 127.0.0.1:" + std::to_string(kPort) +
+                            " with SO_REUSEPORT"),
+            std::string::npos)
+      << text.out();
+  EXPECT_NE(text.out().find("pid " + std::to_string(other.pid())), std::string::npos);
+  EXPECT_NE(text.out().find("pid " + std::to_string(::getpid())), std::string::npos);
+  other.signal(SIGTERM);
+  other.wait(5s);
 }
 
 }  // namespace

@@ -675,13 +675,23 @@ int run_why(const WhyOptions& o, std::ostream& out) {
         {"history", history["history"]},
         {"history_note", history["history_note"]},
         {"snapshot", snapshot_json(live.snapshot)},
+        {"privileged", geteuid() == 0},
     };
     out << dump_json(j) << '\n';
     return 0;
   }
 
-  out << fmt::format("{} port {} in netns {} ({} sockets seen via {})\n\n", to_string(o.proto),
+  out << fmt::format("{} port {} in netns {} ({} sockets seen via {})\n", to_string(o.proto),
                      o.port, ns.inode, table.sockets.size(), to_string(live.snapshot.source));
+  // What an unprivileged run cannot see, said before what it shows.
+  if (live.snapshot.source == SnapshotSource::kSockDiag) {
+    out << "(sock_diag shows no SO_REUSEADDR/SO_REUSEPORT flags: they read '?')\n";
+  }
+  if (geteuid() != 0) {
+    out << "(not root: the owners of other users' sockets are unknown, and only this namespace "
+           "can be read)\n";
+  }
+  out << '\n';
   out << "listening (" << h.listeners.size() << ")\n";
   for (std::size_t i = 0; i < h.listeners.size() && i < kListed; ++i) {
     out << "  " << format_socket(*h.listeners[i]) << '\n';

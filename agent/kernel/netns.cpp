@@ -145,7 +145,17 @@ std::uint64_t enter_netns(const NetnsRef& ns) {
     throw Error("cannot open network namespace " + ns.path + ": " + errno_text(errno));
   }
   struct stat st {};
-  if (fstat(fd.get(), &st) != 0 || setns(fd.get(), CLONE_NEWNET) != 0) {
+  if (fstat(fd.get(), &st) != 0) {
+    throw Error("cannot read network namespace " + ns.path + ": " + errno_text(errno));
+  }
+  // Already there (the caller's own namespace): nothing to enter, and no privilege needed, so
+  // `why` and `check` work unprivileged in the namespace they run in.
+  struct stat own {};
+  if (stat("/proc/thread-self/ns/net", &own) == 0 && own.st_dev == st.st_dev &&
+      own.st_ino == st.st_ino) {
+    return st.st_ino;
+  }
+  if (setns(fd.get(), CLONE_NEWNET) != 0) {
     const int err = errno;
     throw Error("cannot enter network namespace " + ns.path + ": " + errno_text(err) +
                 (err == EPERM ? " (run as root: entering a namespace needs CAP_SYS_ADMIN)" : ""));

@@ -7,9 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <sstream>
 #include <tuple>
 
@@ -249,6 +251,59 @@ TEST_F(TraceCliTest, StatesTellAFinCloseThatLeftATimeWaitFromAResetClose) {
   EXPECT_EQ(fin_time_waits, 1) << p.out();
   EXPECT_EQ(rst_time_waits, 0) << p.out();
   EXPECT_EQ(resets_received, 1) << p.out();
+}
+
+// An unprivileged `why` in its own namespace: it enters nothing, so it needs no privilege; it
+// reads the sockets through sock_diag (which any user may ask), lists root's listener as ss
+// does, and says plainly what it cannot see: the reuse flags and other users' owners.
+TEST_F(TraceCliTest, UnprivilegedWhyWorksInItsOwnNamespace) {
+  PORTLENS_REQUIRE_ROOT();
+  if (access("/usr/bin/setpriv", X_OK) != 0) {
+    GTEST_SKIP() << "setpriv (util-linux) is not installed";
+  }
+  constexpr std::uint16_t kPort = 9971;
+  auto listener = ns().run([] { return std::make_unique<TestSocket>(AF_INET, SOCK_STREAM); });
+  listener->reuseaddr();
+  ASSERT_EQ(listener->bind("127.0.0.1", kPort), 0);
+  ASSERT_EQ(listener->listen(), 0);
+  const CommandResult ss = run_command("ip netns exec " + ns().name() +
+                                       " ss -Hltn 'sport = :" + std::to_string(kPort) + "'");
+  ASSERT_EQ(std::count(ss.output.begin(), ss.output.end(), '\n'), 1) << ss.output;
+  const std::vector<std::string> as_nobody{"/usr/bin/ip",
+                                           "netns",
+                                           "exec",
+                                           ns().name(),
+                                           "/usr/bin/setpriv",
+                                           "--reuid=65534",
+                                           "--regid=65534",
+                                           "--clear-groups",
+                                           "--inh-caps=-all",
+                                           "--",
+                                           PORTLENS_BINARY,
+                                           "why",
+                                           std::to_string(kPort)};
+  std::vector<std::string> json_args = as_nobody;
+  json_args.insert(json_args.end(), {"--json", "--api.socket", "/nonexistent/portlens.sock"});
+  Process p(json_args);
+  ASSERT_EQ(p.wait(20s), 0) << p.err();
+  const auto doc = nlohmann::json::parse(p.out(), nullptr, false);
+  ASSERT_TRUE(doc.is_object()) << p.out() << p.err();
+  EXPECT_EQ(doc["privileged"], false);
+  EXPECT_EQ(doc["snapshot"]["source"], "sock_diag");
+  ASSERT_EQ(doc["listeners"].size(), 1U) << doc.dump();
+  const auto& l = doc["listeners"][0];
+  EXPECT_EQ(l["local"]["port"], kPort);
+  EXPECT_TRUE(l["pid"].is_null()) << "root's socket: its owner is not nobody's to read";
+  EXPECT_TRUE(l["reuseaddr"].is_null()) << l.dump();  // set, but sock_diag cannot show it
+
+  std::vector<std::string> text_args = as_nobody;
+  text_args.insert(text_args.end(), {"--api.socket", "/nonexistent/portlens.sock"});
+  Process t(text_args);
+  ASSERT_EQ(t.wait(20s), 0) << t.err();
+  EXPECT_NE(t.out().find("not root: the owners of other users' sockets are unknown"),
+            std::string::npos)
+      << t.out();
+  EXPECT_NE(t.out().find("SO_REUSEADDR/SO_REUSEPORT flags"), std::string::npos) << t.out();
 }
 
 // Self-connect: with a one-port range, a connect() toward 127.0.0.1 on that very port gets it as

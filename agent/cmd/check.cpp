@@ -117,12 +117,13 @@ std::string prediction_text(const Prediction& p, const std::string& indent) {
   std::string out;
   switch (p.outcome) {
     case Outcome::kSucceeds:
-      out = "would succeed\n";
+      out = paint("would succeed", Paint::kOk) + "\n";
       break;
     case Outcome::kFails:
-      out = fmt::format("would FAIL: {}() -> {}\n",
-                        p.failing_syscall ? to_string(*p.failing_syscall) : "bind",
-                        errno_name(p.expected_result));
+      out =
+          paint("would FAIL", Paint::kFail) +
+          fmt::format(": {}() -> {}\n", p.failing_syscall ? to_string(*p.failing_syscall) : "bind",
+                      errno_name(p.expected_result));
       break;
     case Outcome::kUndetermined:
       out = "cannot tell: the sockets that may block have fields portlens cannot see\n";
@@ -234,7 +235,8 @@ int run_check_connect(const CheckOptions& o, const Endpoint& destination, std::o
                             {"netns", ns.inode}})
           << '\n';
     } else {
-      out << "tcp connect " << destination.to_string() << ": would FAIL: " << why << '\n';
+      out << "tcp connect " << destination.to_string() << ": " << paint("would FAIL", Paint::kFail)
+          << ": " << why << '\n';
     }
     return kCheckFails;
   }
@@ -305,10 +307,10 @@ int run_check_connect(const CheckOptions& o, const Endpoint& destination, std::o
                        destination.to_string(), ns.inode);
     switch (outcome) {
       case Outcome::kSucceeds:
-        out << fmt::format("would find a port ({} free)\n", a.available);
+        out << paint("would find a port", Paint::kOk) << fmt::format(" ({} free)\n", a.available);
         break;
       case Outcome::kFails:
-        out << "would FAIL: connect() -> EADDRNOTAVAIL\n";
+        out << paint("would FAIL", Paint::kFail) << ": connect() -> EADDRNOTAVAIL\n";
         break;
       case Outcome::kUndetermined:
         out << "cannot tell: some ports' holders have fields portlens cannot see\n";

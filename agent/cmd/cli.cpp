@@ -194,6 +194,12 @@ void build_app(CLI::App& app, CommandLine& cl) {
   app.fallthrough();
   app.add_flag("-v,--verbose", cl.verbosity,
                "more detail on stderr (-v debug, including libbpf's messages; -vv trace)");
+  app.add_option("--color", cl.color,
+                 "colour the verdicts on a terminal: auto (when stdout is one, NO_COLOR unset), "
+                 "always or never")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str()
+      ->type_name("WHEN");
 
   CLI::App* agent = app.add_subcommand("agent", "the daemon: trace, diagnose, export metrics");
   agent->description(
@@ -509,6 +515,7 @@ int run_main(int argc, char** argv) {
     std::cout << explain(*cause);
     return 0;
   }
+  enable_color(cl.color == "always" || (cl.color == "auto" && color_wanted_on_stdout()));
   install_stop_handlers();
   try {
     if (cl.command == Command::kAgent) {

@@ -17,6 +17,7 @@ enum class Command { kAgent, kTrace, kCheck, kWhy, kExplain };
 struct CommandLine {
   Command command = Command::kTrace;
   int verbosity = 0;
+  std::string color = "auto";  // --color: auto, always or never
   AgentOptions agent;
   TraceOptions trace;
   CheckOptions check;

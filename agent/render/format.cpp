@@ -1,6 +1,10 @@
 #include "agent/render/format.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -138,6 +142,29 @@ std::string format_option_letters(const SocketOptions& opts) {
   return out.empty() ? "-" : out;
 }
 
+namespace {
+std::atomic<bool> g_color{false};
+}  // namespace
+
+void enable_color(bool on) { g_color.store(on, std::memory_order_relaxed); }
+
+bool color_enabled() { return g_color.load(std::memory_order_relaxed); }
+
+std::string paint(std::string_view text, Paint how) {
+  if (!color_enabled()) {
+    return std::string(text);
+  }
+  const char* sgr = how == Paint::kFail ? "\x1b[1;31m" : "\x1b[32m";
+  return std::string(sgr) + std::string(text) + "\x1b[0m";
+}
+
+bool color_wanted_on_stdout() {
+  const char* no_color = std::getenv("NO_COLOR");  // https://no-color.org: set and not empty
+  const char* term = std::getenv("TERM");
+  return ::isatty(STDOUT_FILENO) == 1 && (no_color == nullptr || *no_color == '\0') &&
+         term != nullptr && std::string_view(term) != "dumb";
+}
+
 std::string elide_endpoint(const std::string& text, std::size_t width) {
   if (text.size() <= width) {
     return text;
@@ -199,6 +226,9 @@ std::string format_table_row(const Event& event, const WallClock& clock, bool wi
     result = errno_name(event.result);
     if (event.self_connect()) {
       result += " self-connect";
+    }
+    if (event.failed()) {
+      result = paint(result, Paint::kFail);  // the last column: its escape bytes pad nothing
     }
   }
   const std::string opts = event.opts ? format_option_letters(*event.opts) : "?";

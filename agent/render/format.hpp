@@ -33,6 +33,17 @@ std::string errno_name(int err);
 std::string format_option_letters(const SocketOptions& opts);
 
 // The table form of `portlens trace`.
+// Colour on the terminal (--color): off unless enable_color(true) was called, which the CLI does
+// for --color=always, and for auto when stdout is a terminal, NO_COLOR is unset and TERM is not
+// "dumb". paint() wraps text in an SGR sequence then, and returns it unchanged otherwise; only
+// text portlens wrote is painted, never kernel or /proc strings, which stay escaped.
+enum class Paint : std::uint8_t { kFail, kOk };
+void enable_color(bool on);
+[[nodiscard]] bool color_enabled();
+std::string paint(std::string_view text, Paint how);
+// --color=auto's decision for this process's stdout.
+bool color_wanted_on_stdout();
+
 // `trace`'s table. It fits 120 columns: the time in milliseconds, and an address longer than its
 // column shortened in the middle ("[2001:db8:..]:443"), keeping its port; wide shows
 // microseconds and every address whole. State and reset rows run in softirq context, where the

@@ -306,6 +306,22 @@ TEST_F(TraceCliTest, UnprivilegedWhyWorksInItsOwnNamespace) {
   EXPECT_NE(t.out().find("SO_REUSEADDR/SO_REUSEPORT flags"), std::string::npos) << t.out();
 }
 
+// --color: always paints the verdict; auto, on a pipe as here, leaves every byte printable.
+TEST_F(TraceCliTest, ColorAlwaysPaintsTheVerdictAndAutoOnAPipeDoesNot) {
+  constexpr std::uint16_t kPort = 9972;
+  auto listener = ns().run([] { return std::make_unique<TestSocket>(AF_INET, SOCK_STREAM); });
+  ASSERT_EQ(listener->bind("127.0.0.1", kPort), 0);
+  ASSERT_EQ(listener->listen(), 0);
+  const std::string addr = "127.0.0.1:" + std::to_string(kPort);
+  Process always({PORTLENS_BINARY, "check", addr, "--netns", ns().name(), "--color=always"});
+  EXPECT_EQ(always.wait(20s), 1) << always.err();
+  EXPECT_NE(always.out().find("\x1b[1;31mwould FAIL\x1b[0m"), std::string::npos) << always.out();
+  Process automatic({PORTLENS_BINARY, "check", addr, "--netns", ns().name()});
+  EXPECT_EQ(automatic.wait(20s), 1) << automatic.err();
+  EXPECT_NE(automatic.out().find("would FAIL"), std::string::npos);
+  EXPECT_EQ(automatic.out().find('\x1b'), std::string::npos) << automatic.out();
+}
+
 // Self-connect: with a one-port range, a connect() toward 127.0.0.1 on that very port gets it as
 // its local port, and TCP's simultaneous open connects the socket to itself (the kernel's own
 // getsockname() and getpeername() agree). trace flags that call, and only it, and counts it.

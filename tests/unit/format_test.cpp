@@ -396,6 +396,23 @@ TEST(TableTest, SelfConnectIsFlagged) {
   EXPECT_FALSE(event_to_json(other, WallClock(kOffsetNs)).contains("self_connect"));
 }
 
+// Colour is off by default; when on, a failed call's result is painted and nothing else is
+// (the comm stays escaped, and a successful row carries no escape byte).
+TEST(TableTest, ColourPaintsOnlyTheFailedResultWhenEnabled) {
+  const Event failed = failed_bind_v4();
+  EXPECT_FALSE(color_enabled());
+  EXPECT_FALSE(has_control_bytes(format_table_row(failed, WallClock(kOffsetNs))));
+  enable_color(true);
+  const std::string row = format_table_row(failed, WallClock(kOffsetNs));
+  Event ok = failed_bind_v4();
+  ok.result = 0;
+  const std::string ok_row = format_table_row(ok, WallClock(kOffsetNs));
+  enable_color(false);
+  EXPECT_THAT(row, HasSubstr("\x1b[1;31mEADDRINUSE\x1b[0m"));
+  EXPECT_FALSE(has_control_bytes(ok_row)) << ok_row;
+  EXPECT_EQ(paint("x", Paint::kOk), "x");
+}
+
 TEST(TableTest, UnreadableSockaddr) {
   Event e = failed_bind_v4();
   e.requested.reset();

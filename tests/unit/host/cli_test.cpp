@@ -346,6 +346,16 @@ TEST(ParseCheckTest, ConnectTakesADestination) {
   EXPECT_EQ(alone.command_line->check.address, "connect");
 }
 
+TEST(ParseCommandLineTest, ColorIsAutoAlwaysOrNever) {
+  EXPECT_EQ(parse_args({"check", "127.0.0.1:80"}).command_line->color, "auto");
+  EXPECT_EQ(parse_args({"--color", "never", "check", "127.0.0.1:80"}).command_line->color, "never");
+  EXPECT_EQ(parse_args({"why", "80", "--color=always"}).command_line->color, "always");
+  const ParseOutcome bad = parse_args({"--color", "sometimes", "why", "80"});
+  EXPECT_FALSE(bad.command_line.has_value());
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.stderr_text, HasSubstr("--color"));
+}
+
 // check takes [PROTO] ADDR:PORT: tcp when the protocol is left out, as everywhere else.
 TEST(ParseCheckTest, ProtocolDefaultsToTcp) {
   const ParseOutcome out = parse_args({"check", "127.0.0.1:8080", "--listen"});

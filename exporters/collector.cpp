@@ -333,13 +333,50 @@ struct Families {
   MetricFamily scrape_duration =
       make_family("portlens_scrape_duration_seconds", "Time the previous /metrics scrape took.",
                   MetricType::Gauge);
-  MetricFamily build_info =
-      make_family("portlens_build_info", "Always 1: the portlens version and the running kernel.",
+  MetricFamily build_info = make_family(
+      "portlens_build_info",
+      "Always 1: the portlens release, the source revision it was built from, and the compiler.",
+      MetricType::Gauge);
+  MetricFamily kernel_info =
+      make_family("portlens_kernel_info", "Always 1: the running kernel's release (uname -r).",
                   MetricType::Gauge);
+  MetricFamily bpf_run_seconds =
+      make_family("portlens_bpf_program_run_seconds_total",
+                  "Time the kernel spent running each of the agent's BPF programs (bpf_prog_info "
+                  "run_time_ns; counts only while the kernel's BPF statistics are on, see "
+                  "portlens_bpf_stats_enabled).",
+                  MetricType::Counter);
+  MetricFamily bpf_run_count = make_family(
+      "portlens_bpf_program_run_count_total",
+      "Runs of each of the agent's BPF programs (bpf_prog_info run_cnt; counts only while the "
+      "kernel's BPF statistics are on).",
+      MetricType::Counter);
+  MetricFamily bpf_stats_enabled = make_family(
+      "portlens_bpf_stats_enabled",
+      "1 when the kernel counts BPF program run time (the agent holds BPF_ENABLE_STATS, or "
+      "kernel.bpf_stats_enabled=1), 0 when the run-time counters stand still.",
+      MetricType::Gauge);
+  MetricFamily process_cpu =
+      make_family("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+                  MetricType::Counter);
+  MetricFamily process_open_fds =
+      make_family("process_open_fds", "Number of open file descriptors.", MetricType::Gauge);
+  MetricFamily process_max_fds =
+      make_family("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge);
+  MetricFamily process_virtual = make_family("process_virtual_memory_bytes",
+                                             "Virtual memory size in bytes.", MetricType::Gauge);
+  MetricFamily process_virtual_max =
+      make_family("process_virtual_memory_max_bytes",
+                  "Maximum amount of virtual memory available in bytes.", MetricType::Gauge);
+  MetricFamily process_resident = make_family("process_resident_memory_bytes",
+                                              "Resident memory size in bytes.", MetricType::Gauge);
+  MetricFamily process_start =
+      make_family("process_start_time_seconds",
+                  "Start time of the process since unix epoch in seconds.", MetricType::Gauge);
 
   std::vector<MetricFamily> take() {
     std::vector<MetricFamily> out;
-    out.reserve(22);
+    out.reserve(40);
     for (MetricFamily* f : {&bind_failures,
                             &connect_failures,
                             &tcp_sockets,
@@ -366,7 +403,23 @@ struct Families {
                             &folded,
                             &tracked,
                             &scrape_duration,
-                            &build_info}) {
+                            &build_info,
+                            &kernel_info,
+                            &bpf_run_seconds,
+                            &bpf_run_count,
+                            &bpf_stats_enabled,
+                            &process_cpu,
+                            &process_open_fds,
+                            &process_max_fds,
+                            &process_virtual,
+                            &process_virtual_max,
+                            &process_resident,
+                            &process_start}) {
+      // process_* without /proc, or no program attached: left out rather than an empty family.
+      if (f->metric.empty() &&
+          (f->name.starts_with("process_") || f->name.starts_with("portlens_bpf_program_"))) {
+        continue;
+      }
       out.push_back(std::move(*f));
     }
     return out;
@@ -635,7 +688,26 @@ void collect_agent(Families& f, const ScrapeInput& input) {
   add_sample(f.tracked, {}, static_cast<double>(input.tracked_sockets));
   add_sample(f.scrape_duration, {}, input.last_scrape_duration_seconds);
   add_sample(f.build_info,
-             {{"version", label_value(input.version)}, {"kernel", label_value(input.kernel)}}, 1);
+             {{"version", label_value(input.version)},
+              {"revision", label_value(input.revision)},
+              {"compiler", label_value(input.compiler)}},
+             1);
+  add_sample(f.kernel_info, {{"release", label_value(input.kernel)}}, 1);
+  add_sample(f.bpf_stats_enabled, {}, input.bpf_stats_counting ? 1 : 0);
+  for (const BpfProgramStats& p : input.bpf_programs) {
+    const Labels labels = {{"program", label_value(p.name)}};
+    add_sample(f.bpf_run_seconds, labels, static_cast<double>(p.run_time_ns) / 1e9);
+    add_sample(f.bpf_run_count, labels, static_cast<double>(p.run_count));
+  }
+  if (const auto& p = input.process) {
+    add_sample(f.process_cpu, {}, p->cpu_seconds);
+    add_sample(f.process_open_fds, {}, p->open_fds);
+    add_sample(f.process_max_fds, {}, p->max_fds);
+    add_sample(f.process_virtual, {}, p->virtual_bytes);
+    add_sample(f.process_virtual_max, {}, p->virtual_max_bytes);
+    add_sample(f.process_resident, {}, p->resident_bytes);
+    add_sample(f.process_start, {}, p->start_time_seconds);
+  }
 }
 
 }  // namespace

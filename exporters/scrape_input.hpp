@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -14,6 +15,7 @@
 
 #include "agent/diagnose/ephemeral.hpp"
 #include "agent/model/event.hpp"
+#include "agent/model/self_stats.hpp"
 #include "agent/model/socket_table.hpp"
 
 namespace portlens {
@@ -107,8 +109,15 @@ struct ScrapeInput {
   AgentCounters counters;
   std::uint64_t tracked_sockets = 0;  // full sockets + TIME_WAIT in the tracker
   double last_scrape_duration_seconds = 0;
-  std::string version;  // build info
-  std::string kernel;   // uname -r
+  std::string version;   // build info: the release,
+  std::string revision;  // the source commit (or "unknown"),
+  std::string compiler;  // and what built it ("GNU 12.2.0")
+  std::string kernel;    // uname -r
+  // The agent's own process (nullopt: /proc/self unreadable, the process_* families left out).
+  std::optional<ProcessStats> process;
+  // Its attached BPF programs, and whether the kernel counts their run time.
+  std::vector<BpfProgramStats> bpf_programs;
+  bool bpf_stats_counting = false;
 };
 
 }  // namespace portlens

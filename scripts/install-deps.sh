@@ -11,6 +11,9 @@ packages=(
   libbpf-dev bpftool libelf-dev zlib1g-dev
   # C++ libraries
   libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libmnl-dev prometheus-cpp-dev
+  # the agent tells systemd it is ready and feeds its watchdog (sd_notify, Type=notify);
+  # `portlens top` draws with ncurses
+  libsystemd-dev libncurses-dev
   # the HTTP server (exporters/http): libmicrohttpd (built with GnuTLS), GnuTLS itself for the
   # certificate checks, yaml-cpp for --web.config.file, libcrypt for bcrypt (crypt_r)
   libmicrohttpd-dev libgnutls28-dev libyaml-cpp-dev libcrypt-dev
@@ -19,6 +22,8 @@ packages=(
   openssl apache2-utils
   # tests: GoogleTest; iproute2 for `ip netns`; util-linux for setpriv
   googletest libgtest-dev libgmock-dev iproute2 util-linux
+  # the `portlens top` kernel test drives it in a private tmux server
+  tmux
   # tests of the exporter: promtool (Prometheus) and curl
   prometheus curl
   # deployment checks (tests/deploy): PyYAML for the Kubernetes manifests, systemd-analyze for

@@ -20,9 +20,11 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
 #include "agent/kernel/inspector.hpp"
 #include "agent/kernel/preflight.hpp"
+#include "agent/kernel/self_stats.hpp"
 #include "agent/live/pipeline.hpp"
 #include "agent/live/walker.hpp"
 #include "agent/model/clock.hpp"
@@ -38,6 +40,7 @@
 #include "exporters/http/web_config.hpp"
 #include "exporters/local_api.hpp"
 #include "exporters/scrape_input.hpp"
+#include "portlens_revision.hpp"
 #include "portlens_version.hpp"
 
 namespace portlens {
@@ -84,6 +87,47 @@ class MemoryReturn {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
+
+// Tells systemd (Type=notify) when the agent is ready, that it is stopping, and feeds the
+// watchdog (WatchdogSec=) from the event loop, so a loop that stops turning gets the agent
+// restarted. Without $NOTIFY_SOCKET (not under systemd) every call does nothing.
+class SystemdNotifier {
+ public:
+  SystemdNotifier() {
+    std::uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+      // Twice per period, as sd_watchdog_enabled(3) advises.
+      interval_ = std::chrono::microseconds(usec / 2);
+      spdlog::debug("feeding the systemd watchdog every {} ms",
+                    std::chrono::duration_cast<std::chrono::milliseconds>(interval_).count());
+    }
+  }
+  void ready(const std::string& status) {
+    send("READY=1\nSTATUS=" + status);
+    last_ = Clock::now();
+  }
+  void heartbeat() {
+    if (interval_.count() == 0 || Clock::now() - last_ < interval_) {
+      return;
+    }
+    last_ = Clock::now();
+    send("WATCHDOG=1");
+  }
+  void stopping() { send("STOPPING=1"); }
+
+ private:
+  void send(const std::string& state) {
+    const int rc = sd_notify(0, state.c_str());
+    if (rc < 0 && !warned_) {
+      warned_ = true;
+      spdlog::warn("cannot notify systemd ({}): {}", state.substr(0, state.find('\n')),
+                   errno_text(-rc));
+    }
+  }
+  std::chrono::microseconds interval_{0};
+  Clock::time_point last_ = Clock::now();
+  bool warned_ = false;
+};
 
 std::string kernel_release() {
   utsname u{};
@@ -239,8 +283,18 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
 
   TracerConfig config;
   config.ring_bytes = options.ring_bytes;
+  config.enable_stats = options.bpf_stats;
   const std::uint64_t traced_since = monotonic_ns();  // no event is older
   auto tracer = std::make_unique<BpfTracer>(config);
+  if (!tracer->stats_error().empty()) {
+    spdlog::warn(
+        "cannot turn on the kernel's BPF program statistics ({}): "
+        "portlens_bpf_program_run_seconds_total stands still unless kernel.bpf_stats_enabled=1",
+        tracer->stats_error());
+  }
+  // Scrapes read the programs' statistics from the HTTP threads; the teardown takes this lock
+  // before it detaches the programs, so no scrape reads a tracer being destroyed.
+  std::mutex tracer_mutex;
   TracerRecords records(*tracer);
   LiveInspector inspector;
   AgentFindings findings(options.top_k, options.history, event_log.get());
@@ -257,9 +311,17 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
       [&]() {
         const std::uint64_t owner_drops = inspector.owners().dropped();
         const EventLogStats log_stats = event_log ? event_log->stats() : EventLogStats{};
+        ScrapeInput in;
+        in.process = read_process_stats();
+        {
+          const std::lock_guard tracer_lock(tracer_mutex);
+          if (tracer) {
+            in.bpf_programs = tracer->program_stats();
+            in.bpf_stats_counting = tracer->stats_counting();
+          }
+        }
         const std::lock_guard lock(pipeline.mutex());
         const SocketTracker& tracker = pipeline.tracker();
-        ScrapeInput in;
         // Rows, not a SocketTable copy: the lock also holds off event processing.
         auto rows = tracker.rows(monotonic_ns());
         for (const auto& [inode, cfg] : pipeline.configs()) {
@@ -288,6 +350,8 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
         in.tracked_sockets = tracker.socket_count() + tracker.time_wait_count();
         in.last_scrape_duration_seconds = last_scrape_seconds.load();
         in.version = version;
+        in.revision = kPortlensRevision;
+        in.compiler = kPortlensCompiler;
         in.kernel = kernel;
         return in;
       },
@@ -374,6 +438,8 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   }
 
   ready = true;
+  SystemdNotifier systemd;
+  systemd.ready(fmt::format("tracing; {} network namespaces bootstrapped", namespaces.size()));
 
   EventLogWarned log_warned;
   MemoryReturn memory;
@@ -388,6 +454,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
       }
     }
     heartbeat_ns = static_cast<std::int64_t>(monotonic_ns());
+    systemd.heartbeat();
     pipeline.step(std::chrono::milliseconds(100));
     if (event_log) {
       log_event_log_trouble(*event_log, log_warned);
@@ -420,7 +487,11 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
   };
   spdlog::info("stopping");
-  timed("the BPF programs", [&] { tracer.reset(); });
+  systemd.stopping();
+  timed("the BPF programs", [&] {
+    const std::lock_guard lock(tracer_mutex);
+    tracer.reset();
+  });
   timed("the local API", [&] { api.stop(); });
   timed("the HTTP server", [&] { http.reset(); });
   return 0;

@@ -30,6 +30,7 @@ struct AgentOptions {
   double reconcile_interval_s = 30;
   std::size_t ring_bytes = kDefaultRingBytes;
   std::size_t history = 10'000;  // diagnosed failures kept for the local API
+  bool bpf_stats = true;         // hold BPF_ENABLE_STATS for portlens_bpf_program_run_*
 };
 
 // The --web.listen-address values, each checked (":PORT" dual-stack, "IPv4:PORT",

@@ -288,6 +288,11 @@ void build_app(CLI::App& app, CommandLine& cl) {
       ->transform(size_text())  // runs first: a transform goes to the front
       ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
       ->type_name("BYTES");
+  agent->add_flag_callback(
+      "--no-bpf-stats", [&a] { a.bpf_stats = false; },
+      "leave the kernel's BPF program statistics off: portlens_bpf_program_run_seconds_total "
+      "then counts only if kernel.bpf_stats_enabled=1 (they cost every BPF program on the host "
+      "two clock reads per run)");
 
   CLI::App* trace = app.add_subcommand("trace", "stream bind/listen/connect calls live");
   trace->description(kTraceDescription);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <fstream>
 #include <limits>
 #include <string>
 #include <thread>
@@ -81,6 +82,13 @@ BpfTracer::BpfTracer(const TracerConfig& config) : ring_bytes_(ring_size_for(con
       throw Error("cannot attach " + section + ": " + errno_text(err) + load_failure_hint(err));
     }
     links_.push_back(std::move(link));
+    attached_.push_back(Attached{bpf_program__name(prog), bpf_program__fd(prog)});
+  }
+  if (config.enable_stats) {
+    stats_fd_.reset(bpf_enable_stats(BPF_STATS_RUN_TIME));
+    if (!stats_fd_) {
+      stats_error_ = "BPF_ENABLE_STATS: " + errno_text(errno);
+    }
   }
 
   ring_ = {ring_buffer__new(bpf_map__fd(skel_->maps.events), &BpfTracer::on_record, this, nullptr),
@@ -117,6 +125,29 @@ int BpfTracer::on_record(void* ctx, void* data, std::size_t size) {
   (*self->sink_)(std::span<const std::byte>(static_cast<const std::byte*>(data), size));
   ++self->delivered_;
   return static_cast<std::size_t>(self->delivered_) >= self->max_records_ ? kEnough : 0;
+}
+
+std::vector<BpfProgramStats> BpfTracer::program_stats() const {
+  std::vector<BpfProgramStats> out;
+  out.reserve(attached_.size());
+  for (const Attached& a : attached_) {
+    bpf_prog_info info{};
+    __u32 len = sizeof info;
+    if (bpf_obj_get_info_by_fd(a.fd, &info, &len) == 0) {
+      out.push_back(BpfProgramStats{a.name, info.run_time_ns, info.run_cnt});
+    }
+  }
+  return out;
+}
+
+bool BpfTracer::stats_counting() const {
+  if (stats_fd_) {
+    return true;
+  }
+  // The sysctl an administrator may have set (it reads back what was written to it).
+  std::ifstream in("/proc/sys/kernel/bpf_stats_enabled");
+  int on = 0;
+  return (in >> on) && on != 0;
 }
 
 int BpfTracer::poll(std::chrono::milliseconds timeout, const RecordSink& sink,

@@ -502,12 +502,13 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
     p.table(
       'Agent versions and kernels',
       fold(|||
-        The portlens version and the running kernel of each selected instance
-        (portlens_build_info). Useful when one host behaves differently from the others.
+        The portlens release, source revision and compiler (portlens_build_info) and the running
+        kernel (portlens_kernel_info) of each selected instance. Useful when one host behaves
+        differently from the others.
       |||),
       p.pos(12, 106, 12, 8),
       [
-        p.tableTarget(q('portlens_build_info{%(f)s}')),
+        p.tableTarget(q('portlens_build_info{%(f)s} * on (instance, job) group_left (release) portlens_kernel_info{%(f)s}')),
       ],
       [
         {
@@ -518,9 +519,11 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
               instance: 'Instance',
               job: 'Job',
               version: 'Version',
-              kernel: 'Kernel',
+              revision: 'Revision',
+              compiler: 'Compiler',
+              release: 'Kernel',
             },
-            indexByName: { instance: 0, job: 1, version: 2, kernel: 3 },
+            indexByName: { instance: 0, job: 1, version: 2, revision: 3, compiler: 4, release: 5 },
           },
         },
       ],
@@ -602,6 +605,73 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
       ],
       unit='ops',
       calcs=['max'],
+    ),
+    p.timeseries(
+      'Agent memory',
+      fold(|||
+        Resident memory of each agent (process_resident_memory_bytes). It grows with the
+        sockets tracked (see portlens_tracked_sockets) and falls back after a burst; one that
+        only climbs while the socket counts stay flat is worth a bug report.
+      |||),
+      p.pos(0, 138, 5, 8),
+      [
+        p.target(q('max by (instance) (process_resident_memory_bytes{%(f)s})'), '{{instance}}'),
+      ],
+      unit='bytes',
+      calcs=['lastNotNull', 'max'],
+    ),
+    p.timeseries(
+      'Agent CPU',
+      fold(|||
+        CPU each agent's process uses, in cores (rate of process_cpu_seconds_total): its share of
+        the tracing cost, the other share being the BPF programs' time beside it. It follows the
+        connection churn on the host.
+      |||),
+      p.pos(5, 138, 5, 8),
+      [
+        p.target(q('sum by (instance) (rate(process_cpu_seconds_total{%(f)s}[$__rate_interval]))'), '{{instance}}'),
+      ],
+      unit='short',
+      axis='cores',
+    ),
+    p.timeseries(
+      'BPF program time',
+      fold(|||
+        CPU the kernel spends in the agent's BPF programs, in cores, by program (rate of
+        portlens_bpf_program_run_seconds_total). Counted only while the kernel's BPF statistics
+        are on (portlens_bpf_stats_enabled; the agent turns them on unless --no-bpf-stats).
+      |||),
+      p.pos(10, 138, 5, 8),
+      [
+        p.target(q('sum by (program) (rate(portlens_bpf_program_run_seconds_total{%(f)s}[$__rate_interval]))'), '{{program}}'),
+      ],
+      unit='short',
+      axis='cores',
+    ),
+    p.timeseries(
+      'BPF time per run',
+      fold(|||
+        Average time of one run of each of the agent's BPF programs, in nanoseconds (run time
+        over run count, portlens_bpf_program_run_count_total). A syscall program runs once per
+        call, the state program once per TCP state change.
+      |||),
+      p.pos(15, 138, 5, 8),
+      [
+        p.target(q('sum by (program) (rate(portlens_bpf_program_run_seconds_total{%(f)s}[$__rate_interval])) * 1e9 / sum by (program) (rate(portlens_bpf_program_run_count_total{%(f)s}[$__rate_interval]))'), '{{program}}'),
+      ],
+      unit='ns',
+    ),
+    p.stat(
+      'BPF statistics off',
+      fold(|||
+        Agents whose BPF program run time is not counted (portlens_bpf_stats_enabled is 0: run
+        with --no-bpf-stats, or BPF_ENABLE_STATS was refused). Their BPF time panels read 0.
+      |||),
+      p.pos(20, 138, 4, 8),
+      [
+        p.target(q('count(portlens_bpf_stats_enabled{%(f)s} == 0) or vector(0)'), 'agents'),
+      ],
+      graphMode='none',
     ),
   ],
 

@@ -4,10 +4,10 @@ benchmark's latest run.
 
 Usage: check_figures.py SOURCE_DIR [FILE...]
 
-FILEs (default: deploy/systemd/portlens.service, deploy/systemd/portlens.default and every
-deploy/kubernetes/**/*.yaml) are read for their comments (`# ...` lines, and `# ...` after a
-YAML value). A README-like Markdown FILE is read whole, except its "Performance" section (the
-table itself). Each figure found there:
+FILEs (default: deploy/systemd/portlens.service, deploy/systemd/portlens.default, README.md and
+every deploy/kubernetes/**/*.yaml) are read for their comments (`# ...` lines, and `# ...` after a
+YAML value). A README-like Markdown FILE is read whole, except its "Performance" section and
+its subsections (where the figures are measured). Each figure found there:
 
   memory   "84 MiB", "147 B", "530 bytes", "12 KiB"      (MiB, MB, KiB, GiB, B, bytes, Mi)
   time     "56 ms", "3.4 ms", "250 us"                    (seconds are not read: the files
@@ -36,6 +36,7 @@ SETTINGS = {
     (8.0, "MiB"): "the ring buffer's default size (--ring-buffer-size 8MiB)",
     (64.0, "MiB"): "the event log's default rotation size (--event-log.max-size 64MiB)",
     (512.0, "MiB"): "the memory limit itself (MemoryMax=512M, limits.memory: 512Mi)",
+    (4.0, "MiB"): "the event log writer's queue (exporters/event_log.hpp)",
 }
 
 MEMORY = {"B": 1, "bytes": 1, "KiB": 2**10, "MiB": 2**20, "Mi": 2**20, "MB": 2**20,
@@ -131,11 +132,25 @@ def comment_lines(path):
     lines = path.read_text(encoding="utf-8").splitlines()
     prose = []  # (line number, text or None for a break)
     if path.suffix == ".md":
-        in_perf = False
+        # The Performance section, its subsections included, is where the figures come from.
+        # Fenced code blocks hold example output, not quoted figures.
+        perf_level, fenced = 0, False
         for n, line in enumerate(lines, 1):
-            if re.match(r"#+ ", line):
-                in_perf = line.strip("# ").startswith("Performance")
-            prose.append((n, None if in_perf or not line.strip() else line))
+            if line.startswith("```"):
+                fenced = not fenced
+                prose.append((n, None))
+                continue
+            if fenced:
+                prose.append((n, None))
+                continue
+            heading = re.match(r"(#+) ", line)
+            if heading:
+                level = len(heading.group(1))
+                if perf_level and level <= perf_level:
+                    perf_level = 0
+                if line.strip("# ").startswith("Performance"):
+                    perf_level = level
+            prose.append((n, None if perf_level or not line.strip() else line))
     else:
         for n, line in enumerate(lines, 1):
             stripped = line.strip()
@@ -185,7 +200,8 @@ def main():
     root = Path(args[0])
     files = [Path(f) if Path(f).is_absolute() else root / f for f in args[1:]]
     if not files:
-        files = [root / "deploy/systemd/portlens.service", root / "deploy/systemd/portlens.default"]
+        files = [root / "deploy/systemd/portlens.service", root / "deploy/systemd/portlens.default",
+                 root / "README.md"]
         files += sorted((root / "deploy/kubernetes").rglob("*.yaml"))
     run = (latest_run(root / "bench/README.md", "Figures measured here")
            + latest_run(root / "README.md", "Performance"))

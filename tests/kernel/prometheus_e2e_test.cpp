@@ -27,6 +27,7 @@
 #include "tests/kernel/harness.hpp"
 #include "tests/kernel/process.hpp"
 #include "tests/support/loopback_http.hpp"
+#include "tests/unit/http/http_test_support.hpp"
 
 namespace portlens::testing {
 namespace {
@@ -60,7 +61,9 @@ std::string url_encode(const std::string& text) {
 // variable and the rules' cluster label.
 class PrometheusServer {
  public:
-  explicit PrometheusServer(std::uint16_t agent_port)
+  // scrape_extra: more settings of the scrape job (scheme, tls_config, basic_auth), indented as
+  // its keys.
+  explicit PrometheusServer(std::uint16_t agent_port, const std::string& scrape_extra = "")
       : dir_(std::filesystem::temp_directory_path() /
              ("portlens-prometheus-" + std::to_string(getpid()))),
         port_(free_port()) {
@@ -69,7 +72,8 @@ class PrometheusServer {
     std::ofstream(dir_ / "prometheus.yml")
         << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         << "rule_files:\n  - " << kRulesFile.string() << "\n"
-        << "scrape_configs:\n  - job_name: portlens\n    static_configs:\n"
+        << "scrape_configs:\n  - job_name: portlens\n"
+        << scrape_extra << "    static_configs:\n"
         << "      - targets: ['127.0.0.1:" << agent_port << "']\n"
         << "        labels: {cluster: e2e}\n";
     process_ = std::make_unique<Process>(std::vector<std::string>{
@@ -336,6 +340,72 @@ TEST_F(PrometheusEndToEndTest, EveryPanelAndAlertEvaluatesAgainstARealScenario) 
   EXPECT_FALSE(active.contains("PortlensAgentAbsent"));
   EXPECT_FALSE(active.contains("PortlensEventsLost"));
 
+  EXPECT_EQ(prometheus.stop(), 0) << prometheus.process().err();
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+// The agent behind TLS with a required client certificate and basic auth, as a production
+// --web.config.file sets it up, and Prometheus scraping it with the matching tls_config and
+// basic_auth: the scrape succeeds and carries the agent's series. The agent itself refuses a
+// wrong password (401), no password (401), and a client without a certificate (no TLS session).
+TEST_F(PrometheusEndToEndTest, ScrapesTheAgentOverHttpsWithBasicAuthAndAClientCertificate) {
+  ASSERT_TRUE(std::filesystem::exists(kPrometheus))
+      << kPrometheus << " missing: run scripts/install-deps.sh (Debian package prometheus)";
+  ASSERT_TRUE(http::testing::have_command("htpasswd")) << "run scripts/install-deps.sh";
+  const http::testing::TempDir dir;
+  const http::testing::TestPki pki(dir.path());
+  const std::string config = dir.write(
+      "web-config.yml", "tls_server_config:\n  cert_file: " + pki.file("server.pem") +
+                            "\n  key_file: " + pki.file("server.key") +
+                            "\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: " +
+                            pki.file("ca.pem") + "\nbasic_auth_users:\n  prometheus: " +
+                            http::testing::bcrypt_hash("scrape-secret") + "\n");
+  PORTLENS_START_AGENT(agent, {"--web.config.file", config});
+  const std::string url = "https://127.0.0.1:" + std::to_string(agent.port()) + "/metrics";
+  const std::string tls = "--cacert " + pki.file("ca.pem") + " --cert " + pki.file("client.pem") +
+                          " --key " + pki.file("client.key") + " ";
+  const auto status = [](const std::string& args) {
+    return run_command("curl -s -o /dev/null -w '%{http_code}' --max-time 5 " + args + " 2>&1")
+        .output;
+  };
+  EXPECT_EQ(status(tls + "-u prometheus:scrape-secret " + url), "200");
+  EXPECT_EQ(status(tls + "-u prometheus:wrong " + url), "401");
+  EXPECT_EQ(status(tls + url), "401") << "no credentials";
+  // Without a client certificate the TLS handshake fails: no HTTP status at all.
+  EXPECT_EQ(status("--cacert " + pki.file("ca.pem") + " -u prometheus:scrape-secret " + url),
+            "000");
+  // A client certificate from another CA is refused the same way.
+  EXPECT_EQ(status("--cacert " + pki.file("ca.pem") + " --cert " + pki.file("stranger.pem") +
+                   " --key " + pki.file("stranger.key") + " -u prometheus:scrape-secret " + url),
+            "000");
+
+  PrometheusServer prometheus(
+      agent.port(), "    scheme: https\n    tls_config:\n      ca_file: " + pki.file("ca.pem") +
+                        "\n      cert_file: " + pki.file("client.pem") +
+                        "\n      key_file: " + pki.file("client.key") +
+                        "\n    basic_auth:\n      username: prometheus\n"
+                        "      password: scrape-secret\n");
+  ASSERT_TRUE(prometheus.ready()) << prometheus.process().err();
+  json result;
+  ASSERT_TRUE(eventually(
+      [&] {
+        const json r = prometheus.api(
+            "query", {{"query", "portlens_build_info{job=\"portlens\"} * on (instance) up"}});
+        if (r.value("status", "") != "success" || r["data"]["result"].empty()) {
+          return false;
+        }
+        result = r["data"]["result"][0];
+        return true;
+      },
+      30s))
+      << prometheus.api("targets").dump(1);
+  // up is 1 (the product with build_info's 1), and the series came over HTTPS from this agent.
+  EXPECT_EQ(result["value"][1], "1") << result.dump();
+  EXPECT_EQ(result["metric"].value("instance", ""), "127.0.0.1:" + std::to_string(agent.port()));
+  const json targets = prometheus.api("targets")["data"]["activeTargets"];
+  ASSERT_EQ(targets.size(), 1U) << targets.dump(1);
+  EXPECT_EQ(targets[0].value("scrapeUrl", ""), url);
+  EXPECT_EQ(targets[0].value("health", ""), "up") << targets[0].value("lastError", "");
   EXPECT_EQ(prometheus.stop(), 0) << prometheus.process().err();
   EXPECT_EQ(agent.stop(), 0);
 }

@@ -176,7 +176,19 @@ ScrapeInput realistic_input() {
   input.tracked_sockets = 605;
   input.last_scrape_duration_seconds = 0.0042;
   input.version = "0.1.0";
+  input.revision = "8a9324f5169e";
+  input.compiler = "GNU 12.2.0";
   input.kernel = "6.1.0-18-amd64";
+  input.process = ProcessStats{.cpu_seconds = 12.5,
+                               .resident_bytes = 30e6,
+                               .virtual_bytes = 290e6,
+                               .virtual_max_bytes = 1.8446744073709552e19,
+                               .open_fds = 55,
+                               .max_fds = 1024,
+                               .start_time_seconds = 1.7964e9};
+  input.bpf_programs = {{"sys_exit_bind", 1'500'000'000, 3'000'000},
+                        {"inet_sock_set_state", 250, 2}};
+  input.bpf_stats_counting = true;
   return input;
 }
 
@@ -212,6 +224,8 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_tracked_sockets", MetricType::Gauge},
       {"portlens_scrape_duration_seconds", MetricType::Gauge},
       {"portlens_build_info", MetricType::Gauge},
+      {"portlens_kernel_info", MetricType::Gauge},
+      {"portlens_bpf_stats_enabled", MetricType::Gauge},
   };
   ASSERT_EQ(families.size(), expected.size());
   for (std::size_t i = 0; i < expected.size(); ++i) {
@@ -232,7 +246,9 @@ TEST(CollectorTest, EmptyInputHasZerosWhereTheyMeanSomething) {
   EXPECT_EQ(series(families, "portlens_tracked_sockets"), (Series{{{}, 0}}));
   EXPECT_EQ(series(families, "portlens_scrape_duration_seconds"), (Series{{{}, 0}}));
   EXPECT_EQ(series(families, "portlens_build_info"),
-            (Series{{{{"version", ""}, {"kernel", ""}}, 1}}));
+            (Series{{{{"version", ""}, {"revision", ""}, {"compiler", ""}}, 1}}));
+  EXPECT_EQ(series(families, "portlens_kernel_info"), (Series{{{{"release", ""}}, 1}}));
+  EXPECT_EQ(series(families, "portlens_bpf_stats_enabled"), (Series{{{}, 0}}));
   // The documented kinds and tables have a 0 series before their first increment.
   EXPECT_EQ(series(families, "portlens_evictions_total"),
             (Series{{{{"table", "sockets"}}, 0}, {{{"table", "time_wait"}}, 0}}));
@@ -488,8 +504,57 @@ TEST(CollectorTest, CountersPassThroughWithTheirLabels) {
             (Series{{{{"table", "sockets"}}, 0}, {{{"table", "time_wait"}}, 1}}));
   EXPECT_EQ(series(families, "portlens_tracked_sockets"), (Series{{{}, 605}}));
   EXPECT_EQ(series(families, "portlens_scrape_duration_seconds"), (Series{{{}, 0.0042}}));
-  EXPECT_EQ(series(families, "portlens_build_info"),
-            (Series{{{{"version", "0.1.0"}, {"kernel", "6.1.0-18-amd64"}}, 1}}));
+  EXPECT_EQ(
+      series(families, "portlens_build_info"),
+      (Series{
+          {{{"version", "0.1.0"}, {"revision", "8a9324f5169e"}, {"compiler", "GNU 12.2.0"}}, 1}}));
+  EXPECT_EQ(series(families, "portlens_kernel_info"),
+            (Series{{{{"release", "6.1.0-18-amd64"}}, 1}}));
+}
+
+TEST(CollectorTest, SelfMetricsInPrometheusStandardNamesAndUnits) {
+  const auto families = collect(realistic_input());
+  const auto find = [&families](const std::string& name) -> const MetricFamily* {
+    for (const auto& f : families) {
+      if (f.name == name) {
+        return &f;
+      }
+    }
+    return nullptr;
+  };
+  for (const auto& [name, type] : std::vector<std::pair<std::string, MetricType>>{
+           {"process_cpu_seconds_total", MetricType::Counter},
+           {"process_open_fds", MetricType::Gauge},
+           {"process_max_fds", MetricType::Gauge},
+           {"process_virtual_memory_bytes", MetricType::Gauge},
+           {"process_virtual_memory_max_bytes", MetricType::Gauge},
+           {"process_resident_memory_bytes", MetricType::Gauge},
+           {"process_start_time_seconds", MetricType::Gauge},
+           {"portlens_bpf_program_run_seconds_total", MetricType::Counter},
+           {"portlens_bpf_program_run_count_total", MetricType::Counter}}) {
+    const MetricFamily* f = find(name);
+    ASSERT_NE(f, nullptr) << name;
+    EXPECT_EQ(f->type, type) << name;
+  }
+  EXPECT_EQ(series(families, "process_cpu_seconds_total"), (Series{{{}, 12.5}}));
+  EXPECT_EQ(series(families, "process_resident_memory_bytes"), (Series{{{}, 30e6}}));
+  EXPECT_EQ(series(families, "process_open_fds"), (Series{{{}, 55}}));
+  EXPECT_EQ(series(families, "process_max_fds"), (Series{{{}, 1024}}));
+  EXPECT_EQ(series(families, "process_start_time_seconds"), (Series{{{}, 1.7964e9}}));
+  // Nanoseconds become seconds; counts stay counts.
+  EXPECT_EQ(series(families, "portlens_bpf_program_run_seconds_total"),
+            (Series{{{{"program", "sys_exit_bind"}}, 1.5},
+                    {{{"program", "inet_sock_set_state"}}, 250e-9}}));
+  EXPECT_EQ(
+      series(families, "portlens_bpf_program_run_count_total"),
+      (Series{{{{"program", "sys_exit_bind"}}, 3e6}, {{{"program", "inet_sock_set_state"}}, 2}}));
+  EXPECT_EQ(series(families, "portlens_bpf_stats_enabled"), (Series{{{}, 1}}));
+  // Without /proc or programs the families are absent, not zero.
+  const auto bare = collect(ScrapeInput{});
+  for (const auto& f : bare) {
+    EXPECT_FALSE(f.name.starts_with("process_")) << f.name;
+    EXPECT_FALSE(f.name.starts_with("portlens_bpf_program_")) << f.name;
+  }
 }
 
 TEST(CollectorTest, CommsThatAreNotUtf8StayDistinctSeriesOrMerge) {
@@ -646,6 +711,8 @@ TEST(CollectorTest, RenderTextIsTheTextExposition) {
   ScrapeInput input;
   input.namespaces.push_back(netns_scrape(kNetns, {time_wait("10.0.0.1:40000", "10.0.0.9:80")}));
   input.version = "0.1.0";
+  input.revision = "abc";
+  input.compiler = "GNU 12.2.0";
   input.kernel = "6.1.0";
   const std::string text = render_text(collect(input));
   EXPECT_NE(text.find("# TYPE portlens_time_wait_sockets gauge\n"), std::string::npos) << text;
@@ -653,8 +720,12 @@ TEST(CollectorTest, RenderTextIsTheTextExposition) {
             std::string::npos)
       << text;
   EXPECT_NE(text.find("# TYPE portlens_events_lost_total counter\n"), std::string::npos);
-  EXPECT_NE(text.find("portlens_build_info{version=\"0.1.0\",kernel=\"6.1.0\"} 1\n"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find(
+          "portlens_build_info{version=\"0.1.0\",revision=\"abc\",compiler=\"GNU 12.2.0\"} 1\n"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("portlens_kernel_info{release=\"6.1.0\"} 1\n"), std::string::npos);
 }
 
 TEST(CollectorPromtoolTest, PromtoolAcceptsTheExposition) {

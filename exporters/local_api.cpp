@@ -333,7 +333,7 @@ std::optional<std::string> check_api_request(const json& request) {
   }
   const auto op_it = request.find("op");
   if (op_it == request.end() || !op_it->is_string()) {
-    return "missing \"op\": one of failures, holders, ping";
+    return "missing \"op\": one of failures, holders, ping, top";
   }
   const auto& op = op_it->get_ref<const std::string&>();
   if (op == "ping") {
@@ -362,7 +362,15 @@ std::optional<std::string> check_api_request(const json& request) {
     }
     return std::nullopt;
   }
-  return "unknown op " + in_quotes(op) + ": one of failures, holders, ping";
+  if (op == "top") {
+    for (const char* field : {"netns", "limit"}) {
+      if (auto problem = check_integer(request, field, UINT64_MAX, /*required=*/false)) {
+        return problem;
+      }
+    }
+    return std::nullopt;
+  }
+  return "unknown op " + in_quotes(op) + ": one of failures, holders, ping, top";
 }
 
 json answer_api_line(std::string_view line, const ApiHandler& handler) {

@@ -2,6 +2,7 @@
 // diagnosed failures and the current holders of a port. One JSON object per line each way:
 //   {"op":"failures","port":N?,"pid":N?,"netns":N?,"since_ms":N?,"limit":N?}
 //   {"op":"holders","port":N,"proto":"tcp"|"udp","netns":N?}
+//   {"op":"top","netns":N?,"limit":N?}   (the frame `portlens top` draws, agent/cmd/top.hpp)
 //   {"op":"ping"}
 // The server checks the form of each request and leaves the answer to the agent's handler.
 // Every problem with a request is answered with {"error":"..."} and the connection stays open.

@@ -22,6 +22,7 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include "agent/cmd/top.hpp"
 #include "agent/kernel/inspector.hpp"
 #include "agent/kernel/preflight.hpp"
 #include "agent/kernel/self_stats.hpp"
@@ -422,7 +423,11 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
     if (op == "holders") {
       return holders(pipeline, request, host_netns);
     }
-    return json{{"error", "unknown op '" + op + "' (ping, failures, holders)"}};
+    if (op == "top") {
+      return top_snapshot(pipeline, findings, &inspector.namespaces(), nullptr,
+                          TopQuery::from_request(request));
+    }
+    return json{{"error", "unknown op '" + op + "' (ping, failures, holders, top)"}};
   });
 
   spdlog::info("serving {} on {} and the local API on {}", options.telemetry_path, ports,

@@ -434,6 +434,37 @@ void build_app(CLI::App& app, CommandLine& cl) {
   why->add_flag("--json", w.json, "one JSON object");
   snapshot_option(why, w.snapshot_mode);
 
+  CLI::App* top = app.add_subcommand("top", "a live view of TIME_WAIT, queues, ports and failures");
+  top->description(
+      "A live view of TIME_WAIT, accept queues, ports in use and failures, refreshed each second."
+      "\n\n"
+      "Per network namespace its TCP sockets by state and TIME_WAIT; each TCP listener with its "
+      "accept queue (length and limit); TIME_WAIT by local port; ephemeral ports in use per "
+      "destination against what connect() may use; and the failures portlens diagnoses, per "
+      "second and by cause. Reads from the agent's local API when an agent answers, else loads "
+      "the BPF programs itself (root).\n\n"
+      "Keys: q quit, Tab next table, s next sort column, t TIME_WAIT, l accept queues, p ports, "
+      "u utilization, f failures. When stdout is not a terminal, prints one plain frame as --once "
+      "does.\nNS: an `ip netns` name, a path such as /proc/PID/ns/net or /run/netns/NAME, or "
+      "pid:PID.");
+  top->callback([&cl] { cl.command = Command::kTop; });
+  TopOptions& tp = cl.top;
+  top->add_option("--netns", tp.netns, "only this network namespace")->type_name("NS");
+  top->add_option("--interval", tp.interval_s, "seconds between refreshes, 0.1 to 3600")
+      ->check(seconds_between(0.1, 3600.0))
+      ->capture_default_str()
+      ->type_name("S");
+  top->add_flag("--once", tp.once,
+                "print one plain-text frame, taken one interval after the first, and exit");
+  top->add_option("--source", tp.source,
+                  "auto (the agent when it answers, else a tracer of its own), agent or tracer")
+      ->check(CLI::IsMember({"auto", "agent", "tracer"}))
+      ->capture_default_str()
+      ->type_name("SOURCE");
+  top->add_option("--api.socket", tp.api_socket, "where a running agent answers")
+      ->capture_default_str()
+      ->type_name("PATH");
+
   CLI::App* explain = app.add_subcommand("explain", "the long explanation of a cause");
   explain->description(
       "The long explanation of a failure cause: the kernel's rule, an example, the fixes.\n\n"
@@ -472,7 +503,7 @@ ParseOutcome parse_command_line(const std::vector<std::string>& args) {
     // "A subcommand is required" hides a mistyped or not-yet-built command: name it.
     if (app.get_subcommands().empty() && !app.remaining().empty()) {
       message = "unknown command '" + app.remaining().front() +
-                "' (commands: agent, trace, check, why, explain)";
+                "' (commands: agent, trace, check, why, top, explain)";
     }
     outcome.stderr_text = std::string("portlens: ") + escape_for_terminal(message) +
                           "\nRun 'portlens --help' or 'portlens COMMAND --help' for usage.\n";
@@ -560,6 +591,8 @@ int run_main(int argc, char** argv) {
         return run_check(cl.check, std::cout);
       case Command::kWhy:
         return run_why(cl.why, std::cout);
+      case Command::kTop:
+        return run_top(cl.top, std::cout, g_stop);
       case Command::kExplain:
         break;  // answered above, before any setup
     }

@@ -8,11 +8,12 @@
 
 #include "agent/cmd/agent.hpp"
 #include "agent/cmd/check.hpp"
+#include "agent/cmd/top.hpp"
 #include "agent/cmd/trace.hpp"
 
 namespace portlens {
 
-enum class Command { kAgent, kTrace, kCheck, kWhy, kExplain };
+enum class Command { kAgent, kTrace, kCheck, kWhy, kExplain, kTop };
 
 struct CommandLine {
   Command command = Command::kTrace;
@@ -22,6 +23,7 @@ struct CommandLine {
   TraceOptions trace;
   CheckOptions check;
   WhyOptions why;
+  TopOptions top;
   std::optional<std::string> explain_cause;
 };
 

@@ -206,7 +206,7 @@ TEST(CheckApiRequestTest, Problems) {
   EXPECT_THAT(check_api_request(json::object()).value_or(""), HasSubstr("missing \"op\""));
   EXPECT_THAT(check_api_request(json{{"op", 1}}).value_or(""), HasSubstr("missing \"op\""));
   EXPECT_EQ(check_api_request(json{{"op", "frobnicate"}}).value_or(""),
-            "unknown op \"frobnicate\": one of failures, holders, ping");
+            "unknown op \"frobnicate\": one of failures, holders, ping, top");
   EXPECT_THAT(check_api_request(json{{"op", std::string(1000, 'x')}}).value_or("").size(),
               ::testing::Lt(100U));
   EXPECT_EQ(check_api_request(json{{"op", "failures"}, {"port", 65536}}).value_or(""),
@@ -390,7 +390,7 @@ TEST(LocalApiTest, UnknownOpAndBadFields) {
   const LocalApiServer api(dir.file("api.sock"), echo.handler());
   RawClient client(api.socket_path());
   EXPECT_EQ(client.ask(R"({"op":"shutdown"})").value("error", ""),
-            "unknown op \"shutdown\": one of failures, holders, ping");
+            "unknown op \"shutdown\": one of failures, holders, ping, top");
   EXPECT_THAT(client.ask(R"([1,2])").value("error", ""), HasSubstr("one JSON object"));
   EXPECT_THAT(client.ask(R"({"op":"holders","port":80})").value("error", ""),
               HasSubstr("\"proto\""));

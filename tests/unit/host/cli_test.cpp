@@ -301,7 +301,7 @@ TEST(ParseExplainTest, CauseIsOptional) {
 
 TEST(ParseCommandLineTest, HelpListsEveryCommand) {
   const ParseOutcome out = parse_args({"--help"});
-  for (const char* cmd : {"agent", "trace", "check", "why", "explain"}) {
+  for (const char* cmd : {"agent", "trace", "check", "why", "top", "explain"}) {
     EXPECT_NE(out.stdout_text.find(cmd), std::string::npos) << cmd;
   }
 }
@@ -323,8 +323,8 @@ TEST(ParseCommandLineTest, TopLevelHelpIsOneLinePerCommand) {
     EXPECT_NE(line[2], ' ') << "a continuation line: " << line;
     EXPECT_LE(line.size(), 120U) << line;
   }
-  EXPECT_EQ(listed, 5);
-  for (const char* cmd : {"agent", "trace", "check", "why", "explain"}) {
+  EXPECT_EQ(listed, 6);
+  for (const char* cmd : {"agent", "trace", "check", "why", "top", "explain"}) {
     const std::string own = parse_args({cmd, "--help"}).stdout_text;
     const std::string summary = own.substr(0, own.find('\n'));
     EXPECT_THAT(top, HasSubstr(summary)) << cmd;  // the same first line
@@ -441,15 +441,9 @@ TEST(ParseNumbersTest, SecondsStillTakeFractionsAndBounds) {
 // raw (NUL, \x01, \x02). No help may hold a control byte other than the newline.
 TEST(ParseHelpTest, EveryHelpIsPrintableText) {
   const std::vector<std::vector<std::string>> helps = {
-      {"--help"},
-      {"agent", "--help"},
-      {"trace", "--help"},
-      {"check", "--help"},
-      {"why", "--help"},
-      {"explain", "--help"},
-      {"-h"},
-      {"check", "-h"},
-      {"why", "-h"},
+      {"--help"},        {"agent", "--help"}, {"trace", "--help"},   {"check", "--help"},
+      {"why", "--help"}, {"top", "--help"},   {"explain", "--help"}, {"-h"},
+      {"check", "-h"},   {"why", "-h"},
   };
   for (const auto& args : helps) {
     const ParseOutcome out = parse(args);

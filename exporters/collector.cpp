@@ -333,6 +333,22 @@ struct Families {
   MetricFamily scrape_duration =
       make_family("portlens_scrape_duration_seconds", "Time the previous /metrics scrape took.",
                   MetricType::Gauge);
+  MetricFamily listen_queue_length = make_family(
+      "portlens_listen_queue_length",
+      "Connections in a TCP listener's accept queue now, handshake done and not yet accepted "
+      "(sk_ack_backlog, ss -ltn's Recv-Q), by listening address; SO_REUSEPORT listeners of one "
+      "address are summed.",
+      MetricType::Gauge);
+  MetricFamily listen_queue_limit =
+      make_family("portlens_listen_queue_limit",
+                  "The accept queue's limit (sk_max_ack_backlog: listen()'s backlog clamped to "
+                  "net.core.somaxconn, ss -ltn's Send-Q); beyond it the kernel drops handshakes.",
+                  MetricType::Gauge);
+  MetricFamily listen_overflows = make_family(
+      "portlens_listen_overflows_total",
+      "Handshakes the namespace's listeners dropped because an accept queue was full (the "
+      "kernel's TcpExtListenOverflows of the namespace).",
+      MetricType::Counter);
   MetricFamily build_info = make_family(
       "portlens_build_info",
       "Always 1: the portlens release, the source revision it was built from, and the compiler.",
@@ -403,6 +419,9 @@ struct Families {
                             &folded,
                             &tracked,
                             &scrape_duration,
+                            &listen_queue_length,
+                            &listen_queue_limit,
+                            &listen_overflows,
                             &build_info,
                             &kernel_info,
                             &bpf_run_seconds,
@@ -589,6 +608,53 @@ void collect_sockets(Families& f, const NetnsScrape& ns, const std::string& netn
   }
 }
 
+// Accept queues by listening address (SO_REUSEPORT groups summed: one address, one series), the
+// fullest top_k with their own series, the rest summed under local_addr="other".
+void collect_listen_queues(Families& f, const NetnsScrape& ns, const std::string& netns,
+                           std::size_t top_k) {
+  if (ns.listen_overflows) {
+    add_sample(f.listen_overflows, {{"netns", netns}}, static_cast<double>(*ns.listen_overflows));
+  }
+  std::map<Endpoint, std::pair<std::uint64_t, std::uint64_t>> by_local;  // (length, limit)
+  for (const ListenQueue& q : ns.listen_queues) {
+    auto& [length, limit] = by_local[q.local];
+    length += q.length;
+    limit += q.limit;
+  }
+  using Queue = std::pair<Endpoint, std::pair<std::uint64_t, std::uint64_t>>;
+  std::vector<Queue> queues(by_local.begin(), by_local.end());
+  const std::size_t kept = cut_top_k(queues, top_k, [](const Queue& a, const Queue& b) {
+    // The fullest first (length / limit, cross-multiplied), then the longest, then by address.
+    const auto fill_a = a.second.first * std::max<std::uint64_t>(b.second.second, 1);
+    const auto fill_b = b.second.first * std::max<std::uint64_t>(a.second.second, 1);
+    if (fill_a != fill_b) {
+      return fill_a > fill_b;
+    }
+    return a.second.first != b.second.first ? a.second.first > b.second.first : a.first < b.first;
+  });
+  std::uint64_t rest_length = 0;
+  std::uint64_t rest_limit = 0;
+  for (std::size_t i = 0; i < queues.size(); ++i) {
+    const auto& [local, counts] = queues[i];
+    if (i >= kept) {
+      rest_length += counts.first;
+      rest_limit += counts.second;
+      continue;
+    }
+    const Labels labels = {{"netns", netns},
+                           {"local_addr", local.addr.to_string()},
+                           {"local_port", std::to_string(local.port)}};
+    add_sample(f.listen_queue_length, labels, static_cast<double>(counts.first));
+    add_sample(f.listen_queue_limit, labels, static_cast<double>(counts.second));
+  }
+  if (kept < queues.size()) {
+    const Labels labels = {
+        {"netns", netns}, {"local_addr", kOtherLabel}, {"local_port", kOtherLabel}};
+    add_sample(f.listen_queue_length, labels, static_cast<double>(rest_length));
+    add_sample(f.listen_queue_limit, labels, static_cast<double>(rest_limit));
+  }
+}
+
 void collect_ephemeral(Families& f, const NetnsScrape& ns, const std::string& netns,
                        std::size_t top_k) {
   const std::uint32_t lo = ns.config.port_range_lo;
@@ -745,6 +811,7 @@ std::vector<MetricFamily> PortlensCollector::build(const ScrapeInput& input, std
     const std::string netns = std::to_string(ns.inode);
     collect_sockets(f, ns, netns, top_k, by_port);
     collect_ephemeral(f, ns, netns, top_k);
+    collect_listen_queues(f, ns, netns, top_k);
   }
   emit_folded(f, fold);
   collect_agent(f, input);

@@ -26,6 +26,10 @@ struct NetnsScrape {
   std::uint64_t inode = 0;
   NetnsPortConfig config;
   std::vector<SocketRow> sockets;
+  // Its TCP listeners' accept queues and TcpExtListenOverflows, asked of the kernel at the scrape
+  // (agent/kernel/listen_probe); empty and nullopt when the namespace could not be asked.
+  std::vector<ListenQueue> listen_queues;
+  std::optional<std::uint64_t> listen_overflows;
 };
 
 // Monotonic counters kept by the agent since it started. Label values are final: the agent has

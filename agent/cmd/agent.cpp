@@ -24,6 +24,7 @@
 
 #include "agent/cmd/top.hpp"
 #include "agent/kernel/inspector.hpp"
+#include "agent/kernel/listen_probe.hpp"
 #include "agent/kernel/preflight.hpp"
 #include "agent/kernel/self_stats.hpp"
 #include "agent/live/pipeline.hpp"
@@ -179,6 +180,36 @@ json holders(const EventPipeline& pipeline, const json& request, std::uint64_t d
   return json{{"port", port}, {"proto", to_string(proto)}, {"netns", netns}, {"sockets", sockets}};
 }
 
+// The accept queues and ListenOverflows of the namespaces with TCP listeners, the most listeners
+// first and at most max_namespaces of them (the collector gives series to that many at most).
+void add_listen_queues(ScrapeInput& in, ListenQueueProbe& probe, std::size_t max_namespaces) {
+  std::vector<std::pair<std::size_t, NetnsScrape*>> listening;
+  for (NetnsScrape& ns : in.namespaces) {
+    const auto listeners = static_cast<std::size_t>(std::count_if(
+        ns.sockets.begin(), ns.sockets.end(),
+        [](const SocketRow& r) { return r.proto != Proto::kUdp && r.state == TcpState::kListen; }));
+    if (listeners > 0) {
+      listening.emplace_back(listeners, &ns);
+    }
+  }
+  std::sort(listening.begin(), listening.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second->inode < b.second->inode;
+  });
+  listening.resize(std::min(listening.size(), max_namespaces));
+  std::vector<std::uint64_t> inodes;
+  inodes.reserve(listening.size());
+  for (const auto& [count, ns] : listening) {
+    inodes.push_back(ns->inode);
+  }
+  auto found = probe.probe(inodes);
+  for (const auto& [count, ns] : listening) {
+    if (const auto it = found.find(ns->inode); it != found.end()) {
+      ns->listen_queues = std::move(it->second.queues);
+      ns->listen_overflows = it->second.overflows;
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> checked_listen_addresses(const std::vector<std::string>& addresses) {
@@ -308,6 +339,7 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
   const std::string version = kPortlensVersion;
   const std::string kernel = kernel_release();
   std::atomic<double> last_scrape_seconds{0};
+  ListenQueueProbe listen_probe;
   auto collector = std::make_shared<PortlensCollector>(
       [&]() {
         const std::uint64_t owner_drops = inspector.owners().dropped();
@@ -321,39 +353,43 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
             in.bpf_stats_counting = tracer->stats_counting();
           }
         }
-        const std::lock_guard lock(pipeline.mutex());
-        const SocketTracker& tracker = pipeline.tracker();
-        // Rows, not a SocketTable copy: the lock also holds off event processing.
-        auto rows = tracker.rows(monotonic_ns());
-        for (const auto& [inode, cfg] : pipeline.configs()) {
-          NetnsScrape ns{inode, cfg, {}};
-          if (const auto it = rows.find(inode); it != rows.end()) {
-            ns.sockets = std::move(it->second);
+        {
+          const std::lock_guard lock(pipeline.mutex());
+          const SocketTracker& tracker = pipeline.tracker();
+          // Rows, not a SocketTable copy: the lock also holds off event processing.
+          auto rows = tracker.rows(monotonic_ns());
+          for (const auto& [inode, cfg] : pipeline.configs()) {
+            NetnsScrape ns{inode, cfg, {}, {}, std::nullopt};
+            if (const auto it = rows.find(inode); it != rows.end()) {
+              ns.sockets = std::move(it->second);
+            }
+            in.namespaces.push_back(std::move(ns));
           }
-          in.namespaces.push_back(std::move(ns));
+          findings.fill(in.counters);
+          in.counters.events_lost = pipeline.counters().lost.total();
+          in.counters.events_malformed = pipeline.counters().malformed;
+          in.counters.event_log_write_failures = log_stats.write_failures;
+          in.counters.event_log_dropped = log_stats.dropped;
+          in.counters.owner_map_drops = owner_drops;
+          in.counters.diagnoses_judged = pipeline.counters().diagnosed;
+          in.counters.diagnoses_coalesced = pipeline.counters().coalesced;
+          in.counters.diagnoses_shed = pipeline.counters().shed;
+          in.counters.diagnosis_queue = pipeline.counters().pending;
+          for (const auto& [kind, n] : tracker.counters().corrections) {
+            in.counters.reconcile_corrections[kind] = n;
+          }
+          in.counters.evictions["sockets"] = tracker.counters().sockets_dropped;
+          in.counters.evictions["time_wait"] = tracker.counters().time_wait_dropped;
+          in.counters.time_wait_refused = tracker.counters().time_wait_refused;
+          in.tracked_sockets = tracker.socket_count() + tracker.time_wait_count();
+          in.last_scrape_duration_seconds = last_scrape_seconds.load();
+          in.version = version;
+          in.revision = kPortlensRevision;
+          in.compiler = kPortlensCompiler;
+          in.kernel = kernel;
         }
-        findings.fill(in.counters);
-        in.counters.events_lost = pipeline.counters().lost.total();
-        in.counters.events_malformed = pipeline.counters().malformed;
-        in.counters.event_log_write_failures = log_stats.write_failures;
-        in.counters.event_log_dropped = log_stats.dropped;
-        in.counters.owner_map_drops = owner_drops;
-        in.counters.diagnoses_judged = pipeline.counters().diagnosed;
-        in.counters.diagnoses_coalesced = pipeline.counters().coalesced;
-        in.counters.diagnoses_shed = pipeline.counters().shed;
-        in.counters.diagnosis_queue = pipeline.counters().pending;
-        for (const auto& [kind, n] : tracker.counters().corrections) {
-          in.counters.reconcile_corrections[kind] = n;
-        }
-        in.counters.evictions["sockets"] = tracker.counters().sockets_dropped;
-        in.counters.evictions["time_wait"] = tracker.counters().time_wait_dropped;
-        in.counters.time_wait_refused = tracker.counters().time_wait_refused;
-        in.tracked_sockets = tracker.socket_count() + tracker.time_wait_count();
-        in.last_scrape_duration_seconds = last_scrape_seconds.load();
-        in.version = version;
-        in.revision = kPortlensRevision;
-        in.compiler = kPortlensCompiler;
-        in.kernel = kernel;
+        // Outside the lock: the accept queues, asked of the kernel now.
+        add_listen_queues(in, listen_probe, options.max_namespaces);
         return in;
       },
       options.top_k, options.max_namespaces);

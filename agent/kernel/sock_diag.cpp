@@ -59,6 +59,7 @@ struct DumpState {
   std::size_t max_entries = 0;
   std::vector<SocketEntry>* out = nullptr;
   std::vector<ListenQueue>* queues = nullptr;
+  bool queues_only = false;  // a LISTEN-only dump for the queues: no SocketEntry kept
   std::uint64_t cut = 0;
 };
 
@@ -66,6 +67,16 @@ int on_message(const nlmsghdr* nlh, void* data) {
   auto* state = static_cast<DumpState*>(data);
   const std::span payload(static_cast<const std::byte*>(mnl_nlmsg_get_payload(nlh)),
                           mnl_nlmsg_get_payload_len(nlh));
+  if (state->queues_only) {
+    if (auto queue = decode_inet_diag_listen_queue(payload, state->netns)) {
+      if (state->queues->size() < state->max_entries) {
+        state->queues->push_back(*queue);
+      } else {
+        ++state->cut;
+      }
+    }
+    return MNL_CB_OK;
+  }
   if (auto entry = decode_inet_diag(payload, state->proto, state->netns)) {
     if (state->out->size() < state->max_entries) {
       state->out->push_back(std::move(*entry));
@@ -203,9 +214,10 @@ std::optional<ListenQueue> decode_inet_diag_listen_queue(std::span<const std::by
   return q;
 }
 
-std::uint64_t sock_diag_list(std::uint64_t netns, std::size_t max_entries,
-                             std::vector<SocketEntry>* out, std::vector<ListenQueue>* queues) {
-  // The netlink socket belongs to the netns of the thread that creates it.
+namespace {
+// A NETLINK_SOCK_DIAG socket of the calling thread's namespace (a netlink socket belongs to the
+// namespace of the thread that creates it).
+MnlSocket open_sock_diag() {
   MnlSocket nl(mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC));
   if (!nl) {
     throw Error("sock_diag: cannot open a NETLINK_SOCK_DIAG socket: " + errno_text(errno));
@@ -213,6 +225,29 @@ std::uint64_t sock_diag_list(std::uint64_t netns, std::size_t max_entries,
   if (mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0) {
     throw Error("sock_diag: cannot bind the netlink socket: " + errno_text(errno));
   }
+  return nl;
+}
+}  // namespace
+
+std::uint64_t sock_diag_listen_queues(std::uint64_t netns, std::size_t max_entries,
+                                      std::vector<ListenQueue>* queues) {
+  const MnlSocket nl = open_sock_diag();
+  DumpState state;
+  state.netns = netns;
+  state.max_entries = max_entries;
+  state.queues = queues;
+  state.queues_only = true;
+  for (const std::uint8_t family : {AF_INET, AF_INET6}) {
+    // LISTEN alone: inet_diag_dump_icsk() then walks the listening hash only, not the
+    // established one, so this costs what the listeners are.
+    dump(nl.get(), family, IPPROTO_TCP, 1U << kTcpListen, &state);
+  }
+  return state.cut;
+}
+
+std::uint64_t sock_diag_list(std::uint64_t netns, std::size_t max_entries,
+                             std::vector<SocketEntry>* out, std::vector<ListenQueue>* queues) {
+  const MnlSocket nl = open_sock_diag();
   DumpState state;
   state.netns = netns;
   state.max_entries = max_entries;

@@ -35,4 +35,10 @@ std::uint64_t sock_diag_list(std::uint64_t netns, std::size_t max_entries,
                              std::vector<SocketEntry>* out,
                              std::vector<ListenQueue>* queues = nullptr);
 
+// The accept queues of the calling thread's namespace's TCP listeners, at most max_entries in
+// queues; returns how many more there were. A LISTEN-only dump: cheap whatever the connections.
+// Throws Error when the kernel cannot be asked.
+std::uint64_t sock_diag_listen_queues(std::uint64_t netns, std::size_t max_entries,
+                                      std::vector<ListenQueue>* queues);
+
 }  // namespace portlens

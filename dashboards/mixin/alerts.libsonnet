@@ -161,6 +161,67 @@ local fold(text) =
         ],
       },
       {
+        name: 'portlens.listen',
+        rules: [
+          // A listener whose accept queue stays near its limit: the application does not
+          // accept() as fast as handshakes complete. At the limit the kernel drops the next
+          // handshakes (PortlensListenOverflows). A limit of 0 (listen(0)) never divides.
+          {
+            alert: 'PortlensListenQueueNearlyFull',
+            expr: |||
+              (
+                portlens_listen_queue_length{%(sel)s}
+                / (portlens_listen_queue_limit{%(sel)s} > 0)
+              ) > %(threshold)g
+            ||| % (v { threshold: c.listenQueueFullRatio }),
+            'for': '1m',
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: fold(|||
+                The accept queue of {{ $labels.local_addr }}:{{ $labels.local_port }} on
+                {{ $labels.instance }} (netns {{ $labels.netns }}) is
+                {{ $value | humanizePercentage }} full
+              |||),
+              description: fold(|||
+                For a minute, the listener on {{ $labels.local_addr }}:{{ $labels.local_port }}
+                in network namespace {{ $labels.netns }} on {{ $labels.instance }} has held more
+                than %(percent)s%% of its accept queue's limit in connections whose handshake is
+                done and that the application has not accept()ed (now
+                {{ $value | humanizePercentage }}). When the queue is full the kernel drops new
+                handshakes (TcpExtListenOverflows) and clients see connect timeouts and
+                retransmitted SYNs. `portlens why {{ $labels.local_port }}` names the process and
+                the backlog against net.core.somaxconn.
+              ||| % { percent: std.toString(std.floor(c.listenQueueFullRatio * 100 + 0.5)) }),
+            } + runbook('PortlensListenQueueNearlyFull'),
+          },
+          // Handshakes dropped for a full accept queue, counted by the kernel per namespace.
+          {
+            alert: 'PortlensListenOverflows',
+            expr: |||
+              sum by (%(cluster)s, job, instance, netns) (
+                increase(portlens_listen_overflows_total{%(sel)s}[5m])
+              ) > 0
+            ||| % v,
+            'for': '1m',
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: fold(|||
+                Listeners on {{ $labels.instance }} (netns {{ $labels.netns }}) dropped
+                {{ $value | printf "%.0f" }} handshakes in 5m: an accept queue was full
+              |||),
+              description: fold(|||
+                The kernel of {{ $labels.instance }} dropped about {{ $value | printf "%.0f" }}
+                completed handshakes in network namespace {{ $labels.netns }} in the last 5
+                minutes because a listener's accept queue was full (TcpExtListenOverflows).
+                Clients retry their SYN after 1, 3, 7 s...: connections are slow or time out.
+                portlens_listen_queue_length against portlens_listen_queue_limit shows which
+                listener is full.
+              |||),
+            } + runbook('PortlensListenOverflows'),
+          },
+        ],
+      },
+      {
         name: 'portlens.agent',
         rules: [
           // Lost events are never retried: until the next reconcile (--reconcile-interval, 30 s)

@@ -26,6 +26,8 @@
     // Thresholds of PortlensEphemeralPortUtilizationHigh, as a share of the usable ports.
     ephemeralUtilizationWarning: 0.8,
     ephemeralUtilizationCritical: 0.95,
+    // PortlensListenQueueNearlyFull: an accept queue above this share of its limit for 1m.
+    listenQueueFullRatio: 0.8,
 
     // The dashboard.
     dashboard: {

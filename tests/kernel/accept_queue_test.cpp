@@ -13,6 +13,8 @@
 #include <csignal>
 #include <cstdint>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -24,8 +26,10 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/kernel/netns_config.hpp"
+#include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
 #include "tests/kernel/process.hpp"
+#include "tests/support/loopback_http.hpp"
 
 namespace portlens::testing {
 namespace {
@@ -185,6 +189,70 @@ TEST_F(AcceptQueueTest, FullQueueAgreesWithSsAndNetstat) {
     }
     EXPECT_EQ(named, ss->recv_q);
   }
+}
+
+// The same full queue as the agent exports it: portlens_listen_queue_length and _limit equal to
+// ss's Recv-Q and Send-Q, and portlens_listen_overflows_total within two readings of the
+// namespace's TcpExtListenOverflows taken around the scrape. Then the queue drains (the test
+// accepts): the gauge follows the kernel down.
+TEST_F(AcceptQueueTest, AgentExportsTheQueueAndOverflowsAsTheKernelCounts) {
+  if (geteuid() != 0) {
+    if (bpf_required()) {
+      FAIL() << "PORTLENS_REQUIRE_BPF=1 but not root";
+    }
+    GTEST_SKIP() << "needs root";
+  }
+  PORTLENS_START_AGENT(agent);
+  OwnedFd l = ns_.run([] { return listener(kPort, 1); });
+  ASSERT_GE(l.fd, 0) << "listen(1) failed";
+  const auto before = listen_overflows(ns_);
+  ASSERT_TRUE(before.has_value());
+  std::vector<OwnedFd> cs = ns_.run([] { return clients(kPort, 12); });
+  std::optional<SsQueue> ss;
+  for (int i = 0; i < 50 && !(ss && ss->recv_q == 2); ++i) {
+    std::this_thread::sleep_for(20ms);
+    ss = ss_listener(ns_, kPort);
+  }
+  ASSERT_TRUE(ss.has_value());
+  ASSERT_EQ(ss->recv_q, 2);
+
+  const std::map<std::string, std::string> labels = {{"netns", std::to_string(ns_.inode())},
+                                                     {"local_addr", "127.0.0.1"},
+                                                     {"local_port", std::to_string(kPort)}};
+  // The listener's series exist once the agent's tracker has the listen() (an event away).
+  std::string text = agent.scrape_until(
+      [&](const std::string& t) { return metric(t, "portlens_listen_queue_length", labels) == 2; });
+  EXPECT_EQ(metric(text, "portlens_listen_queue_length", labels), ss->recv_q) << text;
+  EXPECT_EQ(metric(text, "portlens_listen_queue_limit", labels), ss->send_q);
+  const auto low = listen_overflows(ns_);
+  text = agent.scrape();
+  const auto high = listen_overflows(ns_);
+  ASSERT_TRUE(low && high);
+  const auto overflows =
+      metric(text, "portlens_listen_overflows_total", {{"netns", std::to_string(ns_.inode())}});
+  ASSERT_TRUE(overflows.has_value()) << text;
+  std::cout << "overflows: netstat " << *low << ".." << *high << ", portlens " << *overflows
+            << " (before the clients: " << *before << ")\n";
+  EXPECT_GE(*overflows, static_cast<double>(*low));
+  EXPECT_LE(*overflows, static_cast<double>(*high));
+  EXPECT_GT(*high, *before) << "10 clients found the queue full: the kernel counts overflows";
+
+  // accept() both: the kernel's queue is empty, and so is the gauge at the next scrape.
+  ns_.run([&] {
+    for (int i = 0; i < 2; ++i) {
+      const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+  });
+  ss = ss_listener(ns_, kPort);
+  ASSERT_TRUE(ss.has_value());
+  text = agent.scrape();
+  EXPECT_EQ(metric(text, "portlens_listen_queue_length", labels), ss->recv_q)
+      << "ss now says " << ss->recv_q;
+  EXPECT_TRUE(passes_promtool(agent.dir(), text));
+  EXPECT_EQ(agent.stop(), 0);
 }
 
 // listen(4096) with net.core.somaxconn 128: the kernel clamps the limit to 128; portlens says the

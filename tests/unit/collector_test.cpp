@@ -223,6 +223,9 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_network_namespaces_folded", MetricType::Gauge},
       {"portlens_tracked_sockets", MetricType::Gauge},
       {"portlens_scrape_duration_seconds", MetricType::Gauge},
+      {"portlens_listen_queue_length", MetricType::Gauge},
+      {"portlens_listen_queue_limit", MetricType::Gauge},
+      {"portlens_listen_overflows_total", MetricType::Counter},
       {"portlens_build_info", MetricType::Gauge},
       {"portlens_kernel_info", MetricType::Gauge},
       {"portlens_bpf_stats_enabled", MetricType::Gauge},
@@ -510,6 +513,48 @@ TEST(CollectorTest, CountersPassThroughWithTheirLabels) {
           {{{"version", "0.1.0"}, {"revision", "8a9324f5169e"}, {"compiler", "GNU 12.2.0"}}, 1}}));
   EXPECT_EQ(series(families, "portlens_kernel_info"),
             (Series{{{{"release", "6.1.0-18-amd64"}}, 1}}));
+}
+
+// Accept queues by listening address: SO_REUSEPORT listeners of one address are one series (their
+// queues and limits summed), the fullest top_k keep their own, the rest sum under "other"; the
+// namespace's overflow counter is passed through.
+TEST(CollectorTest, ListenQueuesByAddressFullestFirstWithOther) {
+  NetnsScrape ns = netns_scrape(kNetns, {});
+  const auto queue = [](const std::string& local, std::uint32_t length, std::uint32_t limit) {
+    ListenQueue q;
+    q.netns = kNetns;
+    q.local = *Endpoint::parse(local);
+    q.length = length;
+    q.limit = limit;
+    return q;
+  };
+  ns.listen_queues = {queue("0.0.0.0:80", 3, 128), queue("0.0.0.0:80", 5, 128),  // reuseport
+                      queue("127.0.0.1:6379", 9, 10), queue("[::]:443", 0, 4096),
+                      queue("10.0.0.1:8080", 1, 2)};
+  ns.listen_overflows = 42;
+  ScrapeInput input;
+  input.namespaces.push_back(ns);
+  const auto families = collect(input, 2);
+  const std::string netns = std::to_string(kNetns);
+  const auto labels = [&](const std::string& addr, const std::string& port) {
+    return LabelMap{{"netns", netns}, {"local_addr", addr}, {"local_port", port}};
+  };
+  // 9/10 and 1/2 are the fullest; 8/256 (the summed reuseport pair) and 0/4096 go to other.
+  EXPECT_EQ(series(families, "portlens_listen_queue_length"),
+            (Series{{labels("127.0.0.1", "6379"), 9},
+                    {labels("10.0.0.1", "8080"), 1},
+                    {labels("other", "other"), 8}}));
+  EXPECT_EQ(series(families, "portlens_listen_queue_limit"),
+            (Series{{labels("127.0.0.1", "6379"), 10},
+                    {labels("10.0.0.1", "8080"), 2},
+                    {labels("other", "other"), 128 + 128 + 4096}}));
+  EXPECT_EQ(series(families, "portlens_listen_overflows_total"),
+            (Series{{{{"netns", netns}}, 42}}));
+  // With room for all, the reuseport pair is one series of 8 of 256.
+  const auto all = collect(input, 20);
+  EXPECT_EQ(series(all, "portlens_listen_queue_length").at(labels("0.0.0.0", "80")), 8);
+  EXPECT_EQ(series(all, "portlens_listen_queue_limit").at(labels("0.0.0.0", "80")), 256);
+  EXPECT_EQ(series(all, "portlens_listen_queue_length").size(), 4U);
 }
 
 TEST(CollectorTest, SelfMetricsInPrometheusStandardNamesAndUnits) {

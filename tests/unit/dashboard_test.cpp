@@ -340,8 +340,9 @@ TEST(DashboardTest, HasTheFiveRowsInOrderEachAboveItsPanels) {
       EXPECT_GT(y, row_y) << p.at("title") << " is not below its row " << rows.back();
     }
   }
-  EXPECT_EQ(rows, (std::vector<std::string>{"Port exhaustion", "TIME_WAIT", "Failures",
-                                            "TCP state transitions", "Agent health"}));
+  EXPECT_EQ(rows,
+            (std::vector<std::string>{"Port exhaustion", "TIME_WAIT", "Failures",
+                                      "TCP state transitions", "Accept queues", "Agent health"}));
 }
 
 }  // namespace

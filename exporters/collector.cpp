@@ -243,6 +243,15 @@ struct Families {
       "the highest. Top-k destinations only: ratios do not add up, so there is no \"other\" "
       "series; see portlens_ephemeral_port_utilization_max_ratio for all of them.",
       MetricType::Gauge);
+  MetricFamily peak_utilization = make_family(
+      "portlens_ephemeral_port_utilization_peak_ratio",
+      "Highest ephemeral port utilization (0..1) of the network namespace since the previous "
+      "scrape: at least portlens_ephemeral_port_utilization_max_ratio, and 1 when a connect() "
+      "found no port toward a destination in between, so a burst that ended before this "
+      "scrape still shows. Each scrape resets it: two Prometheus servers scraping one agent "
+      "each see the peaks since their own previous scrape only if they alternate, so alert on "
+      "it from one.",
+      MetricType::Gauge);
   MetricFamily max_utilization =
       make_family("portlens_ephemeral_port_utilization_max_ratio",
                   "Highest ephemeral port utilization (0..1) over every destination of the network "
@@ -402,6 +411,7 @@ struct Families {
                             &in_use,
                             &utilization,
                             &max_utilization,
+                            &peak_utilization,
                             &capacity,
                             &reusable,
                             &transitions,
@@ -490,6 +500,7 @@ struct Folded {
   std::uint64_t reusable = 0;
   bool any_destination = false;
   double max_utilization = 0.0;
+  double peak_utilization = 0.0;
 };
 
 std::size_t tcp_rows(const NetnsScrape& ns) {
@@ -513,6 +524,7 @@ void fold_sockets(Folded& fold, const NetnsScrape& ns) {
 }
 
 void fold_ephemeral(Folded& fold, const NetnsScrape& ns) {
+  fold.peak_utilization = std::max(fold.peak_utilization, ratio_0_1(ns.utilization_peak_seen));
   for (const EphemeralAccount& account : count_by_destination(ns.inode, ns.config, ns.sockets)) {
     if (!account.destination) {
       continue;
@@ -543,6 +555,8 @@ void emit_folded(Families& f, const Folded& fold) {
                static_cast<double>(fold.time_wait_with_remote));
   }
   add_sample(f.max_utilization, {{"netns", kOtherLabel}}, fold.max_utilization);
+  add_sample(f.peak_utilization, {{"netns", kOtherLabel}},
+             std::max(fold.max_utilization, fold.peak_utilization));
   if (fold.any_destination) {
     add_sample(f.in_use, other_remote_labels(kOtherLabel), static_cast<double>(fold.in_use));
     add_sample(f.reusable, other_remote_labels(kOtherLabel), static_cast<double>(fold.reusable));
@@ -681,6 +695,8 @@ void collect_ephemeral(Families& f, const NetnsScrape& ns, const std::string& ne
     max_utilization = std::max(max_utilization, r.utilization);
   }
   add_sample(f.max_utilization, {{"netns", netns}}, max_utilization);
+  add_sample(f.peak_utilization, {{"netns", netns}},
+             std::max(max_utilization, ratio_0_1(ns.utilization_peak_seen)));
 
   // Highest utilization first, then most ports in use; ties by label value (address, port).
   const std::size_t kept =

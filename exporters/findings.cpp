@@ -80,6 +80,10 @@ void AgentFindings::coalesced(const FailureCoalescer::Closed& closed) {
 void AgentFindings::count_failure(const Event& e, std::string_view cause_name) {
   const std::string cause(cause_name);
   const std::string comm = comm_label(e);
+  if (e.type == EventType::kConnect && cause_name == to_string(Cause::kEphemeralExhausted) &&
+      (peaks_.size() < kMaxPeaks || peaks_.contains(e.netns))) {
+    peaks_[e.netns] = 1.0;  // no port left toward the destination: the kernel's own verdict
+  }
   if (e.type == EventType::kConnect) {
     ++counters_
           .connect_failures[{std::string(to_string(e.proto)), errno_name(e.result), cause, comm}];
@@ -99,6 +103,11 @@ std::string AgentFindings::comm_label(const Event& e) {
                   [&](const auto& kv) { return std::get<3>(kv.first) == gone; });
   }
   return label;
+}
+
+std::map<std::uint64_t, double> AgentFindings::take_utilization_peaks() {
+  const std::lock_guard lock(mu_);
+  return std::exchange(peaks_, {});
 }
 
 void AgentFindings::remember(json record, const Event& event) {

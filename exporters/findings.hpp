@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <span>
 #include <string>
@@ -40,6 +41,11 @@ class AgentFindings final : public PipelineSink {
 
   // The counters as a scrape exports them.
   void fill(AgentCounters& counters) const;
+  // The namespaces whose ephemeral ports ran out toward a destination since the last call (a
+  // connect() the kernel refused for want of a port, diagnosed ephemeral_exhausted): utilization
+  // 1.0 was reached there, however briefly. A scrape takes them for
+  // portlens_ephemeral_port_utilization_peak_ratio, which they reset.
+  std::map<std::uint64_t, double> take_utilization_peaks();
   // The recent failures matching a local API request {"port","pid","netns",
   // "since_ms","limit"}, newest first.
   [[nodiscard]] nlohmann::json failures(const nlohmann::json& request) const;
@@ -64,6 +70,10 @@ class AgentFindings final : public PipelineSink {
   EventTally tally_;
   CommLabels comm_labels_;
   std::deque<HistoryEntry> history_;
+  // Peak utilization seen by netns since the last take (bounded: one entry per namespace with an
+  // exhausted connect(), at most kMaxPeaks before a scrape takes them).
+  static constexpr std::size_t kMaxPeaks = 4096;
+  std::map<std::uint64_t, double> peaks_;
 };
 
 }  // namespace portlens

@@ -30,6 +30,9 @@ struct NetnsScrape {
   // (agent/kernel/listen_probe); empty and nullopt when the namespace could not be asked.
   std::vector<ListenQueue> listen_queues;
   std::optional<std::uint64_t> listen_overflows;
+  // The highest ephemeral port utilization seen since the previous scrape between scrapes (1.0
+  // when a connect() found no port), besides what the sockets above show now.
+  double utilization_peak_seen = 0;
 };
 
 // Monotonic counters kept by the agent since it started. Label values are final: the agent has

@@ -366,6 +366,13 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
             in.namespaces.push_back(std::move(ns));
           }
           findings.fill(in.counters);
+          for (const auto& [inode, peak] : findings.take_utilization_peaks()) {
+            for (NetnsScrape& ns : in.namespaces) {
+              if (ns.inode == inode) {
+                ns.utilization_peak_seen = peak;
+              }
+            }
+          }
           in.counters.events_lost = pipeline.counters().lost.total();
           in.counters.events_malformed = pipeline.counters().malformed;
           in.counters.event_log_write_failures = log_stats.write_failures;

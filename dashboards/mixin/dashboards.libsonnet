@@ -44,12 +44,15 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         The worst ephemeral port utilization of each instance: the highest share (0..1) of the
         usable local ports toward any one destination that connect() cannot take now (in use,
         minus TIME_WAIT it could reuse), over every network namespace and every destination, none
-        left out. Orange from 80 %, red from 95 %: at 100 % connect() to that destination fails
-        with EADDRNOTAVAIL (cause ephemeral_exhausted). The rows below name the destination.
+        left out, as its peak since the previous scrape
+        (portlens_ephemeral_port_utilization_peak_ratio): a burst that ran out of ports and ended
+        between two scrapes still shows 100 %. Orange from 80 %, red from 95 %: at 100 % connect()
+        to that destination fails with EADDRNOTAVAIL (cause ephemeral_exhausted). The rows below
+        name the destination.
       |||),
       p.pos(0, 1, 6, 8),
       [
-        p.target(q('max by (instance) (portlens_ephemeral_port_utilization_max_ratio{%(f)s})'), '{{instance}}'),
+        p.target(q('max by (instance) (portlens_ephemeral_port_utilization_peak_ratio{%(f)s})'), '{{instance}}'),
       ],
       unit='percentunit',
       thresholds=util,
@@ -61,11 +64,14 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         Highest ephemeral port utilization (0..1) over every destination, per instance and network
         namespace (netns is the namespace inode; the host's is usually 4026531840 or near it),
         over time. A line that climbs toward the red band is a client running out of local ports
-        toward one destination; a steady line under 80 % is fine.
+        toward one destination; a steady line under 80 % is fine. The peak line is the highest
+        since the previous scrape, so a burst between scrapes (one that made a connect() fail)
+        shows as a spike to 100 % the current line never reaches.
       |||),
       p.pos(6, 1, 18, 8),
       [
         p.target(q('max by (instance, netns) (portlens_ephemeral_port_utilization_max_ratio{%(f)s})'), '{{instance}} netns {{netns}}'),
+        p.target(q('max by (instance, netns) (portlens_ephemeral_port_utilization_peak_ratio{%(f)s})'), 'peak {{instance}} netns {{netns}}'),
       ],
       unit='percentunit',
       calcs=['mean', 'max', 'lastNotNull'],

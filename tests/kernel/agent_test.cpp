@@ -231,6 +231,65 @@ TEST_F(AgentTest, ExhaustionClimbsToOneTowardOneDestinationOnly) {
   EXPECT_EQ(agent.stop(), 0);
 }
 
+// A burst that ran out of ports and was over before the scrape: four connections take the whole
+// four-port range, a fifth connect() gets EADDRNOTAVAIL, then all four are reset (SO_LINGER 0:
+// no TIME_WAIT). The next scrape finds nothing toward the destination (ss agrees), yet the peak
+// says 1.0; the scrape after it, 0.
+TEST_F(AgentTest, UtilizationPeakKeepsABurstThatEndedBeforeTheScrape) {
+  ns().sysctl("net.ipv4.ip_local_port_range", "40100 40103");
+  ns().sysctl("net.ipv4.tcp_tw_reuse", "0");
+  PORTLENS_START_AGENT(agent);
+  const std::string netns = std::to_string(ns().inode());
+  struct Burst {
+    std::unique_ptr<TestSocket> server;
+    std::vector<std::unique_ptr<TestSocket>> clients;
+    int connected = 0;
+    int exhausted_rc = -1;
+  };
+  Burst burst = ns().run([] {
+    Burst b;
+    b.server = std::make_unique<TestSocket>(AF_INET, SOCK_STREAM);
+    b.server->bind("127.0.0.1", 7620);
+    b.server->listen(64);
+    for (int i = 0; i < 4; ++i) {
+      b.clients.push_back(std::make_unique<TestSocket>(AF_INET, SOCK_STREAM));
+      b.connected += b.clients.back()->connect("127.0.0.1", 7620) == 0 ? 1 : 0;
+    }
+    TestSocket fifth(AF_INET, SOCK_STREAM);
+    b.exhausted_rc = fifth.connect("127.0.0.1", 7620);
+    return b;
+  });
+  ASSERT_EQ(burst.connected, 4);
+  ASSERT_EQ(burst.exhausted_rc, EADDRNOTAVAIL);
+  // The agent has judged the refused connect() once its event log says so (no scrape yet: a
+  // scrape would take the peak).
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream log(agent.dir() / "events.log");
+    std::stringstream text;
+    text << log.rdbuf();
+    return text.str().find("ephemeral_exhausted") != std::string::npos;
+  })) << agent.process().err();
+  for (auto& c : burst.clients) {
+    const linger reset{1, 0};
+    ASSERT_EQ(setsockopt(c->fd(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset), 0);
+    c->close();
+  }
+  const CommandResult left =
+      run_command("ip netns exec " + ns().name() + " ss -Htan 'dport = :7620' | wc -l");
+  ASSERT_EQ(left.output, "0\n") << "the resets left sockets toward the destination";
+  // Let the agent read the closes (it drains the ring at least every 100 ms).
+  std::this_thread::sleep_for(1s);
+  const std::string text = agent.scrape();
+  EXPECT_EQ(metric(text, "portlens_ephemeral_port_utilization_max_ratio", {{"netns", netns}}), 0)
+      << text;
+  EXPECT_EQ(metric(text, "portlens_ephemeral_port_utilization_peak_ratio", {{"netns", netns}}), 1.0)
+      << text;
+  const std::string next = agent.scrape();
+  EXPECT_EQ(metric(next, "portlens_ephemeral_port_utilization_peak_ratio", {{"netns", netns}}), 0)
+      << "each scrape resets the peak";
+  EXPECT_EQ(agent.stop(), 0);
+}
+
 TEST_F(AgentTest, LiveScrapePassesPromtoolAndLandingPageLinksMetrics) {
   PORTLENS_START_AGENT(agent);
   make_time_waits(ns(), 7400, 3);

@@ -206,6 +206,7 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_ephemeral_ports_in_use", MetricType::Gauge},
       {"portlens_ephemeral_port_utilization_ratio", MetricType::Gauge},
       {"portlens_ephemeral_port_utilization_max_ratio", MetricType::Gauge},
+      {"portlens_ephemeral_port_utilization_peak_ratio", MetricType::Gauge},
       {"portlens_ephemeral_ports_capacity", MetricType::Gauge},
       {"portlens_ephemeral_ports_time_wait_reusable", MetricType::Gauge},
       {"portlens_tcp_state_transitions_total", MetricType::Counter},
@@ -555,6 +556,35 @@ TEST(CollectorTest, ListenQueuesByAddressFullestFirstWithOther) {
   EXPECT_EQ(series(all, "portlens_listen_queue_length").at(labels("0.0.0.0", "80")), 8);
   EXPECT_EQ(series(all, "portlens_listen_queue_limit").at(labels("0.0.0.0", "80")), 256);
   EXPECT_EQ(series(all, "portlens_listen_queue_length").size(), 4U);
+}
+
+// The peak is the current maximum, or what the agent saw in between when that was higher (a
+// connect() that found no port), per namespace and for the folded ones under "other".
+TEST(CollectorTest, UtilizationPeakIsAtLeastTheMaximumAndKeepsABurst) {
+  ScrapeInput input;
+  NetnsScrape quiet = netns_scrape(kNetns, {});
+  quiet.utilization_peak_seen = 1.0;  // exhausted and gone before the scrape
+  input.namespaces.push_back(quiet);
+  NetnsPortConfig narrow;
+  narrow.port_range_lo = 40000;
+  narrow.port_range_hi = 40003;
+  NetnsScrape busy = netns_scrape(kNetns + 1, {time_wait("10.0.0.1:40000", "10.0.0.9:80")}, narrow);
+  busy.utilization_peak_seen = 0.1;  // lower than now: now wins
+  input.namespaces.push_back(busy);
+  const auto families = collect(input);
+  const auto peak = series(families, "portlens_ephemeral_port_utilization_peak_ratio");
+  const auto max = series(families, "portlens_ephemeral_port_utilization_max_ratio");
+  const LabelMap quiet_ns = {{"netns", std::to_string(kNetns)}};
+  const LabelMap busy_ns = {{"netns", std::to_string(kNetns + 1)}};
+  EXPECT_EQ(max.at(quiet_ns), 0);
+  EXPECT_EQ(peak.at(quiet_ns), 1.0);
+  EXPECT_GT(max.at(busy_ns), 0.1);
+  EXPECT_EQ(peak.at(busy_ns), max.at(busy_ns));
+  // Folded: the highest of the folded namespaces' peaks.
+  const auto folded = PortlensCollector::build(input, kDefaultTopK, 1);
+  EXPECT_EQ(
+      series(folded, "portlens_ephemeral_port_utilization_peak_ratio").at({{"netns", "other"}}),
+      1.0);
 }
 
 TEST(CollectorTest, SelfMetricsInPrometheusStandardNamesAndUnits) {

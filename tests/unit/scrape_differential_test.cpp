@@ -132,6 +132,8 @@ void reference_families(std::uint64_t inode, const NetnsPortConfig& config, Sock
   const std::uint32_t hi = config.port_range_hi;
   out["portlens_ephemeral_port_range_size"][{{"netns", netns}}] = hi >= lo ? hi - lo + 1 : 0;
   out["portlens_ephemeral_port_utilization_max_ratio"][{{"netns", netns}}] = max_utilization;
+  // No burst seen between scrapes here: the peak is the maximum.
+  out["portlens_ephemeral_port_utilization_peak_ratio"][{{"netns", netns}}] = max_utilization;
   std::vector<std::pair<Endpoint, Remote>> ranked(remotes.begin(), remotes.end());
   std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
     if (a.second.utilization != b.second.utilization) {

@@ -433,7 +433,8 @@ Recorded recorded(const std::vector<pl_event>& stream) {
   Recorded out;
   out.bytes.reserve(stream.size() * sizeof(pl_event));
   for (const pl_event& e : stream) {
-    if (e.type != PL_EV_STATE && e.type != PL_EV_RESET && e.type != PL_EV_DESTROY) {
+    if (e.type != PL_EV_STATE && e.type != PL_EV_RESET && e.type != PL_EV_DESTROY &&
+        e.type != PL_EV_RESET_SENT) {
       append(out, e);
       continue;
     }

@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define PL_ABI_VERSION 3
+#define PL_ABI_VERSION 4
 #define PL_COMM_LEN 16
 
 /*
@@ -31,6 +31,7 @@ enum pl_event_type {
 	PL_EV_STATE = 4,   /* sock:inet_sock_set_state, TCP only */
 	PL_EV_RESET = 5,   /* tcp:tcp_receive_reset: the peer reset this connection */
 	PL_EV_DESTROY = 6, /* tcp:tcp_destroy_sock: a TCP socket is freed (bound-only ones too) */
+	PL_EV_RESET_SENT = 7, /* tcp:tcp_send_reset with a full socket: this side sent an RST */
 };
 
 /* Indexes of the per-CPU counters map that userspace sums and reads. */

@@ -138,6 +138,20 @@ int BPF_PROG(tcp_receive_reset, struct sock *sk)
 }
 
 /*
+ * An RST this side sends for one of its connections: tcp_send_active_reset() (close() with
+ * unread data, SO_LINGER 0, tcp_abort()) reports the socket, after tcp_disconnect() has already
+ * set it to CLOSE. A reset in reply to a segment that matches no full socket comes with a NULL,
+ * request or timewait socket, and is not a close of ours: left out by bpf_skc_to_tcp_sock().
+ */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset, const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	return emit_sk_event((struct sock *)sk, PL_EV_RESET_SENT);
+}
+
+/*
  * Closing a socket that never changed state (bound, not listening) fires no
  * inet_sock_set_state; tcp_v4_destroy_sock() and tcp_v6_destroy_sock() fire this one.
  */

@@ -342,6 +342,13 @@ struct Families {
   MetricFamily scrape_duration =
       make_family("portlens_scrape_duration_seconds", "Time the previous /metrics scrape took.",
                   MetricType::Gauge);
+  MetricFamily closes = make_family(
+      "portlens_tcp_closes_total",
+      "TCP connections that ended, by how: fin_time_wait (a FIN close that left a TIME_WAIT on "
+      "this side), fin_no_time_wait (a FIN close that left none: the passive closer, or "
+      "tcp_max_tw_buckets reached), rst_sent (close() with unread data, SO_LINGER 0, an abort), "
+      "rst_received, other (neither seen: a timeout). Namespaces with series of their own only.",
+      MetricType::Counter);
   MetricFamily listen_queue_length = make_family(
       "portlens_listen_queue_length",
       "Connections in a TCP listener's accept queue now, handshake done and not yet accepted "
@@ -429,6 +436,7 @@ struct Families {
                             &folded,
                             &tracked,
                             &scrape_duration,
+                            &closes,
                             &listen_queue_length,
                             &listen_queue_limit,
                             &listen_overflows,
@@ -828,6 +836,12 @@ std::vector<MetricFamily> PortlensCollector::build(const ScrapeInput& input, std
     collect_sockets(f, ns, netns, top_k, by_port);
     collect_ephemeral(f, ns, netns, top_k);
     collect_listen_queues(f, ns, netns, top_k);
+    if (ns.closes) {
+      for (std::size_t kind = 0; kind < kCloseKindNames.size(); ++kind) {
+        add_sample(f.closes, {{"netns", netns}, {"kind", std::string(kCloseKindNames[kind])}},
+                   static_cast<double>((*ns.closes)[kind]));
+      }
+    }
   }
   emit_folded(f, fold);
   collect_agent(f, input);

@@ -17,12 +17,17 @@
 #include "agent/model/event.hpp"
 #include "agent/model/self_stats.hpp"
 #include "agent/model/socket_table.hpp"
+#include "agent/tracker/tracker.hpp"
 
 namespace portlens {
 
 // One network namespace: its TCP and MPTCP sockets as the tracker knows them (TIME_WAIT
 // included, with time left) and the sysctls that decide its ports.
 struct NetnsScrape {
+  NetnsScrape() = default;
+  NetnsScrape(std::uint64_t netns, NetnsPortConfig port_config, std::vector<SocketRow> rows)
+      : inode(netns), config(std::move(port_config)), sockets(std::move(rows)) {}
+
   std::uint64_t inode = 0;
   NetnsPortConfig config;
   std::vector<SocketRow> sockets;
@@ -33,6 +38,9 @@ struct NetnsScrape {
   // The highest ephemeral port utilization seen since the previous scrape between scrapes (1.0
   // when a connect() found no port), besides what the sockets above show now.
   double utilization_peak_seen = 0;
+  // TCP connections ended since the agent started, by CloseKind (agent/tracker/tracker.hpp);
+  // nullopt while the tracker has seen none end here.
+  std::optional<CloseCounts> closes;
 };
 
 // Monotonic counters kept by the agent since it started. Label values are final: the agent has

@@ -359,9 +359,13 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
           // Rows, not a SocketTable copy: the lock also holds off event processing.
           auto rows = tracker.rows(monotonic_ns());
           for (const auto& [inode, cfg] : pipeline.configs()) {
-            NetnsScrape ns{inode, cfg, {}, {}, std::nullopt};
+            NetnsScrape ns(inode, cfg, {});
             if (const auto it = rows.find(inode); it != rows.end()) {
               ns.sockets = std::move(it->second);
+            }
+            if (const auto it = tracker.counters().closes.find(inode);
+                it != tracker.counters().closes.end()) {
+              ns.closes = it->second;
             }
             in.namespaces.push_back(std::move(ns));
           }

@@ -51,7 +51,8 @@ bool EventFilter::accepts(const Event& event) {
   if (event.type == EventType::kDestroy) {
     return false;  // the tracker's business; `trace` shows what happened to the state instead
   }
-  if (event.type == EventType::kState || event.type == EventType::kReset) {
+  if (event.type == EventType::kState || event.type == EventType::kReset ||
+      event.type == EventType::kResetSent) {
     if (!states_ || failures_) {
       return false;
     }

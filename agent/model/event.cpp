@@ -41,6 +41,8 @@ std::string_view to_string(EventType type) {
       return "state";
     case EventType::kReset:
       return "reset";
+    case EventType::kResetSent:
+      return "reset_sent";
     case EventType::kDestroy:
       return "destroy";
   }
@@ -195,6 +197,7 @@ DecodeResult decode_event(std::span<const std::byte> record) {
     case PL_EV_STATE:
     case PL_EV_RESET:
     case PL_EV_DESTROY:
+    case PL_EV_RESET_SENT:
       e.type = static_cast<EventType>(head.type);
       break;
     default:

@@ -28,6 +28,7 @@ enum class EventType : std::uint8_t {
   kState = PL_EV_STATE,
   kReset = PL_EV_RESET,
   kDestroy = PL_EV_DESTROY,
+  kResetSent = PL_EV_RESET_SENT,
 };
 
 std::string_view to_string(EventType type);

@@ -220,6 +220,8 @@ std::string format_table_row(const Event& event, const WallClock& clock, bool wi
     result = state_name(event.old_state) + "->" + state_name(event.new_state);
   } else if (event.type == EventType::kReset) {
     result = "received in " + state_name(event.old_state);  // tcp:tcp_receive_reset
+  } else if (event.type == EventType::kResetSent) {
+    result = "sent in " + state_name(event.old_state);  // tcp:tcp_send_reset
   } else if (event.type == EventType::kDestroy) {
     result = "destroyed in " + state_name(event.old_state);
   } else {
@@ -234,7 +236,7 @@ std::string format_table_row(const Event& event, const WallClock& clock, bool wi
   const std::string opts = event.opts ? format_option_letters(*event.opts) : "?";
   // The calls run in their process; state changes and resets in whatever task was interrupted.
   const bool in_softirq = event.type == EventType::kState || event.type == EventType::kReset ||
-                          event.type == EventType::kDestroy;
+                          event.type == EventType::kResetSent || event.type == EventType::kDestroy;
   return fmt::format("{:<{}} {:<15} {:>7} {:<7} {:<5} {:<{}} {:<{}} {:<4} {}",
                      format_clock_time(clock.to_realtime_ns(event.ts_ns), wide), w.time,
                      in_softirq ? std::string("-") : escape_for_terminal(event.comm),

@@ -473,10 +473,25 @@ void SocketTracker::apply(const Event& event) {
         resets_.insert(event.sock_id);
       }
       return;
+    case EventType::kResetSent:
+      if (const auto it = closing_.find(event.sock_id); it != closing_.end()) {
+        count_close(it->second, CloseKind::kRstSent);
+        closing_.erase(it);
+      } else if (resets_sent_.size() < limits_.max_resets) {
+        resets_sent_.insert(event.sock_id);  // tcp_abort(): the RST first, its close after
+      }
+      return;
     case EventType::kDestroy:
       erase_socket(event.sock_id, event.ts_ns);
       if (!resets_.empty()) {
         resets_.erase(event.sock_id);
+      }
+      if (!resets_sent_.empty()) {
+        resets_sent_.erase(event.sock_id);
+      }
+      if (const auto it = closing_.find(event.sock_id); it != closing_.end()) {
+        count_close(it->second, CloseKind::kOther);  // closed open, and no RST went out
+        closing_.erase(it);
       }
       return;
   }
@@ -557,9 +572,48 @@ void SocketTracker::on_state(const Event& event) {
   }
 }
 
+void SocketTracker::count_close_of(const Event& event, bool reset, bool reset_sent,
+                                   bool time_wait_made) {
+  const auto from = tcp_state_from_int(event.old_state);
+  if (!from) {
+    return;
+  }
+  if (reset) {
+    if (*from != TcpState::kSynSent && *from != TcpState::kSynRecv) {
+      count_close(event.netns, CloseKind::kRstReceived);  // a refused connect() is no close
+    }
+    return;
+  }
+  switch (*from) {
+    case TcpState::kFinWait2:
+    case TcpState::kClosing:
+      count_close(event.netns,
+                  time_wait_made ? CloseKind::kFinTimeWait : CloseKind::kFinNoTimeWait);
+      return;
+    case TcpState::kLastAck:
+      count_close(event.netns, CloseKind::kFinNoTimeWait);
+      return;
+    case TcpState::kEstablished:
+    case TcpState::kCloseWait:
+    case TcpState::kFinWait1:
+      if (reset_sent) {
+        count_close(event.netns, CloseKind::kRstSent);
+      } else if (closing_.size() < limits_.max_resets) {
+        closing_.emplace(event.sock_id, event.netns);  // its RST, if any, comes next
+      } else {
+        count_close(event.netns, CloseKind::kOther);
+      }
+      return;
+    default:
+      return;  // SYN_SENT, SYN_RECV, LISTEN, CLOSE: no connection ended
+  }
+}
+
 void SocketTracker::on_close(const Event& event) {
   const bool reset = !resets_.empty() && resets_.erase(event.sock_id) > 0;
+  const bool reset_sent = !resets_sent_.empty() && resets_sent_.erase(event.sock_id) > 0;
   const auto it = sockets_.find(event.sock_id);
+  bool time_wait_made = false;
   // docs/kernel-rules.md section 5: tcp_time_wait() then tcp_done() shows FIN_WAIT2->CLOSE or
   // CLOSING->CLOSE; an RST received first means no TIME_WAIT was made.
   if ((is_state(event, TcpState::kFinWait2) || is_state(event, TcpState::kClosing)) && !reset &&
@@ -584,8 +638,10 @@ void SocketTracker::on_close(const Event& event) {
     if (!refuse_time_wait(tw, event.ts_ns)) {
       add_time_wait(tw, event.ts_ns + kTimeWaitLenNs, event.ts_ns);
       ++counters_.time_wait_inferred;
+      time_wait_made = true;
     }
   }
+  count_close_of(event, reset, reset_sent, time_wait_made);
   if (it == sockets_.end()) {
     return;
   }
@@ -863,6 +919,8 @@ std::size_t SocketTracker::release_memory(std::size_t min_slots) {
   released += shrink_buckets(sockets_);
   released += shrink_buckets(listeners_);
   released += shrink_buckets(resets_);
+  released += shrink_buckets(resets_sent_);
+  released += shrink_buckets(closing_);
   released += shrink_buckets(traits_index_);
   released += shrink_buckets(buried_first_seen_ns_);
   released += shrink_buckets(buried_time_wait_first_seen_ns_);
@@ -879,6 +937,8 @@ void SocketTracker::reconcile(std::uint64_t netns, const SocketTable& snapshot,
 
 void SocketTracker::forget_namespace(std::uint64_t netns, std::uint64_t now_ns) {
   merge_snapshot(netns, SocketTable{}, now_ns, false);
+  counters_.closes.erase(netns);  // its series go with it
+  std::erase_if(closing_, [netns](const auto& kv) { return kv.second == netns; });
 }
 
 void SocketTracker::bootstrap(std::uint64_t netns, const SocketTable& snapshot,

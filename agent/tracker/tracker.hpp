@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -47,6 +48,23 @@ inline constexpr std::uint64_t kTombstoneTtlNs = 10ULL * 1'000'000'000ULL;
 //                     the namespace's TCPTimeWaitOverflow grew by more than the tracker refused
 //                     (docs/kernel-rules.md 5.3); taken out of time_wait_stale, at most as many
 //                     as it has
+// How a TCP connection ended, as portlens_tcp_closes_total{kind} counts it (docs/kernel-rules.md
+// 5): a FIN close that left a TIME_WAIT here (the active closer), a FIN close that left none (the
+// passive closer's LAST_ACK, or a TIME_WAIT the namespace's tcp_max_tw_buckets refused), an RST
+// this side sent (close() with unread data, SO_LINGER 0, tcp_abort()), an RST it received, and
+// other (an established connection closed with neither FIN nor RST seen: a retransmission
+// timeout, or an RST event lost).
+enum class CloseKind : std::uint8_t {
+  kFinTimeWait,
+  kFinNoTimeWait,
+  kRstSent,
+  kRstReceived,
+  kOther
+};
+inline constexpr std::array<std::string_view, 5> kCloseKindNames = {
+    "fin_time_wait", "fin_no_time_wait", "rst_sent", "rst_received", "other"};
+using CloseCounts = std::array<std::uint64_t, kCloseKindNames.size()>;
+
 struct TrackerCounters {
   std::uint64_t sockets_dropped = 0;    // not tracked: max_sockets reached
   std::uint64_t time_wait_dropped = 0;  // not tracked: max_time_wait reached
@@ -57,6 +75,7 @@ struct TrackerCounters {
   std::uint64_t time_wait_expired = 0;
   std::uint64_t time_wait_reused = 0;  // a new connection took over the 4-tuple
   std::uint64_t resets_seen = 0;
+  std::map<std::uint64_t, CloseCounts> closes;  // by netns; a namespace forgotten drops its own
   std::map<std::string, std::uint64_t, std::less<>> corrections;
 };
 
@@ -320,6 +339,16 @@ class SocketTracker {
   std::vector<std::uint32_t> free_traits_;
   std::unordered_multimap<std::size_t, std::uint32_t> traits_index_;  // by hash
   std::unordered_set<std::uint64_t> resets_;  // sock_ids that received an RST
+  // sock_ids that sent an RST before their close (tcp_abort()), and those closed from an open
+  // state whose RST may still come (tcp_disconnect() sets CLOSE first, then sends it): the
+  // close is counted rst_sent when it does, other at the socket's destroy. Both bounded by
+  // max_resets; beyond it a close counts as other.
+  std::unordered_set<std::uint64_t> resets_sent_;
+  std::unordered_map<std::uint64_t, std::uint64_t> closing_;  // sock_id -> netns
+  void count_close_of(const Event& event, bool reset, bool reset_sent, bool time_wait_made);
+  void count_close(std::uint64_t netns, CloseKind kind) {
+    ++counters_.closes[netns][static_cast<std::size_t>(kind)];
+  }
   // Per namespace: its TIME_WAITs on the books, the limit its last snapshot gave, and the
   // bookkeeping that compares the kernel's TCPTimeWaitOverflow with the tracker's refusals.
   struct NetnsTimeWait {

@@ -11,14 +11,18 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
 
+#include "agent/kernel/netns_config.hpp"
+#include "tests/kernel/agent_runner.hpp"
 #include "tests/kernel/harness.hpp"
 #include "tests/kernel/process.hpp"
+#include "tests/support/loopback_http.hpp"
 
 namespace portlens::testing {
 namespace {
@@ -251,6 +255,62 @@ TEST_F(TraceCliTest, StatesTellAFinCloseThatLeftATimeWaitFromAResetClose) {
   EXPECT_EQ(fin_time_waits, 1) << p.out();
   EXPECT_EQ(rst_time_waits, 0) << p.out();
   EXPECT_EQ(resets_received, 1) << p.out();
+  // The RST the SO_LINGER 0 close sent, on the client's side (tcp:tcp_send_reset, after
+  // tcp_disconnect() set it to CLOSE).
+  int resets_sent = 0;
+  for (const auto& j : lines) {
+    if (j.value("event", "") == "reset_sent" && local_port(j) == rst.client_port) {
+      ++resets_sent;
+      EXPECT_EQ(j["old_state"], "CLOSE") << j.dump();
+    }
+  }
+  EXPECT_EQ(resets_sent, 1) << p.out();
+}
+
+// One Tcp counter of /proc/net/snmp inside ns.
+std::uint64_t tcp_snmp(const NetnsSandbox& ns, const std::string& name) {
+  return ns.run([&name]() -> std::uint64_t {
+    std::ifstream f("/proc/thread-self/net/snmp");
+    std::stringstream text;
+    text << f.rdbuf();
+    return parse_netstat_counter(text.str(), "Tcp", name).value_or(~std::uint64_t{0});
+  });
+}
+
+// The same two closes as the agent counts them in portlens_tcp_closes_total, judged against the
+// kernel: fin_time_wait is the TIME_WAIT ss shows; the server's LAST_ACK close left none; the
+// reset sent and the reset received are the two TcpEstabResets the kernel counted (a close from
+// ESTABLISHED to CLOSE), of which the one sent is its TcpOutRsts.
+TEST_F(TraceCliTest, AgentCountsClosesByKindAsTheKernelMadeThem) {
+  PORTLENS_REQUIRE_ROOT();
+  PORTLENS_START_AGENT(agent);
+  const std::uint64_t estab_resets = tcp_snmp(ns(), "EstabResets");
+  const std::uint64_t out_rsts = tcp_snmp(ns(), "OutRsts");
+  const ClosedPair fin = ns().run([] { return connect_and_close(9983, false); });
+  const ClosedPair rst = ns().run([] { return connect_and_close(9984, true); });
+  ASSERT_TRUE(fin.ok && rst.ok);
+  const std::uint64_t estab_delta = tcp_snmp(ns(), "EstabResets") - estab_resets;
+  const std::uint64_t rsts_delta = tcp_snmp(ns(), "OutRsts") - out_rsts;
+  ASSERT_EQ(estab_delta, 2U);
+  ASSERT_EQ(rsts_delta, 1U);
+  ASSERT_EQ(
+      run_command("ip netns exec " + ns().name() + " ss -Htan state time-wait | wc -l").output,
+      "1\n");
+  const std::string netns = std::to_string(ns().inode());
+  const auto kind = [&](const std::string& text, const std::string& k) {
+    return metric(text, "portlens_tcp_closes_total", {{"netns", netns}, {"kind", k}});
+  };
+  const std::string text = agent.scrape_until([&](const std::string& t) {
+    return kind(t, "rst_sent") == 1 && kind(t, "rst_received") == 1 &&
+           kind(t, "fin_time_wait") == 1 && kind(t, "fin_no_time_wait") == 1;
+  });
+  EXPECT_EQ(kind(text, "fin_time_wait"), 1) << text;
+  EXPECT_EQ(kind(text, "fin_no_time_wait"), 1);
+  EXPECT_EQ(kind(text, "rst_sent"), static_cast<double>(rsts_delta));
+  EXPECT_EQ(kind(text, "rst_sent").value_or(0) + kind(text, "rst_received").value_or(0),
+            static_cast<double>(estab_delta));
+  EXPECT_EQ(kind(text, "other"), 0);
+  EXPECT_EQ(agent.stop(), 0);
 }
 
 // An unprivileged `why` in its own namespace: it enters nothing, so it needs no privilege; it

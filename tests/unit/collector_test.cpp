@@ -224,6 +224,7 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_network_namespaces_folded", MetricType::Gauge},
       {"portlens_tracked_sockets", MetricType::Gauge},
       {"portlens_scrape_duration_seconds", MetricType::Gauge},
+      {"portlens_tcp_closes_total", MetricType::Counter},
       {"portlens_listen_queue_length", MetricType::Gauge},
       {"portlens_listen_queue_limit", MetricType::Gauge},
       {"portlens_listen_overflows_total", MetricType::Counter},
@@ -585,6 +586,22 @@ TEST(CollectorTest, UtilizationPeakIsAtLeastTheMaximumAndKeepsABurst) {
   EXPECT_EQ(
       series(folded, "portlens_ephemeral_port_utilization_peak_ratio").at({{"netns", "other"}}),
       1.0);
+}
+
+// Closes by kind: every kind has a series once the namespace has ended a connection.
+TEST(CollectorTest, ClosesByKindPerNamespace) {
+  ScrapeInput input;
+  NetnsScrape ns = netns_scrape(kNetns, {});
+  ns.closes = CloseCounts{5, 4, 3, 2, 1};
+  input.namespaces.push_back(ns);
+  input.namespaces.push_back(netns_scrape(kNetns + 1, {}));  // none ended: no series
+  const auto closes = series(collect(input), "portlens_tcp_closes_total");
+  const std::string netns = std::to_string(kNetns);
+  EXPECT_EQ(closes, (Series{{{{"netns", netns}, {"kind", "fin_time_wait"}}, 5},
+                            {{{"netns", netns}, {"kind", "fin_no_time_wait"}}, 4},
+                            {{{"netns", netns}, {"kind", "rst_sent"}}, 3},
+                            {{{"netns", netns}, {"kind", "rst_received"}}, 2},
+                            {{{"netns", netns}, {"kind", "other"}}, 1}}));
 }
 
 TEST(CollectorTest, SelfMetricsInPrometheusStandardNamesAndUnits) {

@@ -374,7 +374,8 @@ TEST(DecodeEventTest, ProtocolsAndEventTypes) {
   const std::pair<std::uint16_t, EventType> socket_events[] = {
       {PL_EV_STATE, EventType::kState},
       {PL_EV_RESET, EventType::kReset},
-      {PL_EV_DESTROY, EventType::kDestroy}};
+      {PL_EV_DESTROY, EventType::kDestroy},
+      {PL_EV_RESET_SENT, EventType::kResetSent}};
   for (const auto& [raw_type, type] : socket_events) {
     pl_sock_event raw = state_record();
     raw.type = raw_type;
@@ -421,7 +422,7 @@ TEST(DecodeEventTest, TimestampsFlagOnlyWhenSet) {
 }
 
 TEST(DecodeEventTest, UnknownEventTypes) {
-  for (const int type : {0, 7, 100, 0xffff}) {
+  for (const int type : {0, 8, 100, 0xffff}) {
     pl_event raw = bind_record();
     raw.type = static_cast<std::uint16_t>(type);
     expect_error(raw, DecodeError::kBadType);
@@ -527,6 +528,7 @@ TEST(EventTest, EventTypeNames) {
   EXPECT_EQ(to_string(EventType::kConnect), "connect");
   EXPECT_EQ(to_string(EventType::kState), "state");
   EXPECT_EQ(to_string(EventType::kReset), "reset");
+  EXPECT_EQ(to_string(EventType::kResetSent), "reset_sent");
 }
 
 TEST(DecodeEventTest, StateEventEndpoints) {
@@ -546,7 +548,7 @@ TEST(DecodeEventTest, StateEventEndpoints) {
 
 // A state event in a call's record (the layout before PL_ABI_VERSION 2) is refused, not misread.
 TEST(DecodeEventTest, SocketEventsInACallsRecordAreRefused) {
-  for (const std::uint16_t type : {PL_EV_STATE, PL_EV_RESET, PL_EV_DESTROY}) {
+  for (const std::uint16_t type : {PL_EV_STATE, PL_EV_RESET, PL_EV_DESTROY, PL_EV_RESET_SENT}) {
     pl_event raw = bind_record();
     raw.type = type;
     expect_error(raw, DecodeError::kBadLength);

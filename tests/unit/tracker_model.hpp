@@ -119,6 +119,8 @@ class TrackerModel {
           on_state(e);
         }
         return;
+      case EventType::kResetSent:
+        return;  // only the close counters read it; the model has none of those
       case EventType::kReset:
         // E7. A received RST is counted and marks the socket until its close or destroy.
         ++counters_.resets_seen;

@@ -664,3 +664,61 @@ TEST(SocketTrackerTest, MappedAndPlainIpv4AreOneFourTuple) {
 
 }  // namespace
 }  // namespace portlens
+
+namespace portlens {
+namespace {
+
+// How connections end, as portlens_tcp_closes_total counts them (CloseKind).
+CloseCounts closes_of(const SocketTracker& t) {
+  const auto it = t.counters().closes.find(kNetns);
+  return it == t.counters().closes.end() ? CloseCounts{} : it->second;
+}
+std::uint64_t count_of(const SocketTracker& t, CloseKind kind) {
+  return closes_of(t)[static_cast<std::size_t>(kind)];
+}
+
+TEST(SocketTrackerCloseTest, EachWayAConnectionEndsHasItsKind) {
+  SocketTracker t;
+  const Endpoint l = ep("127.0.0.1", 40000);
+  const Endpoint r = ep("127.0.0.1", 80);
+  active_close(t, 0x1, kSec);  // FIN_WAIT2 -> CLOSE: a TIME_WAIT
+  EXPECT_EQ(count_of(t, CloseKind::kFinTimeWait), 1U);
+  active_close(t, 0x2, 2 * kSec, /*reset=*/true);  // an RST received in FIN_WAIT2: none
+  EXPECT_EQ(count_of(t, CloseKind::kRstReceived), 1U);
+  EXPECT_EQ(count_of(t, CloseKind::kFinTimeWait), 1U);
+  // The passive side: CLOSE_WAIT -> LAST_ACK -> CLOSE.
+  t.apply(Ev::state(0x3, TcpState::kEstablished, TcpState::kCloseWait, r, l, 3 * kSec));
+  t.apply(Ev::state(0x3, TcpState::kCloseWait, TcpState::kLastAck, r, l, 3 * kSec));
+  t.apply(Ev::state(0x3, TcpState::kLastAck, TcpState::kClose, r, l, 3 * kSec));
+  EXPECT_EQ(count_of(t, CloseKind::kFinNoTimeWait), 1U);
+  // SO_LINGER 0: tcp_disconnect() sets CLOSE, then sends the RST.
+  t.apply(Ev::state(0x4, TcpState::kEstablished, TcpState::kClose, l, r, 4 * kSec));
+  EXPECT_EQ(count_of(t, CloseKind::kRstSent), 0U) << "not before its RST is seen";
+  t.apply(Ev::sk_event(EventType::kResetSent, 0x4, 4 * kSec));
+  t.apply(Ev::sk_event(EventType::kDestroy, 0x4, 4 * kSec));
+  EXPECT_EQ(count_of(t, CloseKind::kRstSent), 1U);
+  EXPECT_EQ(count_of(t, CloseKind::kOther), 0U);
+  // tcp_abort(): the RST first, its close after.
+  t.apply(Ev::sk_event(EventType::kResetSent, 0x5, 5 * kSec));
+  t.apply(Ev::state(0x5, TcpState::kEstablished, TcpState::kClose, l, r, 5 * kSec));
+  EXPECT_EQ(count_of(t, CloseKind::kRstSent), 2U);
+  // Closed open with no RST at all (a retransmission timeout): other, at its destroy.
+  t.apply(Ev::state(0x6, TcpState::kEstablished, TcpState::kClose, l, r, 6 * kSec));
+  t.apply(Ev::sk_event(EventType::kDestroy, 0x6, 6 * kSec));
+  EXPECT_EQ(count_of(t, CloseKind::kOther), 1U);
+  // Not closes of a connection: a refused connect() (RST in SYN_SENT), a listener closing.
+  t.apply(Ev::state(0x7, TcpState::kClose, TcpState::kSynSent, ep("127.0.0.1", 0), r, 7 * kSec));
+  t.apply(Ev::sk_event(EventType::kReset, 0x7, 7 * kSec));
+  Event refused = Ev::state(0x7, TcpState::kSynSent, TcpState::kClose, l, r, 7 * kSec);
+  t.apply(refused);
+  t.apply(Ev::state(0x8, TcpState::kListen, TcpState::kClose, ep("0.0.0.0", 80), ep("0.0.0.0", 0),
+                    8 * kSec));
+  const CloseCounts all = closes_of(t);
+  EXPECT_EQ(all, (CloseCounts{1, 1, 2, 1, 1}));
+  // A namespace forgotten takes its counts with it.
+  t.forget_namespace(kNetns, 9 * kSec);
+  EXPECT_FALSE(t.counters().closes.contains(kNetns));
+}
+
+}  // namespace
+}  // namespace portlens

@@ -342,6 +342,17 @@ struct Families {
   MetricFamily scrape_duration =
       make_family("portlens_scrape_duration_seconds", "Time the previous /metrics scrape took.",
                   MetricType::Gauge);
+  MetricFamily close_wait = make_family(
+      "portlens_close_wait_sockets",
+      "TCP sockets in CLOSE_WAIT (the peer closed, the owner has not) by owner's comm and local "
+      "port, the most per namespace first (top-k, the rest under comm and local_port \"other\"). "
+      "A count that only grows is a process that never closes its side.",
+      MetricType::Gauge);
+  MetricFamily close_wait_oldest = make_family(
+      "portlens_close_wait_oldest_seconds",
+      "How long the oldest CLOSE_WAIT socket of each owner and port has been in CLOSE_WAIT (at "
+      "least: a socket found in it by a snapshot counts from then).",
+      MetricType::Gauge);
   MetricFamily closes = make_family(
       "portlens_tcp_closes_total",
       "TCP connections that ended, by how: fin_time_wait (a FIN close that left a TIME_WAIT on "
@@ -437,6 +448,8 @@ struct Families {
                             &tracked,
                             &scrape_duration,
                             &closes,
+                            &close_wait,
+                            &close_wait_oldest,
                             &listen_queue_length,
                             &listen_queue_limit,
                             &listen_overflows,
@@ -627,6 +640,47 @@ void collect_sockets(Families& f, const NetnsScrape& ns, const std::string& netn
   }
   if (kept_remotes < remotes.size()) {
     add_sample(f.time_wait_by_remote, other_remote_labels(netns), static_cast<double>(rest));
+  }
+}
+
+// CLOSE_WAIT by owner and port: the largest groups of the namespace, the rest summed (count) and
+// maxed (age) under "other".
+void collect_close_wait(Families& f, const NetnsScrape& ns, const std::string& netns,
+                        std::size_t top_k) {
+  std::vector<const CloseWaitGroup*> groups;
+  groups.reserve(ns.close_wait.size());
+  for (const CloseWaitGroup& g : ns.close_wait) {
+    groups.push_back(&g);
+  }
+  const std::size_t kept = cut_top_k(groups, top_k, [](const auto* a, const auto* b) {
+    if (a->count != b->count) {
+      return a->count > b->count;
+    }
+    return std::tie(a->comm, a->local_port) < std::tie(b->comm, b->local_port);
+  });
+  const auto age_s = [&ns](const CloseWaitGroup& g) {
+    return ns.now_ns > g.oldest_since_ns ? static_cast<double>(ns.now_ns - g.oldest_since_ns) / 1e9
+                                         : 0.0;
+  };
+  std::uint64_t rest = 0;
+  double rest_age = 0;
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    const CloseWaitGroup& g = *groups[i];
+    if (i >= kept) {
+      rest += g.count;
+      rest_age = std::max(rest_age, age_s(g));
+      continue;
+    }
+    const Labels labels = {{"netns", netns},
+                           {"comm", label_value(g.comm.empty() ? "unknown" : g.comm)},
+                           {"local_port", std::to_string(g.local_port)}};
+    add_sample(f.close_wait, labels, static_cast<double>(g.count));
+    add_sample(f.close_wait_oldest, labels, age_s(g));
+  }
+  if (kept < groups.size()) {
+    const Labels labels = {{"netns", netns}, {"comm", kOtherLabel}, {"local_port", kOtherLabel}};
+    add_sample(f.close_wait, labels, static_cast<double>(rest));
+    add_sample(f.close_wait_oldest, labels, rest_age);
   }
 }
 
@@ -836,6 +890,7 @@ std::vector<MetricFamily> PortlensCollector::build(const ScrapeInput& input, std
     collect_sockets(f, ns, netns, top_k, by_port);
     collect_ephemeral(f, ns, netns, top_k);
     collect_listen_queues(f, ns, netns, top_k);
+    collect_close_wait(f, ns, netns, top_k);
     if (ns.closes) {
       for (std::size_t kind = 0; kind < kCloseKindNames.size(); ++kind) {
         add_sample(f.closes, {{"netns", netns}, {"kind", std::string(kCloseKindNames[kind])}},

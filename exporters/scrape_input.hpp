@@ -41,6 +41,9 @@ struct NetnsScrape {
   // TCP connections ended since the agent started, by CloseKind (agent/tracker/tracker.hpp);
   // nullopt while the tracker has seen none end here.
   std::optional<CloseCounts> closes;
+  // Its CLOSE_WAIT sockets by owner and port, and how old the oldest of each group is (ms).
+  std::vector<CloseWaitGroup> close_wait;
+  std::uint64_t now_ns = 0;  // the tracker's clock at the scrape, for the ages
 };
 
 // Monotonic counters kept by the agent since it started. Label values are final: the agent has

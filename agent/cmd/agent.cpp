@@ -357,7 +357,9 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
           const std::lock_guard lock(pipeline.mutex());
           const SocketTracker& tracker = pipeline.tracker();
           // Rows, not a SocketTable copy: the lock also holds off event processing.
-          auto rows = tracker.rows(monotonic_ns());
+          const std::uint64_t now = monotonic_ns();
+          auto rows = tracker.rows(now);
+          auto close_waits = tracker.close_wait_groups();
           for (const auto& [inode, cfg] : pipeline.configs()) {
             NetnsScrape ns(inode, cfg, {});
             if (const auto it = rows.find(inode); it != rows.end()) {
@@ -367,6 +369,10 @@ int run_agent(const AgentOptions& options, const std::atomic<bool>& stop,
                 it != tracker.counters().closes.end()) {
               ns.closes = it->second;
             }
+            if (const auto it = close_waits.find(inode); it != close_waits.end()) {
+              ns.close_wait = std::move(it->second);
+            }
+            ns.now_ns = now;
             in.namespaces.push_back(std::move(ns));
           }
           findings.fill(in.counters);

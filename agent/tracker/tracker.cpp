@@ -7,6 +7,7 @@
 #include <functional>
 #include <iterator>
 #include <set>
+#include <tuple>
 #include <vector>
 
 namespace portlens {
@@ -1177,6 +1178,38 @@ SocketTable SocketTracker::table(std::optional<std::uint64_t> netns, std::uint64
     out.sockets.push_back(entry_of(r));
     out.sockets.back().time_wait_remaining = remaining_ms(r.expires_ns, now_ns);
   });
+  return out;
+}
+
+std::map<std::uint64_t, std::vector<CloseWaitGroup>> SocketTracker::close_wait_groups() const {
+  std::map<std::tuple<std::uint64_t, std::string, std::uint16_t>, CloseWaitGroup> groups;
+  for (const auto& [id, t] : sockets_) {
+    if (t.entry.state != TcpState::kCloseWait || t.entry.proto == Proto::kUdp) {
+      continue;
+    }
+    // It entered CLOSE_WAIT at its latest recorded change; without one (bootstrapped in
+    // CLOSE_WAIT), it has been in it at least since it was first seen.
+    std::uint64_t since = t.first_seen_ns;
+    for (std::size_t i = 0; i < t.history.size; ++i) {
+      since = std::max(since, t.history.changed_ns[i]);
+    }
+    // An accepted connection whose owner the events did not give: the listener's, as until
+    // accept() (docs/kernel-rules.md 12).
+    const std::optional<SocketOwner> owner =
+        t.entry.owner ? t.entry.owner : owner_of_listener(t.entry);
+    const std::string comm = owner ? owner->comm : std::string();
+    CloseWaitGroup& g = groups[{t.entry.netns, comm, t.entry.local.port}];
+    if (g.count == 0 || since < g.oldest_since_ns) {
+      g.oldest_since_ns = since;
+    }
+    g.comm = comm;
+    g.local_port = t.entry.local.port;
+    ++g.count;
+  }
+  std::map<std::uint64_t, std::vector<CloseWaitGroup>> out;
+  for (auto& [key, g] : groups) {
+    out[std::get<0>(key)].push_back(std::move(g));
+  }
   return out;
 }
 

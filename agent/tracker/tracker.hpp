@@ -65,6 +65,15 @@ inline constexpr std::array<std::string_view, 5> kCloseKindNames = {
     "fin_time_wait", "fin_no_time_wait", "rst_sent", "rst_received", "other"};
 using CloseCounts = std::array<std::uint64_t, kCloseKindNames.size()>;
 
+// The CLOSE_WAIT sockets of one owner on one local port: the peer closed, and the process has
+// not (a process that never closes its side leaks them, each holding its port and buffers).
+struct CloseWaitGroup {
+  std::string comm;  // the owner's, "" when not known
+  std::uint16_t local_port = 0;
+  std::uint64_t count = 0;
+  std::uint64_t oldest_since_ns = 0;  // when the oldest of them entered CLOSE_WAIT (or was seen)
+};
+
 struct TrackerCounters {
   std::uint64_t sockets_dropped = 0;    // not tracked: max_sockets reached
   std::uint64_t time_wait_dropped = 0;  // not tracked: max_time_wait reached
@@ -85,6 +94,9 @@ inline constexpr std::uint64_t kTimeWaitLenNs = 60ULL * 1'000'000'000ULL;
 class SocketTracker {
  public:
   explicit SocketTracker(TrackerLimits limits = {}) : limits_(limits) {}
+
+  // The CLOSE_WAIT sockets by namespace, owner's comm and local port.
+  [[nodiscard]] std::map<std::uint64_t, std::vector<CloseWaitGroup>> close_wait_groups() const;
 
   // Applies one event; its timestamp is the tracker's notion of now for what it creates.
   void apply(const Event& event);

@@ -222,6 +222,39 @@ local fold(text) =
         ],
       },
       {
+        name: 'portlens.close_wait',
+        rules: [
+          // CLOSE_WAIT only leaves when the owner close()s: a count that keeps rising for half an
+          // hour is a process that does not close connections its peers ended (a leak of fds,
+          // buffers and, for outgoing connections, ephemeral ports).
+          {
+            alert: 'PortlensCloseWaitGrowing',
+            expr: |||
+              (portlens_close_wait_sockets{%(sel)s} >= %(minimum)d)
+              and
+              (deriv(portlens_close_wait_sockets{%(sel)s}[30m]) > 0)
+            ||| % (v { minimum: c.closeWaitMinimum }),
+            'for': '30m',
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: fold(|||
+                {{ $labels.comm }} on {{ $labels.instance }} keeps {{ $value | printf "%.0f" }}
+                connections in CLOSE_WAIT on port {{ $labels.local_port }}, and more each minute
+              |||),
+              description: fold(|||
+                For 30 minutes the number of TCP sockets in CLOSE_WAIT held by
+                {{ $labels.comm }} on local port {{ $labels.local_port }} (network namespace
+                {{ $labels.netns }}, {{ $labels.instance }}) has been rising, now
+                {{ $value | printf "%.0f" }}: their peers closed the connections and the process
+                never close()d its side. Each holds a file descriptor and its buffers until the
+                process exits; a leak ends in EMFILE. portlens_close_wait_oldest_seconds says how
+                long the oldest has waited.
+              |||),
+            } + runbook('PortlensCloseWaitGrowing'),
+          },
+        ],
+      },
+      {
         name: 'portlens.agent',
         rules: [
           // Lost events are never retried: until the next reconcile (--reconcile-interval, 30 s)

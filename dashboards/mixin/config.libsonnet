@@ -28,6 +28,8 @@
     ephemeralUtilizationCritical: 0.95,
     // PortlensListenQueueNearlyFull: an accept queue above this share of its limit for 1m.
     listenQueueFullRatio: 0.8,
+    // PortlensCloseWaitGrowing: at least this many CLOSE_WAIT sockets of one owner and port.
+    closeWaitMinimum: 10,
 
     // The dashboard.
     dashboard: {

@@ -417,7 +417,36 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
       ],
       axis='closes/s',
     ),
-    p.row('Accept queues', 97),
+    p.timeseries(
+      'CLOSE_WAIT by owner and port',
+      fold(|||
+        TCP sockets in CLOSE_WAIT per owner (comm) and local port (portlens_close_wait_sockets):
+        the peer closed and the process has not. A line that only climbs is a process that
+        never closes connections its peers ended (the panel beside it shows how long the oldest
+        of each group has waited).
+      |||),
+      p.pos(0, 97, 16, 8),
+      [
+        p.target(q('sum by (instance, netns, comm, local_port) (portlens_close_wait_sockets{%(f)s})'), '{{instance}} {{comm}} :{{local_port}} (netns {{netns}})'),
+      ],
+      axis='sockets',
+      calcs=['lastNotNull', 'max'],
+    ),
+    p.timeseries(
+      'Oldest CLOSE_WAIT by owner and port',
+      fold(|||
+        How long the oldest CLOSE_WAIT socket of each owner and port has been waiting for its
+        process to close it (portlens_close_wait_oldest_seconds). Healthy servers close within
+        milliseconds; minutes mean the close() never comes.
+      |||),
+      p.pos(16, 97, 8, 8),
+      [
+        p.target(q('max by (instance, comm, local_port) (portlens_close_wait_oldest_seconds{%(f)s})'), '{{instance}} {{comm}} :{{local_port}}'),
+      ],
+      unit='s',
+      calcs=['lastNotNull', 'max'],
+    ),
+    p.row('Accept queues', 105),
     p.timeseries(
       'Accept queue fill by listener',
       fold(|||
@@ -426,7 +455,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         to net.core.somaxconn (portlens_listen_queue_length / portlens_listen_queue_limit, read
         from the kernel at each scrape). Near 100% the kernel starts dropping handshakes.
       |||),
-      p.pos(0, 98, 12, 8),
+      p.pos(0, 106, 12, 8),
       [
         p.target(q('max by (instance, netns, local_addr, local_port) (portlens_listen_queue_length{%(f)s} / (portlens_listen_queue_limit{%(f)s} > 0))'), '{{instance}} {{local_addr}}:{{local_port}} (netns {{netns}})'),
       ],
@@ -442,21 +471,21 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         portlens_listen_overflows_total). Clients see slow connects: their SYN is retried after
         1, 3, 7 s.
       |||),
-      p.pos(12, 98, 12, 8),
+      p.pos(12, 106, 12, 8),
       [
         p.target(q('sum by (instance, netns) (rate(portlens_listen_overflows_total{%(f)s}[$__rate_interval]))'), '{{instance}} netns {{netns}}'),
       ],
       unit='ops',
       calcs=['max'],
     ),
-    p.row('Agent health', 106),
+    p.row('Agent health', 114),
     p.timeseries(
       'Events processed by type',
       fold(|||
         Kernel events the agents processed per second, by type (bind, listen, connect, state,
         destroy). This is the agent's workload; it follows connection churn on the host.
       |||),
-      p.pos(0, 107, 12, 8),
+      p.pos(0, 115, 12, 8),
       [
         p.target(q('sum by (type) (rate(portlens_events_total{%(f)s}[$__rate_interval]))'), '{{type}}'),
       ],
@@ -469,7 +498,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         in-flight table full). Should be 0. When not, counts may be off until the next reconcile
         corrects the socket table; raise --ring-buffer-size.
       |||),
-      p.pos(12, 107, 6, 8),
+      p.pos(12, 115, 6, 8),
       [
         p.target(q('sum by (instance) (rate(portlens_events_lost_total{%(f)s}[$__rate_interval]))'), '{{instance}}'),
       ],
@@ -482,7 +511,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         Targets of the selected jobs that Prometheus scraped successfully (up) and that failed
         (down). Down is red from 1: that host's panels are stale or empty.
       |||),
-      p.pos(18, 107, 6, 8),
+      p.pos(18, 115, 6, 8),
       [
         p.target(q('sum(up{%(f)s})'), 'up'),
         p.target(q('sum(1 - up{%(f)s})'), 'down'),
@@ -510,7 +539,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         snapshot (--reconcile-interval), by kind. A few after lost events or at start are
         expected; a steady rate means events are being missed and the gauges lag reality.
       |||),
-      p.pos(0, 115, 8, 8),
+      p.pos(0, 123, 8, 8),
       [
         p.target(q('sum by (kind) (rate(portlens_reconcile_corrections_total{%(f)s}[$__rate_interval]))'), '{{kind}}'),
       ],
@@ -522,7 +551,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         Sockets per second the agent could not track because its socket or TIME_WAIT table was
         full. Should be 0; otherwise the socket and TIME_WAIT counts are low.
       |||),
-      p.pos(8, 115, 8, 8),
+      p.pos(8, 123, 8, 8),
       [
         p.target(q('sum by (table) (rate(portlens_evictions_total{%(f)s}[$__rate_interval]))'), '{{table}}'),
       ],
@@ -534,7 +563,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         Sockets each agent tracks, TIME_WAIT included. It should follow the socket counts of the
         TIME_WAIT row; a line stuck flat at a round number suggests a full table (see evictions).
       |||),
-      p.pos(16, 115, 8, 8),
+      p.pos(16, 123, 8, 8),
       [
         p.target(q('sum by (instance) (portlens_tracked_sockets{%(f)s})'), '{{instance}}'),
       ],
@@ -547,7 +576,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         How long each agent took to build its previous /metrics answer. It grows with the number
         of sockets; well under the scrape timeout is fine.
       |||),
-      p.pos(0, 123, 12, 8),
+      p.pos(0, 131, 12, 8),
       [
         p.target(q('max by (instance) (portlens_scrape_duration_seconds{%(f)s})'), '{{instance}}'),
       ],
@@ -560,7 +589,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         kernel (portlens_kernel_info) of each selected instance. Useful when one host behaves
         differently from the others.
       |||),
-      p.pos(12, 123, 12, 8),
+      p.pos(12, 131, 12, 8),
       [
         p.tableTarget(q('portlens_build_info{%(f)s} * on (instance, job) group_left (release) portlens_kernel_info{%(f)s}')),
       ],
@@ -590,7 +619,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         ABI mismatch or a bug), diagnosed failures the event log could not write (disk full, file
         gone) or had no room to queue (its reader too slow), and sockets whose owner the /proc map had no room for. Each should stay at zero.
       |||),
-      p.pos(0, 131, 24, 8),
+      p.pos(0, 139, 24, 8),
       [
         p.target(q('sum by (instance) (rate(portlens_events_malformed_total{%(f)s}[$__rate_interval]))'), '{{instance}} malformed records'),
         p.target(q('sum by (instance) (rate(portlens_event_log_write_failures_total{%(f)s}[$__rate_interval]))'), '{{instance}} event log write failures'),
@@ -609,7 +638,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         under cause not_judged, never judged). Coalesced high and judged low is a retry loop or a
         flood being absorbed; shed above zero means failures went unexplained.
       |||),
-      p.pos(0, 139, 8, 8),
+      p.pos(0, 147, 8, 8),
       [
         p.target(q('sum by (instance, outcome) (rate(portlens_diagnoses_total{%(f)s}[$__rate_interval]))'), '{{instance}} {{outcome}}'),
       ],
@@ -623,7 +652,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         turn has a time budget; a queue that stays up means failures arrive faster than they
         can be judged, and beyond 16,384 they are shed.
       |||),
-      p.pos(8, 139, 8, 8),
+      p.pos(8, 147, 8, 8),
       [
         p.target(q('max by (instance) (portlens_diagnosis_queue_length{%(f)s})'), '{{instance}}'),
       ],
@@ -638,7 +667,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         user can multiply the series by creating namespaces. Raise the budget if a namespace you
         need to see is folded.
       |||),
-      p.pos(16, 139, 8, 8),
+      p.pos(16, 147, 8, 8),
       [
         p.target(q('max by (instance) (portlens_network_namespaces_folded{%(f)s})'), '{{instance}}'),
       ],
@@ -653,7 +682,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         at once, without the protection TIME_WAIT gives against late segments; the TIME_WAIT
         gauges leave these out, as the kernel does. Above zero: the limit is reached.
       |||),
-      p.pos(0, 147, 24, 8),
+      p.pos(0, 155, 24, 8),
       [
         p.target(q('sum by (instance) (rate(portlens_time_wait_refused_total{%(f)s}[$__rate_interval]))'), '{{instance}}'),
       ],
@@ -667,7 +696,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         sockets tracked (see portlens_tracked_sockets) and falls back after a burst; one that
         only climbs while the socket counts stay flat is worth a bug report.
       |||),
-      p.pos(0, 155, 5, 8),
+      p.pos(0, 163, 5, 8),
       [
         p.target(q('max by (instance) (process_resident_memory_bytes{%(f)s})'), '{{instance}}'),
       ],
@@ -681,7 +710,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         the tracing cost, the other share being the BPF programs' time beside it. It follows the
         connection churn on the host.
       |||),
-      p.pos(5, 155, 5, 8),
+      p.pos(5, 163, 5, 8),
       [
         p.target(q('sum by (instance) (rate(process_cpu_seconds_total{%(f)s}[$__rate_interval]))'), '{{instance}}'),
       ],
@@ -695,7 +724,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         portlens_bpf_program_run_seconds_total). Counted only while the kernel's BPF statistics
         are on (portlens_bpf_stats_enabled; the agent turns them on unless --no-bpf-stats).
       |||),
-      p.pos(10, 155, 5, 8),
+      p.pos(10, 163, 5, 8),
       [
         p.target(q('sum by (program) (rate(portlens_bpf_program_run_seconds_total{%(f)s}[$__rate_interval]))'), '{{program}}'),
       ],
@@ -709,7 +738,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         over run count, portlens_bpf_program_run_count_total). A syscall program runs once per
         call, the state program once per TCP state change.
       |||),
-      p.pos(15, 155, 5, 8),
+      p.pos(15, 163, 5, 8),
       [
         p.target(q('sum by (program) (rate(portlens_bpf_program_run_seconds_total{%(f)s}[$__rate_interval])) * 1e9 / sum by (program) (rate(portlens_bpf_program_run_count_total{%(f)s}[$__rate_interval]))'), '{{program}}'),
       ],
@@ -721,7 +750,7 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
         Agents whose BPF program run time is not counted (portlens_bpf_stats_enabled is 0: run
         with --no-bpf-stats, or BPF_ENABLE_STATS was refused). Their BPF time panels read 0.
       |||),
-      p.pos(20, 155, 4, 8),
+      p.pos(20, 163, 4, 8),
       [
         p.target(q('count(portlens_bpf_stats_enabled{%(f)s} == 0) or vector(0)'), 'agents'),
       ],

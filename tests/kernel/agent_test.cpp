@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -287,6 +288,69 @@ TEST_F(AgentTest, UtilizationPeakKeepsABurstThatEndedBeforeTheScrape) {
   const std::string next = agent.scrape();
   EXPECT_EQ(metric(next, "portlens_ephemeral_port_utilization_peak_ratio", {{"netns", netns}}), 0)
       << "each scrape resets the peak";
+  EXPECT_EQ(agent.stop(), 0);
+}
+
+// 20 connections the peer closed and this process never did: 20 CLOSE_WAIT sockets under this
+// process's comm and the listener's port, as ss counts them, with their age; gone once it closes
+// them.
+TEST_F(AgentTest, CloseWaitSocketsAppearUnderTheirOwnerAndVanishWhenClosed) {
+  PORTLENS_START_AGENT(agent);
+  struct Held {
+    std::unique_ptr<TestSocket> listener;
+    std::vector<int> accepted;
+    bool ok = false;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  Held held = ns().run([] {
+    Held h;
+    h.listener = std::make_unique<TestSocket>(AF_INET, SOCK_STREAM);
+    if (h.listener->bind("127.0.0.1", 7650) != 0 || h.listener->listen(64) != 0) {
+      return h;
+    }
+    for (int i = 0; i < 20; ++i) {
+      TestSocket client(AF_INET, SOCK_STREAM);
+      if (client.connect("127.0.0.1", 7650) != 0) {
+        return h;
+      }
+      const int fd = h.listener->accept_one();
+      if (fd < 0) {
+        return h;
+      }
+      h.accepted.push_back(fd);
+      client.close();  // the peer's FIN: the accepted socket goes to CLOSE_WAIT
+    }
+    h.ok = true;
+    return h;
+  });
+  ASSERT_TRUE(held.ok);
+  const auto ss_close_wait = [&] {
+    return run_command("ip netns exec " + ns().name() +
+                       " ss -Htan state close-wait 'sport = :7650' | wc -l")
+        .output;
+  };
+  ASSERT_TRUE(eventually([&] { return ss_close_wait() == "20\n"; }, 5s)) << ss_close_wait();
+  const Labels labels = {
+      {"netns", std::to_string(ns().inode())}, {"comm", own_comm()}, {"local_port", "7650"}};
+  std::string text = agent.scrape_until(
+      [&](const std::string& t) { return metric(t, "portlens_close_wait_sockets", labels) == 20; });
+  EXPECT_EQ(metric(text, "portlens_close_wait_sockets", labels), 20) << text;
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto age = metric(text, "portlens_close_wait_oldest_seconds", labels);
+  ASSERT_TRUE(age.has_value()) << text;
+  EXPECT_GE(*age, 0);
+  EXPECT_LE(*age, elapsed + 1);
+
+  for (const int fd : held.accepted) {
+    ::close(fd);
+  }
+  ASSERT_TRUE(eventually([&] { return ss_close_wait() == "0\n"; }, 5s));
+  text = agent.scrape_until([&](const std::string& t) {
+    return !metric(t, "portlens_close_wait_sockets", labels).has_value();
+  });
+  EXPECT_FALSE(metric(text, "portlens_close_wait_sockets", labels).has_value()) << text;
+  EXPECT_FALSE(metric(text, "portlens_close_wait_oldest_seconds", labels).has_value());
   EXPECT_EQ(agent.stop(), 0);
 }
 

@@ -235,6 +235,29 @@ TEST_F(PrometheusEndToEndTest, EveryPanelAndAlertEvaluatesAgainstARealScenario) 
   constexpr std::uint16_t kListener = 7601;
   make_time_waits(ns(), kExhausted, 10);
   ASSERT_EQ(ss_count_time_wait(ns()), "10");
+  // One connection its peer closed and this process keeps open: a CLOSE_WAIT for the CLOSE_WAIT
+  // panels, held until the test ends.
+  struct HeldCloseWait {
+    std::unique_ptr<TestSocket> listener;
+    int accepted = -1;
+    ~HeldCloseWait() {
+      if (accepted >= 0) {
+        ::close(accepted);
+      }
+    }
+  };
+  const std::unique_ptr<HeldCloseWait> close_wait = ns().run([] {
+    auto h = std::make_unique<HeldCloseWait>();
+    h->listener = std::make_unique<TestSocket>(AF_INET, SOCK_STREAM);
+    if (h->listener->bind("127.0.0.1", 7602) == 0 && h->listener->listen() == 0) {
+      TestSocket client(AF_INET, SOCK_STREAM);
+      if (client.connect("127.0.0.1", 7602) == 0) {
+        h->accepted = h->listener->accept_one();
+      }
+    }  // the client closes here: its FIN puts the accepted socket in CLOSE_WAIT
+    return h;
+  });
+  ASSERT_GE(close_wait->accepted, 0);
   const ScenarioFailures failures = repeat_failures(ns(), kExhausted, kListener, 8);
   ASSERT_EQ(failures.connects_refused, 8);
   ASSERT_EQ(failures.binds_refused, 8);

@@ -225,6 +225,8 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_tracked_sockets", MetricType::Gauge},
       {"portlens_scrape_duration_seconds", MetricType::Gauge},
       {"portlens_tcp_closes_total", MetricType::Counter},
+      {"portlens_close_wait_sockets", MetricType::Gauge},
+      {"portlens_close_wait_oldest_seconds", MetricType::Gauge},
       {"portlens_listen_queue_length", MetricType::Gauge},
       {"portlens_listen_queue_limit", MetricType::Gauge},
       {"portlens_listen_overflows_total", MetricType::Counter},
@@ -602,6 +604,30 @@ TEST(CollectorTest, ClosesByKindPerNamespace) {
                             {{{"netns", netns}, {"kind", "rst_sent"}}, 3},
                             {{{"netns", netns}, {"kind", "rst_received"}}, 2},
                             {{{"netns", netns}, {"kind", "other"}}, 1}}));
+}
+
+// CLOSE_WAIT by owner and port: the largest groups keep their series, the rest sum (and keep the
+// oldest age) under "other"; an owner not known is "unknown".
+TEST(CollectorTest, CloseWaitByOwnerAndPortWithOther) {
+  ScrapeInput input;
+  NetnsScrape ns = netns_scrape(kNetns, {});
+  constexpr std::uint64_t kNow = 100 * 1'000'000'000ULL;
+  ns.now_ns = kNow;
+  ns.close_wait = {{"java", 8080, 20, kNow - 30'000'000'000ULL},
+                   {"", 9000, 5, kNow - 1'000'000'000ULL},
+                   {"redis", 6379, 1, kNow - 90'000'000'000ULL}};
+  input.namespaces.push_back(ns);
+  const auto families = collect(input, 2);
+  const std::string netns = std::to_string(kNetns);
+  const auto at = [&](const std::string& comm, const std::string& port) {
+    return LabelMap{{"netns", netns}, {"comm", comm}, {"local_port", port}};
+  };
+  EXPECT_EQ(
+      series(families, "portlens_close_wait_sockets"),
+      (Series{{at("java", "8080"), 20}, {at("unknown", "9000"), 5}, {at("other", "other"), 1}}));
+  EXPECT_EQ(
+      series(families, "portlens_close_wait_oldest_seconds"),
+      (Series{{at("java", "8080"), 30}, {at("unknown", "9000"), 1}, {at("other", "other"), 90}}));
 }
 
 TEST(CollectorTest, SelfMetricsInPrometheusStandardNamesAndUnits) {

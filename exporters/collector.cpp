@@ -353,6 +353,12 @@ struct Families {
       "How long the oldest CLOSE_WAIT socket of each owner and port has been in CLOSE_WAIT (at "
       "least: a socket found in it by a snapshot counts from then).",
       MetricType::Gauge);
+  MetricFamily self_connects = make_family(
+      "portlens_tcp_self_connects_total",
+      "connect() calls that connected a socket to itself: the kernel chose a local port equal "
+      "to the destination's on the same address (TCP simultaneous open). The socket holds the "
+      "port a server on it needs; a client that retries toward a local port it may pick does it.",
+      MetricType::Counter);
   MetricFamily closes = make_family(
       "portlens_tcp_closes_total",
       "TCP connections that ended, by how: fin_time_wait (a FIN close that left a TIME_WAIT on "
@@ -448,6 +454,7 @@ struct Families {
                             &tracked,
                             &scrape_duration,
                             &closes,
+                            &self_connects,
                             &close_wait,
                             &close_wait_oldest,
                             &listen_queue_length,
@@ -816,6 +823,7 @@ void collect_agent(Families& f, const ScrapeInput& input) {
                tuple_key);
   add_counters(f.transitions, {"from", "to"}, c.state_transitions, tuple_key);
   add_counters(f.events, {"type"}, c.events_by_type, string_key);
+  add_sample(f.self_connects, {}, static_cast<double>(c.self_connects));
   add_sample(f.events_lost, {}, static_cast<double>(c.events_lost));
   add_sample(f.events_malformed, {}, static_cast<double>(c.events_malformed));
   add_sample(f.event_log_write_failures, {}, static_cast<double>(c.event_log_write_failures));

@@ -59,7 +59,10 @@ struct AgentCounters {
   // (from state, to state), TCP state names as the kernel spells them ("ESTABLISHED", ...)
   std::map<std::pair<std::string, std::string>, std::uint64_t> state_transitions;
   std::map<std::string, std::uint64_t> events_by_type;  // bind, listen, connect, state, ...
-  std::uint64_t events_lost = 0;                        // ring full + in-flight table full
+  // connect()s whose chosen local port was their destination's (TCP simultaneous open with
+  // itself on loopback: the socket talks to itself and holds the port a server wanted)
+  std::uint64_t self_connects = 0;
+  std::uint64_t events_lost = 0;               // ring full + in-flight table full
   std::uint64_t events_malformed = 0;          // ring records that failed to decode, dropped
   std::uint64_t event_log_write_failures = 0;  // diagnosed failures the event log could not write
   std::uint64_t event_log_dropped = 0;         // lines the event log's full queue could not take
@@ -83,6 +86,9 @@ class EventTally {
  public:
   void count(const Event& e) {
     ++by_type_[static_cast<std::size_t>(e.type)];
+    if (e.type == EventType::kConnect && e.self_connect()) {
+      ++self_connects_;
+    }
     if (e.type != EventType::kState) {
       return;
     }
@@ -95,6 +101,7 @@ class EventTally {
 
   // Adds the counts to counters under the labels AgentCounters documents.
   void name_into(AgentCounters& counters) const {
+    counters.self_connects += self_connects_;
     for (std::size_t type = 0; type < by_type_.size(); ++type) {
       if (by_type_[type] != 0) {
         counters.events_by_type[std::string(to_string(static_cast<EventType>(type)))] +=
@@ -117,7 +124,8 @@ class EventTally {
 
  private:
   static constexpr int kStates = 16;  // TCP_ESTABLISHED (1) .. TCP_BOUND_INACTIVE (13), and room
-  std::array<std::uint64_t, 8> by_type_{};  // by EventType (PL_EV_BIND 1 .. PL_EV_DESTROY 6)
+  std::array<std::uint64_t, 8> by_type_{};
+  std::uint64_t self_connects_ = 0;  // by EventType (PL_EV_BIND 1 .. PL_EV_DESTROY 6)
   std::array<std::array<std::uint64_t, kStates>, kStates> transitions_{};
   std::map<std::pair<int, int>, std::uint64_t> odd_transitions_;  // states beyond the table
 };

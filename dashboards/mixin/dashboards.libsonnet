@@ -378,12 +378,14 @@ local fold(text) = std.join(' ', std.filter(function(line) line != '', std.split
       fold(|||
         New connections per second per instance: outgoing (CLOSE -> SYN_SENT, a connect()) and
         incoming (LISTEN -> SYN_RECV, a SYN at a listener). Outgoing connection churn is what
-        consumes ephemeral ports.
+        consumes ephemeral ports. Self-connects are connect()s the kernel connected to
+        themselves (the local port it chose was the destination's): should be 0.
       |||),
       p.pos(0, 81, 12, 8),
       [
         p.target(q('sum by (instance) (rate(portlens_tcp_state_transitions_total{%(f)s, from="CLOSE", to="SYN_SENT"}[$__rate_interval]))'), 'outgoing {{instance}}'),
         p.target(q('sum by (instance) (rate(portlens_tcp_state_transitions_total{%(f)s, from="LISTEN", to="SYN_RECV"}[$__rate_interval]))'), 'incoming {{instance}}'),
+        p.target(q('sum by (instance) (rate(portlens_tcp_self_connects_total{%(f)s}[$__rate_interval]))'), 'self-connects {{instance}}'),
       ],
       axis='connections/s',
     ),

@@ -389,6 +389,8 @@ TEST_F(TraceCliTest, ASelfConnectIsFlaggedAndCounted) {
   PORTLENS_REQUIRE_ROOT();
   constexpr std::uint16_t kPort = 40001;
   ns().sysctl("net.ipv4.ip_local_port_range", "40001 40001");
+  PORTLENS_START_AGENT(agent);
+  const double before = metric(agent.scrape(), "portlens_tcp_self_connects_total").value_or(-1);
   Process p({PORTLENS_BINARY, "trace", "--json", "--netns", ns().name(), "--duration", "60"});
   ASSERT_TRUE(p.wait_for_stderr("Tracing", 20s)) << p.err();
   const auto [result, local, peer] = ns().run([] {
@@ -417,6 +419,13 @@ TEST_F(TraceCliTest, ASelfConnectIsFlaggedAndCounted) {
   }
   EXPECT_EQ(flagged, 1) << p.out();
   EXPECT_NE(p.err().find("1 self-connects"), std::string::npos) << p.err();
+  // The agent counts it too (host-wide: the delta over this test's one self-connect).
+  ASSERT_GE(before, 0);
+  const std::string text = agent.scrape_until([&](const std::string& t) {
+    return metric(t, "portlens_tcp_self_connects_total").value_or(0) >= before + 1;
+  });
+  EXPECT_EQ(metric(text, "portlens_tcp_self_connects_total"), before + 1) << text;
+  EXPECT_EQ(agent.stop(), 0);
 }
 
 }  // namespace

@@ -225,6 +225,7 @@ TEST(CollectorTest, EveryFamilyOfTheDesignWithItsType) {
       {"portlens_tracked_sockets", MetricType::Gauge},
       {"portlens_scrape_duration_seconds", MetricType::Gauge},
       {"portlens_tcp_closes_total", MetricType::Counter},
+      {"portlens_tcp_self_connects_total", MetricType::Counter},
       {"portlens_close_wait_sockets", MetricType::Gauge},
       {"portlens_close_wait_oldest_seconds", MetricType::Gauge},
       {"portlens_listen_queue_length", MetricType::Gauge},

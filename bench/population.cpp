@@ -173,8 +173,8 @@ void population_section(const Options& options, Report& report) {
     const auto rows_start = Clock::now();
     auto rows = tracker.rows(now);
     rows_ms.push_back(seconds_since(rows_start) * 1000);
-    input.namespaces.push_back(NetnsScrape(ns.inode(), snapshot.table.config_for(ns.inode()),
-                                           std::move(rows[ns.inode()])));
+    input.namespaces.emplace_back(ns.inode(), snapshot.table.config_for(ns.inode()),
+                                  std::move(rows[ns.inode()]));
     input.tracked_sockets = tracker.socket_count() + tracker.time_wait_count();
     const auto start = Clock::now();
     const auto built = PortlensCollector::build(input, kDefaultTopK);

@@ -237,12 +237,16 @@ std::string format_table_row(const Event& event, const WallClock& clock, bool wi
   // The calls run in their process; state changes and resets in whatever task was interrupted.
   const bool in_softirq = event.type == EventType::kState || event.type == EventType::kReset ||
                           event.type == EventType::kResetSent || event.type == EventType::kDestroy;
-  return fmt::format("{:<{}} {:<15} {:>7} {:<7} {:<5} {:<{}} {:<{}} {:<4} {}",
-                     format_clock_time(clock.to_realtime_ns(event.ts_ns), wide), w.time,
-                     in_softirq ? std::string("-") : escape_for_terminal(event.comm),
-                     in_softirq ? std::string("-") : std::to_string(event.pid),
-                     to_string(event.type), to_string(event.proto), local, w.address,
-                     shown(event.shown_remote()), w.address, opts, result);
+  return fmt::format(
+      "{:<{}} {:<15} {:>7} {:<7} {:<5} {:<{}} {:<{}} {:<4} {}",
+      format_clock_time(clock.to_realtime_ns(event.ts_ns), wide), w.time,
+      in_softirq ? std::string("-") : escape_for_terminal(event.comm),
+      in_softirq ? std::string("-") : std::to_string(event.pid),
+      // A reset either way is "reset" in the 7-wide CALL column; RESULT says
+      // which ("received in", "sent in").
+      event.type == EventType::kResetSent ? std::string_view("reset") : to_string(event.type),
+      to_string(event.proto), local, w.address, shown(event.shown_remote()), w.address, opts,
+      result);
 }
 
 nlohmann::json endpoint_to_json(const Endpoint& endpoint) {

@@ -350,6 +350,22 @@ TEST(TableTest, ResetRowSaysItWasReceived) {
   EXPECT_THAT(row, HasSubstr("reset"));
 }
 
+// A reset this side sent says so, in the CALL column's width like a received one.
+TEST(TableTest, ResetSentRowSaysItWasSentAndKeepsTheColumns) {
+  Event e;
+  e.type = EventType::kResetSent;
+  e.ts_ns = kMonoNs;
+  e.old_state = static_cast<int>(TcpState::kClose);
+  e.comm = "swapper/1";  // the interrupted task: never shown
+  e.local = *Endpoint::parse("127.0.0.1:40112");
+  e.remote = *Endpoint::parse("127.0.0.1:8080");
+  const std::string row = format_table_row(e, WallClock(kOffsetNs));
+  EXPECT_THAT(row, HasSubstr("sent in CLOSE"));
+  EXPECT_THAT(row, Not(HasSubstr("reset_sent")));
+  EXPECT_THAT(row, Not(HasSubstr("swapper")));
+  EXPECT_EQ(row.find(" reset "), format_table_header().find(" CALL ")) << row;
+}
+
 TEST(TableTest, ConnectRowShowsTheDestinationAsRemote) {
   Event e = failed_bind_v4();
   e.type = EventType::kConnect;

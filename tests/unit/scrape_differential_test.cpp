@@ -197,7 +197,7 @@ TEST_P(ScrapeDifferentialTest, RowsFromTheTrackerEqualTheCopiedTable) {
       auto rows = random.tracker().rows(now);
       for (const auto& [inode, config] : random.configs()) {
         reference_families(inode, config, random.tracker().table(inode, now), k, expected);
-        input.namespaces.push_back(NetnsScrape(inode, config, std::move(rows[inode])));
+        input.namespaces.emplace_back(inode, config, std::move(rows[inode]));
       }
       std::erase_if(expected, [](const auto& family) { return family.second.empty(); });
       const AllSeries actual = per_netns_series(PortlensCollector::build(input, k));
